@@ -1,3 +1,25 @@
-"""bl-model."""
+"""bl-model: the LLaMA-VID architecture that Behavior-LLaVA fine-tunes, its processor and converters."""
+
+from transformers import AutoModelForCausalLM
+
+from .builders import llama_vid_7b, llama_vid_13b, tiny
+from .configuration import BehaviorLlavaConfig, CompressMode, EvaVisionConfig, FreezePolicy
+from .modeling import BehaviorLlavaForCausalLM, MediaBatch
+from .ops import compress_video_tokens
+
+AutoModelForCausalLM.register(BehaviorLlavaConfig, BehaviorLlavaForCausalLM)
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "BehaviorLlavaConfig",
+    "BehaviorLlavaForCausalLM",
+    "CompressMode",
+    "EvaVisionConfig",
+    "FreezePolicy",
+    "MediaBatch",
+    "compress_video_tokens",
+    "llama_vid_7b",
+    "llama_vid_13b",
+    "tiny",
+]

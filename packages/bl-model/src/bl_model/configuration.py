@@ -9,7 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from transformers import AutoConfig, CLIPVisionConfig, InstructBlipQFormerConfig, LlamaConfig, PretrainedConfig
+from transformers import (
+    AutoConfig,
+    CLIPVisionConfig,
+    InstructBlipQFormerConfig,
+    LlamaConfig,
+    PretrainedConfig,
+)
 
 
 class EvaVisionConfig(PretrainedConfig):
@@ -69,13 +75,15 @@ class CompressMode:
         raise ValueError(f"compress mode must be 'mean', 'none' or 'grid:k' with k > 1, got {spec!r}")
 
     def num_tokens(self, num_patches: int) -> int:
-        side = int(round(num_patches**0.5))
+        side = round(num_patches**0.5)
         if self.kind == "mean":
             return 1
         if self.kind == "none":
             return num_patches
         if side * side != num_patches or side % self.grid:
-            raise ValueError(f"grid:{self.grid} needs a square patch grid divisible by {self.grid}, got N={num_patches}")
+            raise ValueError(
+                f"grid:{self.grid} needs a square patch grid divisible by {self.grid}, got N={num_patches}"
+            )
         return self.grid * self.grid
 
 
@@ -142,7 +150,9 @@ class BehaviorLlavaConfig(PretrainedConfig):
     ):
         self.vision_config = _sub_config(vision_config, EvaVisionConfig(), "vision_config")
         self.qformer_config = _sub_config(
-            qformer_config, InstructBlipQFormerConfig(vocab_size=30523, encoder_hidden_size=1408), "qformer_config"
+            qformer_config,
+            InstructBlipQFormerConfig(vocab_size=30523, encoder_hidden_size=1408),
+            "qformer_config",
         )
         self.text_config = _sub_config(text_config, LlamaConfig(), "text_config")
         self.num_query = num_query
@@ -163,7 +173,9 @@ class BehaviorLlavaConfig(PretrainedConfig):
         CompressMode.parse(self.video_compress)
         CompressMode.parse(self.image_compress)
         if not isinstance(self.vision_config, EvaVisionConfig | CLIPVisionConfig):
-            raise TypeError(f"vision_config must be EvaVisionConfig or CLIPVisionConfig, got {type(self.vision_config).__name__}")
+            raise TypeError(
+                f"vision_config must be EvaVisionConfig or CLIPVisionConfig, got {type(self.vision_config).__name__}"
+            )
         if self.qformer_config.encoder_hidden_size != self.vision_config.hidden_size:
             raise ValueError(
                 f"qformer_config.encoder_hidden_size ({self.qformer_config.encoder_hidden_size}) must equal the "

@@ -1,0 +1,308 @@
+"""Behavior-LLaVA / LLaMA-VID model: vision tower -> text-guided context + content tokens -> LLaMA.
+
+Per frame the LLM sees [ctx_t, content_t…]: the Q-Former turns the turn's instruction into M queries
+(cross-attending to LayerNorm(CLS + patches)), the queries pick a softmax-weighted mix of the patches
+(`ops.compress_video_tokens`), and the patches' mean (or `grid:k` pooling) is the content token.
+Media placeholders in `input_ids` are filled by `masked_scatter` after a count check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import (
+    AutoModelForCausalLM,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    InstructBlipQFormerModel,
+    PreTrainedModel,
+)
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .configuration import BehaviorLlavaConfig, CompressMode, EvaVisionConfig
+from .eva_vit import EvaVisionTransformer
+from .ops import compress_video_tokens
+
+
+class VisionTower(nn.Module):
+    """(S, 3, H, W) pixels -> (S, 1+N, C) features of layer `select_layer` (CLS first)."""
+
+    def __init__(self, config: EvaVisionConfig | CLIPVisionConfig, select_layer: int):
+        super().__init__()
+        self.select_layer = select_layer
+        if isinstance(config, EvaVisionConfig):
+            self.eva = EvaVisionTransformer(config)
+        else:
+            self.clip = CLIPVisionModel(config)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "eva"):
+            return self.eva(pixels, select_layer=self.select_layer)
+        out = self.clip(pixel_values=pixels, output_hidden_states=True)
+        return out.hidden_states[self.select_layer]
+
+
+@dataclass
+class MediaBatch:
+    """The visual half of a processed batch (see `BehaviorLlavaProcessor.collate`).
+
+    pixel_values (S, 3, H, W) all frames of all media; media_frame_counts (K,); media_is_video (K,);
+    query_input_ids / query_attention_mask (Q, Lq): one Q-Former prompt per placeholder, in text order;
+    query_media_index (Q,): the media item each placeholder shows.
+    """
+
+    pixel_values: torch.Tensor
+    media_frame_counts: torch.Tensor
+    media_is_video: torch.Tensor
+    query_input_ids: torch.Tensor
+    query_attention_mask: torch.Tensor
+    query_media_index: torch.Tensor
+
+
+class BehaviorLlavaPreTrainedModel(PreTrainedModel):
+    config_class = BehaviorLlavaConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _no_split_modules = ["LlamaDecoderLayer", "EvaBlock", "InstructBlipQFormerLayer"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = 0.02
+        if isinstance(module, nn.Linear | nn.Conv2d):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, EvaVisionTransformer):
+            nn.init.trunc_normal_(module.cls_token, std=std)
+            nn.init.trunc_normal_(module.pos_embed, std=std)
+        elif isinstance(module, BehaviorLlavaForCausalLM):
+            nn.init.normal_(module.query_tokens, std=std)
+        elif hasattr(module, "q_bias") and module.q_bias is not None:
+            nn.init.zeros_(module.q_bias)
+            nn.init.zeros_(module.v_bias)
+        elif type(module).__name__ == "LlamaRMSNorm":
+            nn.init.ones_(module.weight)
+
+
+class BehaviorLlavaForCausalLM(BehaviorLlavaPreTrainedModel):
+    """LLaMA-VID for causal LM. Submodule names map 1:1 to the released checkpoint (see `convert`)."""
+
+    def __init__(self, config: BehaviorLlavaConfig):
+        super().__init__(config)
+        C = config.vision_hidden_size
+        D = config.qformer_config.hidden_size
+        H = config.text_config.hidden_size
+        self.vision_tower = VisionTower(config.vision_config, config.vision_select_layer)
+        self.qformer = InstructBlipQFormerModel(config.qformer_config)  # vlm_att_encoder.bert
+        self.query_tokens = nn.Parameter(torch.zeros(1, config.num_query, D))  # vlm_att_query
+        self.qformer_ln = nn.LayerNorm(C)  # vlm_att_ln
+        self.query_projector = nn.Linear(D, C)  # vlm_att_projector
+        self.key_projector = nn.Linear(C, C)  # vlm_att_key_projector
+        self.val_projector = nn.Linear(C, H)  # vlm_att_val_projector
+        self.mm_projector = nn.Sequential(nn.Linear(C, H), nn.GELU(), nn.Linear(H, H))  # mlp2x_gelu
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.post_init()
+        self.apply_freeze_policy()
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs) -> BehaviorLlavaForCausalLM:
+        """transformers' loader, then the config's freeze policy (loading replaces the parameters)."""
+        model = super().from_pretrained(*args, **kwargs)
+        model.apply_freeze_policy()
+        return model
+
+    # ---- parameters -------------------------------------------------------------------------------
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by `FreezePolicy` field."""
+        return {
+            "vision_tower": list(self.vision_tower.parameters()),
+            "qformer": [*self.qformer.parameters(), self.query_tokens, *self.qformer_ln.parameters()],
+            "attention_projectors": [
+                *self.query_projector.parameters(),
+                *self.key_projector.parameters(),
+                *self.val_projector.parameters(),
+            ],
+            "mm_projector": list(self.mm_projector.parameters()),
+            "language_model": list(self.language_model.parameters()),
+        }
+
+    def apply_freeze_policy(self) -> None:
+        """Set `requires_grad` from the config's `FreezePolicy`."""
+        policy = self.config.freeze
+        for group, params in self.parameter_groups().items():
+            for p in params:
+                p.requires_grad_(not getattr(policy, group))
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    # ---- vision -----------------------------------------------------------------------------------
+    def _content_tokens(self, x: torch.Tensor, mean: torch.Tensor, mode: CompressMode) -> torch.Tensor:
+        """x (T, N, C) patches, mean (T, C) -> (T, n, C) content tokens before `mm_projector`."""
+        if mode.kind == "mean":
+            return mean[:, None]  # (T, 1, C)
+        if mode.kind == "none":
+            return x  # (T, N, C)
+        T, N, C = x.shape
+        side = round(N**0.5)
+        grid = x.transpose(1, 2).reshape(T, C, side, side)  # (T, C, s, s)
+        pooled = F.avg_pool2d(grid, kernel_size=side // mode.grid)  # (T, C, k, k)
+        return pooled.flatten(2).transpose(1, 2)  # (T, k*k, C)
+
+    def encode_media(self, media: MediaBatch) -> torch.Tensor:
+        """-> (total placeholder tokens, H): each placeholder's tokens, frame by frame [ctx, content…]."""
+        counts = media.media_frame_counts.tolist()
+        feats = self.vision_tower(media.pixel_values.to(self.vision_tower_dtype))  # (S, 1+N, C)
+        frame_start = [0, *torch.tensor(counts).cumsum(0).tolist()]
+        q_media = media.query_media_index.tolist()
+        if any(m < 0 or m >= len(counts) for m in q_media):
+            raise ValueError(f"query_media_index {q_media} out of range for {len(counts)} media items")
+
+        # Q-Former over every (prompt, frame) pair, all media at once.
+        pair_frame = torch.cat([torch.arange(frame_start[m], frame_start[m + 1]) for m in q_media])  # (R,)
+        pair_query = torch.cat([torch.full((counts[m],), i) for i, m in enumerate(q_media)])  # (R,)
+        pair_frame, pair_query = pair_frame.to(feats.device), pair_query.to(feats.device)
+        R, M = pair_frame.numel(), self.config.num_query
+        text_mask = media.query_attention_mask[pair_query]  # (R, Lq)
+        qformer_out = self.qformer(
+            input_ids=media.query_input_ids[pair_query],  # (R, Lq)
+            attention_mask=torch.cat([text_mask.new_ones(R, M), text_mask], dim=1),  # (R, M+Lq)
+            query_embeds=self.query_tokens.expand(R, -1, -1),  # (R, M, D)
+            encoder_hidden_states=self.qformer_ln(feats)[pair_frame],  # (R, 1+N, C): CLS included
+        ).last_hidden_state[:, :M]  # (R, M, D)
+        text_q = self.query_projector(qformer_out)  # (R, M, C)
+
+        tokens, start = [], 0
+        for m in q_media:
+            T = counts[m]
+            x = feats[frame_start[m] : frame_start[m + 1], 1:]  # (T, N, C): CLS dropped
+            q = text_q[start : start + T][None]  # (1, T, M, C)
+            start += T
+            ctx, mean = compress_video_tokens(x, q, self.key_projector.weight, self.key_projector.bias)
+            ctx = self.val_projector(ctx[0])[:, None]  # (T, 1, H)
+            mode = CompressMode.parse(
+                self.config.video_compress if media.media_is_video[m] else self.config.image_compress
+            )
+            content = self.mm_projector(self._content_tokens(x, mean, mode))  # (T, n, H)
+            tokens.append(torch.cat([ctx, content], dim=1).flatten(0, 1))  # (T*(1+n), H)
+        return torch.cat(tokens)  # (total, H)
+
+    @property
+    def vision_tower_dtype(self) -> torch.dtype:
+        return next(self.vision_tower.parameters()).dtype
+
+    def embed_inputs(self, input_ids: torch.Tensor, media: MediaBatch | None) -> torch.Tensor:
+        """input_ids (B, L) with placeholders -> inputs_embeds (B, L, H) with the media tokens filled in."""
+        is_media = input_ids == self.config.media_token_id  # (B, L)
+        embeds = self.get_input_embeddings()(input_ids.masked_fill(is_media, 0))  # (B, L, H)
+        num_slots = int(is_media.sum())
+        if media is None or media.query_media_index.numel() == 0:
+            if num_slots:
+                raise ValueError(
+                    f"input_ids hold {num_slots} media placeholder tokens but no media were given"
+                )
+            return embeds
+        media_embeds = self.encode_media(media)  # (total, H)
+        if media_embeds.shape[0] != num_slots:
+            raise ValueError(
+                f"input_ids hold {num_slots} media placeholder tokens but the media give {media_embeds.shape[0]} "
+                "tokens; build inputs with BehaviorLlavaProcessor for this config"
+            )
+        mask = is_media[..., None].expand_as(embeds)  # (B, L, H)
+        return embeds.masked_scatter(mask, media_embeds.to(embeds.dtype))
+
+    # ---- LM ---------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        media_frame_counts: torch.LongTensor | None = None,
+        media_is_video: torch.BoolTensor | None = None,
+        query_input_ids: torch.LongTensor | None = None,
+        query_attention_mask: torch.LongTensor | None = None,
+        query_media_index: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """input_ids/attention_mask/labels (B, L); media fields as in `MediaBatch`. Loss on labels != -100."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if inputs_embeds is None:
+            media = None
+            if pixel_values is not None:
+                media = MediaBatch(
+                    pixel_values,
+                    media_frame_counts,
+                    media_is_video,
+                    query_input_ids,
+                    query_attention_mask,
+                    query_media_index,
+                )
+            inputs_embeds = self.embed_inputs(input_ids, media)
+        return self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            labels=labels,
+            use_cache=use_cache,
+            **kwargs,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        media_frame_counts: torch.LongTensor | None = None,
+        media_is_video: torch.BoolTensor | None = None,
+        query_input_ids: torch.LongTensor | None = None,
+        query_attention_mask: torch.LongTensor | None = None,
+        query_media_index: torch.LongTensor | None = None,
+        max_new_tokens: int = 64,
+        **generate_kwargs,
+    ) -> torch.LongTensor:
+        """Greedy decoding with the LLM's KV cache. Prompts must be left-padded. -> new tokens (B, ≤ max_new_tokens)."""
+        media = None
+        if pixel_values is not None:
+            media = MediaBatch(
+                pixel_values,
+                media_frame_counts,
+                media_is_video,
+                query_input_ids,
+                query_attention_mask,
+                query_media_index,
+            )
+        embeds = self.embed_inputs(input_ids, media)  # (B, L, H)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        generate_kwargs.setdefault("do_sample", False)
+        generate_kwargs.setdefault("use_cache", True)
+        return self.language_model.generate(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            max_new_tokens=max_new_tokens,
+            **generate_kwargs,
+        )
