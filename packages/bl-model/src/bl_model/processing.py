@@ -1,0 +1,339 @@
+"""`BehaviorLlavaProcessor`: LLaMA-VID conversations + media -> model tensors, and the batch collator.
+
+Each `<image>` / `<video>` placeholder of a human turn is written as one added `<media>` token, the whole
+prompt is tokenized once (with character offsets), and every `<media>` id is then expanded into exactly
+`config.media_tokens(T, is_video)` copies, which the model fills with its visual tokens. Labels come from
+the offsets: a token is supervised iff it covers a character of an assistant message or its closing
+separator. Nothing is truncated: over-long samples and too many frames are errors.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import AddedToken
+from torch.nn.utils.rnn import pad_sequence
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from .configuration import BehaviorLlavaConfig
+from .conversation import MEDIA_TOKEN, get_template
+from .image_processing import Frames, as_frame_list, preprocess_frames
+
+IGNORE_INDEX = -100
+PLACEHOLDER_IS_VIDEO = {"<image>": False, "<video>": True}
+QFORMER_BOS = "[DEC]"
+PROCESSOR_CONFIG_NAME = "processor_config.json"
+_PLACEHOLDER = re.compile("|".join(map(re.escape, PLACEHOLDER_IS_VIDEO)))
+_ROLES = ("human", "gpt")
+
+
+@dataclass(frozen=True, eq=False)  # frames may be an array: no element-wise ==
+class Media:
+    """One image or video of a sample.
+
+    `frames`: a (T, H, W, 3) uint8 RGB array or a list of T PIL images / (H, W, 3) uint8 arrays; an image
+    (`is_video=False`) has exactly one frame (a single PIL image or (H, W, 3) array is accepted too).
+    """
+
+    frames: Frames
+    is_video: bool
+
+    @property
+    def num_frames(self) -> int:
+        return len(as_frame_list(self.frames))
+
+
+class BehaviorLlavaProcessor:
+    """Turns one LLaMA-VID sample (or a generation prompt) and its media into model inputs.
+
+    Args:
+        tokenizer: fast LLaMA tokenizer. `<media>` is added to it as a special token if missing (the
+            tokenizer is modified in place); its id must equal `config.media_token_id`. The LLM embedding
+            table is not resized: the model masks placeholder ids before its embedding lookup.
+        qformer_tokenizer: BERT (bert-base-uncased) tokenizer. `[DEC]` is added as its bos token, as
+            LLaMA-VID does (vocab 30523), and its truncation side is set to "left" (in place).
+        config: the model config (media token counts, `media_token_id`, `qformer_max_length`, image size).
+        template: conversation template name (`vicuna_v1` or `plain`).
+        max_length: largest LLM sequence after media expansion; longer samples raise, never truncate.
+        max_frames: most frames one media item may have; more raise, frames are never dropped.
+        pad_to_square: pad still images to a square before resizing (LLaVA "pad"); videos are never padded.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        qformer_tokenizer: PreTrainedTokenizerBase,
+        config: BehaviorLlavaConfig,
+        *,
+        template: str = "vicuna_v1",
+        max_length: int = 2048,
+        max_frames: int = 300,
+        pad_to_square: bool = False,
+    ):
+        self.template = get_template(template)
+        if MEDIA_TOKEN not in tokenizer.get_added_vocab():
+            tokenizer.add_tokens(
+                [AddedToken(MEDIA_TOKEN, special=True, normalized=False)], special_tokens=True
+            )
+        media_id = tokenizer.convert_tokens_to_ids(MEDIA_TOKEN)
+        if media_id != config.media_token_id:
+            raise ValueError(
+                f"the tokenizer gives {MEDIA_TOKEN} id {media_id} but config.media_token_id is "
+                f"{config.media_token_id}; set config.media_token_id={media_id} or use a matching tokenizer"
+            )
+        if qformer_tokenizer.bos_token != QFORMER_BOS:
+            qformer_tokenizer.add_special_tokens({"bos_token": QFORMER_BOS})
+        qformer_tokenizer.truncation_side = "left"
+        self.tokenizer = tokenizer
+        self.qformer_tokenizer = qformer_tokenizer
+        self.config = config
+        self.max_length = max_length
+        self.max_frames = max_frames
+        self.pad_to_square = pad_to_square
+
+    @property
+    def pad_token_id(self) -> int:
+        """LLM padding id: the tokenizer's pad, else its unk, else 0."""
+        for token_id in (self.tokenizer.pad_token_id, self.tokenizer.unk_token_id):
+            if token_id is not None:
+                return token_id
+        return 0
+
+    def __call__(self, sample: Mapping, media: Sequence[Media]) -> dict[str, torch.Tensor]:
+        """Encode one training sample.
+
+        Args:
+            sample: `{"id": str, "conversations": [{"from": "human" | "gpt", "value": str}, ...]}` with an
+                optional `"system"` text; human values hold `<image>` / `<video>` placeholders.
+            media: the sample's media, consumed in placeholder order.
+
+        Returns:
+            input_ids [L], labels [L] (-100 outside assistant text), pixel_values [S, 3, 224, 224]
+            (S = frames of all media; the side is `config.vision_config.image_size`), media_frame_counts [M], media_is_video [M], query_input_ids [Q, Lq],
+            query_attention_mask [Q, Lq], query_media_index [Q] (Q = placeholders, in text order).
+        """
+        sample_id = str(sample.get("id", "<no id>"))
+        conversations = sample.get("conversations") or []
+        if not conversations:
+            raise ValueError(f"sample {sample_id}: no conversations")
+        for i, turn in enumerate(conversations):
+            role = turn.get("from")
+            if role not in _ROLES:
+                raise ValueError(
+                    f"sample {sample_id}: turn {i} has unknown 'from' {role!r}; expected 'human' or 'gpt'"
+                )
+            if role != _ROLES[i % 2]:
+                raise ValueError(
+                    f"sample {sample_id}: turn {i} is from {role!r}; roles must alternate human/gpt starting with human"
+                )
+        if len(conversations) % 2:
+            raise ValueError(f"sample {sample_id}: the last turn must be from 'gpt' to be trained on")
+        messages = [turn["value"] for turn in conversations]
+        return self._encode(sample_id, messages, media, sample.get("system"), with_labels=True)
+
+    def prompt_for_generation(
+        self, text: str, media: Sequence[Media], system: str | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Encode one human turn `text` (with placeholders) ending in an open assistant turn.
+
+        Returns the tensors of `__call__` without `labels`.
+        """
+        return self._encode("<generation prompt>", [text], media, system, with_labels=False)
+
+    def _encode(
+        self,
+        sample_id: str,
+        messages: list[str],
+        media: Sequence[Media],
+        system: str | None,
+        *,
+        with_labels: bool,
+    ) -> dict[str, torch.Tensor]:
+        media = list(media)
+        if any(MEDIA_TOKEN in text for text in [*messages, system or ""]):
+            raise ValueError(f"sample {sample_id}: the text contains the reserved token {MEDIA_TOKEN}")
+        frame_counts = [item.num_frames for item in media]
+        for index, (item, count) in enumerate(zip(media, frame_counts, strict=True)):
+            if count == 0:
+                raise ValueError(f"sample {sample_id}: media {index} has zero frames")
+            if not item.is_video and count != 1:
+                raise ValueError(f"sample {sample_id}: media {index} is an image but has {count} frames")
+            if count > self.max_frames:
+                raise ValueError(
+                    f"sample {sample_id}: media {index} has {count} frames, more than max_frames={self.max_frames}; "
+                    "subsample it to fewer frames or raise max_frames (frames are never dropped)"
+                )
+
+        prompts: list[str] = []  # Q-Former prompt of each placeholder, in text order (= media order)
+        rewritten: list[str] = []
+        for turn, text in enumerate(messages):
+            if turn % 2:
+                rewritten.append(text)
+                continue
+            turn_prompt = _PLACEHOLDER.sub("", text).strip()
+            for match in _PLACEHOLDER.finditer(text):
+                index = len(prompts)
+                if index >= len(media):
+                    raise ValueError(
+                        f"sample {sample_id}: more placeholders than media ({len(media)} media items given)"
+                    )
+                if PLACEHOLDER_IS_VIDEO[match.group()] != media[index].is_video:
+                    kind = "a video" if media[index].is_video else "an image"
+                    raise ValueError(
+                        f"sample {sample_id}: placeholder {match.group()} (turn {turn}) is matched with media "
+                        f"{index}, which is {kind}"
+                    )
+                prompts.append(turn_prompt)
+            rewritten.append(_PLACEHOLDER.sub(MEDIA_TOKEN, text))
+        if len(prompts) < len(media):
+            raise ValueError(
+                f"sample {sample_id}: {len(media)} media items but only {len(prompts)} placeholders "
+                f"({len(media) - len(prompts)} media unused)"
+            )
+
+        rendered = self.template.render(rewritten, system)
+        encoding = self.tokenizer(rendered.text, return_offsets_mapping=True)
+        ids = torch.tensor(encoding["input_ids"], dtype=torch.long)  # (L0,)
+        offsets = np.asarray(encoding["offset_mapping"], dtype=np.int64).reshape(-1, 2)  # (L0, 2) char spans
+
+        is_media = ids == self.config.media_token_id  # (L0,)
+        if int(is_media.sum()) != len(media):
+            raise ValueError(
+                f"sample {sample_id}: the tokenizer produced {int(is_media.sum())} {MEDIA_TOKEN} tokens for "
+                f"{len(media)} placeholders"
+            )
+        repeats = torch.ones_like(ids)  # (L0,) copies of each token after expansion
+        repeats[is_media] = torch.tensor(
+            [
+                self.config.media_tokens(count, item.is_video)
+                for item, count in zip(media, frame_counts, strict=True)
+            ],
+            dtype=torch.long,
+        )
+        input_ids = ids.repeat_interleave(repeats)  # (L,)
+        if input_ids.numel() > self.max_length:
+            raise ValueError(
+                f"sample {sample_id}: {input_ids.numel()} tokens after media expansion exceed "
+                f"max_length={self.max_length}; samples are never truncated"
+            )
+
+        out = {"input_ids": input_ids}
+        if with_labels:
+            supervised = np.zeros(len(rendered.text), dtype=np.int64)  # (chars,) 1 on supervised characters
+            for start, end in rendered.supervised_spans:
+                supervised[start:end] = 1
+            prefix = np.concatenate([[0], np.cumsum(supervised)])  # (chars + 1,) supervised chars before i
+            keep = torch.from_numpy(prefix[offsets[:, 1]] > prefix[offsets[:, 0]])  # (L0,) token covers one
+            labels = torch.where(keep, ids, torch.full_like(ids, IGNORE_INDEX))  # (L0,)
+            out["labels"] = labels.repeat_interleave(repeats)  # (L,)
+
+        size = self.config.vision_config.image_size  # 224 for the released models
+        if media:
+            pixel_values = torch.cat(
+                [
+                    preprocess_frames(
+                        item.frames, size=size, pad_to_square=self.pad_to_square and not item.is_video
+                    )
+                    for item in media
+                ]
+            )  # (S, 3, size, size)
+        else:
+            pixel_values = torch.empty(0, 3, size, size)
+        out["pixel_values"] = pixel_values
+        out["media_frame_counts"] = torch.tensor(frame_counts, dtype=torch.long)  # (M,)
+        out["media_is_video"] = torch.tensor([item.is_video for item in media], dtype=torch.bool)  # (M,)
+        out.update(self._encode_queries(prompts))
+        return out
+
+    def _encode_queries(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Q-Former tokens of each prompt: ids / mask [Q, Lq] (left-truncated), media index [Q]."""
+        if prompts:
+            encoding = self.qformer_tokenizer(
+                prompts,
+                padding="longest",
+                truncation=True,
+                max_length=self.config.qformer_max_length,
+                return_tensors="pt",
+            )
+            query_ids, query_mask = encoding["input_ids"], encoding["attention_mask"]
+        else:
+            query_ids = query_mask = torch.zeros(0, 0, dtype=torch.long)
+        return {
+            "query_input_ids": query_ids.long(),
+            "query_attention_mask": query_mask.long(),
+            "query_media_index": torch.arange(len(prompts), dtype=torch.long),  # placeholder q uses media q
+        }
+
+    def collate(self, outputs: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Batch per-sample outputs of `__call__` (or `prompt_for_generation`).
+
+        Returns input_ids / attention_mask [B, L] (right-padded with `pad_token_id` / 0), labels [B, L]
+        (padded with -100; only if every sample has labels), pixel_values [sum S, 3, 224, 224],
+        media_frame_counts / media_is_video [sum M], query_input_ids / query_attention_mask [sum Q, max Lq]
+        (right-padded with the Q-Former pad id / 0), query_media_index [sum Q] indexing the batch's media.
+        """
+        input_ids = [o["input_ids"] for o in outputs]
+        batch = {
+            "input_ids": pad_sequence(input_ids, batch_first=True, padding_value=self.pad_token_id),  # (B, L)
+            "attention_mask": pad_sequence(
+                [torch.ones_like(ids) for ids in input_ids], batch_first=True, padding_value=0
+            ),  # (B, L)
+        }
+        if all("labels" in o for o in outputs):
+            batch["labels"] = pad_sequence(
+                [o["labels"] for o in outputs], batch_first=True, padding_value=IGNORE_INDEX
+            )  # (B, L)
+        for key in ("pixel_values", "media_frame_counts", "media_is_video"):
+            batch[key] = torch.cat([o[key] for o in outputs])
+        media_offsets = np.cumsum([0] + [o["media_frame_counts"].numel() for o in outputs])[:-1]
+        batch["query_media_index"] = torch.cat(
+            [o["query_media_index"] + int(offset) for o, offset in zip(outputs, media_offsets, strict=True)]
+        )  # (sum Q,)
+        query_len = max(o["query_input_ids"].shape[1] for o in outputs)
+        query_pad = self.qformer_tokenizer.pad_token_id or 0
+        batch["query_input_ids"] = torch.cat(
+            [
+                F.pad(o["query_input_ids"], (0, query_len - o["query_input_ids"].shape[1]), value=query_pad)
+                for o in outputs
+            ]
+        )  # (sum Q, max Lq)
+        batch["query_attention_mask"] = torch.cat(
+            [
+                F.pad(o["query_attention_mask"], (0, query_len - o["query_attention_mask"].shape[1]))
+                for o in outputs
+            ]
+        )  # (sum Q, max Lq)
+        return batch
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write `tokenizer/`, `qformer_tokenizer/` and `processor_config.json` under `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(directory / "tokenizer")
+        self.qformer_tokenizer.save_pretrained(directory / "qformer_tokenizer")
+        settings = {
+            "template": self.template.name,
+            "max_length": self.max_length,
+            "max_frames": self.max_frames,
+            "pad_to_square": self.pad_to_square,
+        }
+        (directory / PROCESSOR_CONFIG_NAME).write_text(json.dumps(settings, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, config: BehaviorLlavaConfig) -> BehaviorLlavaProcessor:
+        """Load a processor written by `save_pretrained`."""
+        directory = Path(directory)
+        settings = json.loads((directory / PROCESSOR_CONFIG_NAME).read_text())
+        return cls(
+            AutoTokenizer.from_pretrained(directory / "tokenizer"),
+            AutoTokenizer.from_pretrained(directory / "qformer_tokenizer"),
+            config,
+            **settings,
+        )
