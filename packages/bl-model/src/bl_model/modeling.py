@@ -8,7 +8,7 @@ Media placeholders in `input_ids` are filled by `masked_scatter` after a count c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,12 @@ class MediaBatch:
     query_input_ids: torch.Tensor
     query_attention_mask: torch.Tensor
     query_media_index: torch.Tensor
+
+    @classmethod
+    def pop_from(cls, inputs: dict) -> MediaBatch | None:
+        """Remove the media fields from a model-input dict; None when it holds no `pixel_values`."""
+        values = {f.name: inputs.pop(f.name, None) for f in fields(cls)}
+        return None if values["pixel_values"] is None else cls(**values)
 
 
 class BehaviorLlavaPreTrainedModel(PreTrainedModel):
@@ -252,13 +258,8 @@ class BehaviorLlavaForCausalLM(BehaviorLlavaPreTrainedModel):
             media = None
             if pixel_values is not None:
                 media = MediaBatch(
-                    pixel_values,
-                    media_frame_counts,
-                    media_is_video,
-                    query_input_ids,
-                    query_attention_mask,
-                    query_media_index,
-                )
+                    pixel_values, media_frame_counts, media_is_video, query_input_ids, query_attention_mask, query_media_index
+                )  # fmt: skip
             inputs_embeds = self.embed_inputs(input_ids, media)
         return self.language_model(
             inputs_embeds=inputs_embeds,
@@ -275,34 +276,16 @@ class BehaviorLlavaForCausalLM(BehaviorLlavaPreTrainedModel):
         self,
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
-        pixel_values: torch.Tensor | None = None,
-        media_frame_counts: torch.LongTensor | None = None,
-        media_is_video: torch.BoolTensor | None = None,
-        query_input_ids: torch.LongTensor | None = None,
-        query_attention_mask: torch.LongTensor | None = None,
-        query_media_index: torch.LongTensor | None = None,
         max_new_tokens: int = 64,
-        **generate_kwargs,
+        **inputs,
     ) -> torch.LongTensor:
-        """Greedy decoding with the LLM's KV cache. Prompts must be left-padded. -> new tokens (B, ≤ max_new_tokens)."""
-        media = None
-        if pixel_values is not None:
-            media = MediaBatch(
-                pixel_values,
-                media_frame_counts,
-                media_is_video,
-                query_input_ids,
-                query_attention_mask,
-                query_media_index,
-            )
-        embeds = self.embed_inputs(input_ids, media)  # (B, L, H)
+        """Greedy decoding with the LLM's KV cache; `inputs` may hold the `MediaBatch` fields, the rest goes to
+        transformers' `generate`. Prompts must be left-padded. -> new tokens (B, ≤ max_new_tokens)."""
+        embeds = self.embed_inputs(input_ids, MediaBatch.pop_from(inputs))  # (B, L, H)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        generate_kwargs.setdefault("do_sample", False)
-        generate_kwargs.setdefault("use_cache", True)
+        inputs.setdefault("do_sample", False)
+        inputs.setdefault("use_cache", True)
         return self.language_model.generate(
-            inputs_embeds=embeds,
-            attention_mask=attention_mask,
-            max_new_tokens=max_new_tokens,
-            **generate_kwargs,
+            inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens, **inputs
         )
