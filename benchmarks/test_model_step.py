@@ -11,7 +11,7 @@ from bl_model.ops import compress_video_tokens
 
 def ancestor_token_generation(x, q, key_weight, key_bias):
     """LLaMA-VID `token_generation`: copy frames per prompt, project K for every token, then attend."""
-    P, F, M, C = q.shape
+    P, F, _, C = q.shape
     frames = x[None].expand(P, -1, -1, -1).flatten(0, 1)  # (P*F, N, C) copy of x per prompt
     keys = frames @ key_weight.T + key_bias  # (P*F, N, C): K for every token
     attn = (q.flatten(0, 1) @ keys.transpose(1, 2) / math.sqrt(C)).softmax(-1)  # (P*F, M, N)
