@@ -79,8 +79,13 @@ class SceneDescription:
 
 @dataclass(frozen=True)
 class Failure:
-    """A bad input: which input, at which stage, and why. Written to failures.jsonl; the run goes on."""
+    """A bad input: which input, at which stage, and why. Written to failures.jsonl; the run goes on.
+
+    `sample_id` and `field` name the post and the offending field when they are known.
+    """
 
     input: str
     stage: str
     reason: str
+    sample_id: str | None = None
+    field: str | None = None

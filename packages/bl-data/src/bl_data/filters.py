@@ -1,0 +1,325 @@
+"""The paper's dataset filters (PAPER.md §2.1) as named, configurable rules, and a report of what they drop.
+
+A rule's `apply(post)` returns the post (a copy with fewer comments when it removes some) or a drop reason
+(`str`). `Filters` runs the rules in order, stops at the first drop and counts drops and removed comments per
+rule in a `FilterReport`. Thresholds that differ by source are keyed by `Post.source`; released BLIFT rows
+are Reddit posts and use Reddit's thresholds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.metrics.pairwise import cosine_similarity
+
+from bl_data.records import Comment, Post
+
+
+class Rule(Protocol):
+    name: str
+
+    def apply(self, post: Post) -> Post | str: ...
+
+
+def _keep_comments(post: Post, keep: Callable[[Comment], bool]) -> Post:
+    kept = [c for c in post.comments if keep(c)]
+    return post if len(kept) == len(post.comments) else dataclasses.replace(post, comments=kept)
+
+
+PLACEHOLDER_NSFW_WORDS = frozenset({"nsfw", "porn", "porno", "xxx", "nude", "nudes", "fuck", "fucking"})
+"""A stand-in only. The paper uses the LDNOOBW English list; pass it with `NsfwRule.from_file`."""
+
+
+@dataclass(frozen=True)
+class NsfwRule:
+    """Drop posts marked `over_18`; remove comments containing a listed word or phrase.
+
+    Matching is case-insensitive on whole words (a phrase matches its words separated by any whitespace).
+    The default `words` is `PLACEHOLDER_NSFW_WORDS`, a few words standing in for the real list, which is not
+    a dependency: load the LDNOOBW list (one word or phrase per line) with `NsfwRule.from_file(path)`.
+    """
+
+    words: frozenset[str] = PLACEHOLDER_NSFW_WORDS
+    name: str = "nsfw"
+
+    @classmethod
+    def from_file(cls, path: Path) -> NsfwRule:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        return cls(words=frozenset(w.strip().lower() for w in lines if w.strip()))
+
+    @cached_property
+    def pattern(self) -> re.Pattern[str]:
+        """One regex matching any listed word or phrase as whole words."""
+        alternatives = sorted(
+            (r"\s+".join(map(re.escape, w.split())) for w in self.words), key=len, reverse=True
+        )
+        body = "|".join(alternatives) if alternatives else r"(?!)"
+        return re.compile(rf"(?<!\w)(?:{body})(?!\w)", re.IGNORECASE)
+
+    def apply(self, post: Post) -> Post | str:
+        if post.over_18:
+            return "post marked over_18"
+        return _keep_comments(post, lambda c: self.pattern.search(c.text) is None)
+
+
+@dataclass(frozen=True)
+class BotRule:
+    """Drop posts by bots and remove comments by bots: an author in `names` or ending in a suffix.
+
+    Names compare case-insensitively. The suffix "bot" also matches humans such as "Talbot"; narrow it if
+    that matters.
+    """
+
+    names: frozenset[str] = frozenset({"automoderator"})
+    suffixes: tuple[str, ...] = ("bot",)
+    name: str = "bot"
+
+    @cached_property
+    def _lowered(self) -> tuple[frozenset[str], tuple[str, ...]]:
+        return frozenset(n.lower() for n in self.names), tuple(s.lower() for s in self.suffixes)
+
+    def is_bot(self, author: str | None) -> bool:
+        if not author:
+            return False
+        names, suffixes = self._lowered
+        return author.lower() in names or author.lower().endswith(suffixes)
+
+    def apply(self, post: Post) -> Post | str:
+        if self.is_bot(post.author):
+            return f"bot author {post.author!r}"
+        return _keep_comments(post, lambda c: not self.is_bot(c.author))
+
+
+@dataclass(frozen=True)
+class DeletedRule:
+    """Drop posts whose title or author is a marker, and remove comments whose text or author is one."""
+
+    markers: frozenset[str] = frozenset({"[deleted]", "[removed]"})
+    name: str = "deleted"
+
+    def apply(self, post: Post) -> Post | str:
+        if post.title.strip() in self.markers or post.author in self.markers:
+            return "post deleted or removed"
+        return _keep_comments(
+            post, lambda c: c.text.strip() not in self.markers and c.author not in self.markers
+        )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class DuplicateMediaRule:
+    """Drop a post whose media has the content hash of an earlier post's media (the first one seen stays).
+
+    The hash is `hashes[post.id]` when given, else the SHA-256 of `post.media_path`; a post with neither
+    passes. The rule remembers the hashes it has seen, so one instance must see every post of a dataset.
+    """
+
+    hashes: Mapping[str, str] = field(default_factory=dict)
+    name: str = "duplicate_media"
+    seen: dict[str, str] = field(default_factory=dict, init=False)  # hash -> first post id
+
+    def apply(self, post: Post) -> Post | str:
+        digest = self.hashes.get(post.id)
+        if digest is None:
+            if post.media_path is None:
+                return post
+            try:
+                digest = file_sha256(post.media_path)
+            except OSError as err:
+                return f"media unreadable: {err}"
+        first = self.seen.setdefault(digest, post.id)
+        return post if first == post.id else f"same media as post {first!r}"
+
+
+@dataclass(frozen=True)
+class CommentWordsRule:
+    """Remove comments whose word count (whitespace-separated) is outside [min, max] for the post's source.
+
+    Paper: Reddit keeps >= 3 words; YouTube keeps 4-100 words. `None` means no bound.
+    """
+
+    bounds: Mapping[str, tuple[int | None, int | None]] = field(
+        default_factory=lambda: {"reddit": (3, None), "blift": (3, None), "youtube": (4, 100)}
+    )
+    name: str = "comment_words"
+
+    def apply(self, post: Post) -> Post | str:
+        low, high = self.bounds.get(post.source, (None, None))
+
+        def keep(comment: Comment) -> bool:
+            n = len(comment.text.split())
+            return (low is None or n >= low) and (high is None or n <= high)
+
+        return _keep_comments(post, keep)
+
+
+@dataclass(frozen=True)
+class NearDuplicateCommentsRule:
+    """Remove near-duplicate comments: TF-IDF cosine similarity >= the source's threshold.
+
+    TF-IDF is fitted on the post's own comments (scikit-learn defaults: lowercase, words of 2+ characters,
+    smoothed idf, l2 norm). Comments are visited most-liked first (ties: earlier first) and one is kept when
+    it is below the threshold against every comment kept so far, so each group keeps its most-liked member.
+    Kept comments stay in their input order. Paper thresholds: 0.6 Reddit, 0.7 YouTube.
+    """
+
+    thresholds: Mapping[str, float] = field(
+        default_factory=lambda: {"reddit": 0.6, "blift": 0.6, "youtube": 0.7}
+    )
+    name: str = "near_duplicate_comments"
+
+    def apply(self, post: Post) -> Post | str:
+        threshold = self.thresholds.get(post.source)
+        if threshold is None or len(post.comments) < 2:
+            return post
+        similarity = comment_similarity([c.text for c in post.comments])
+        kept: list[int] = []
+        for i in sorted(range(len(post.comments)), key=lambda i: -post.comments[i].likes):
+            if all(similarity[i, j] < threshold for j in kept):
+                kept.append(i)
+        if len(kept) == len(post.comments):
+            return post
+        keep = set(kept)
+        return dataclasses.replace(post, comments=[c for i, c in enumerate(post.comments) if i in keep])
+
+
+def comment_similarity(texts: Sequence[str]) -> np.ndarray:
+    """(n, n) TF-IDF cosine similarity of `texts`; all zeros when no text has a word of 2+ characters."""
+    try:
+        matrix = TfidfVectorizer().fit_transform(texts)
+    except ValueError:  # "empty vocabulary": nothing to compare
+        return np.zeros((len(texts), len(texts)))
+    return cosine_similarity(matrix)
+
+
+@dataclass(frozen=True)
+class MinCommentsRule:
+    """Drop posts with fewer than `min_comments` comments left (paper: 2)."""
+
+    min_comments: int = 2
+    name: str = "min_comments"
+
+    def apply(self, post: Post) -> Post | str:
+        if len(post.comments) < self.min_comments:
+            return f"{len(post.comments)} comments < {self.min_comments}"
+        return post
+
+
+@dataclass(frozen=True)
+class MaxDurationRule:
+    """Drop videos longer than `max_seconds` (paper: 500 s). Images and unknown durations pass."""
+
+    max_seconds: float = 500.0
+    name: str = "max_duration"
+
+    def apply(self, post: Post) -> Post | str:
+        if post.is_video and post.duration is not None and post.duration > self.max_seconds:
+            return f"duration {post.duration:g} s > {self.max_seconds:g} s"
+        return post
+
+
+@dataclass(frozen=True)
+class MinViewsRule:
+    """Drop posts of `sources` with at most `min_views` views or an unknown count (paper: YouTube, 10,000)."""
+
+    min_views: int = 10_000
+    sources: frozenset[str] = frozenset({"youtube"})
+    name: str = "min_views"
+
+    def apply(self, post: Post) -> Post | str:
+        if post.source not in self.sources:
+            return post
+        if post.view_count is None or post.view_count <= self.min_views:
+            return f"{post.view_count} views <= {self.min_views}"
+        return post
+
+
+def default_rules() -> list[Rule]:
+    """Every rule with the paper's settings, in the paper's order (PAPER.md §2.1)."""
+    return [
+        NsfwRule(),
+        BotRule(),
+        DeletedRule(),
+        DuplicateMediaRule(),
+        CommentWordsRule(),
+        NearDuplicateCommentsRule(),
+        MinCommentsRule(),
+        MaxDurationRule(),
+        MinViewsRule(),
+    ]
+
+
+@dataclass
+class FilterReport:
+    """Posts in and kept, posts dropped per rule, and comments removed per rule."""
+
+    posts_in: int = 0
+    posts_kept: int = 0
+    posts_dropped: Counter[str] = field(default_factory=Counter)
+    comments_removed: Counter[str] = field(default_factory=Counter)
+
+    def merge(self, other: FilterReport) -> None:
+        """Add another report's counts (e.g. from another worker)."""
+        self.posts_in += other.posts_in
+        self.posts_kept += other.posts_kept
+        self.posts_dropped.update(other.posts_dropped)
+        self.comments_removed.update(other.comments_removed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "posts_in": self.posts_in,
+            "posts_kept": self.posts_kept,
+            "posts_dropped": dict(self.posts_dropped),
+            "comments_removed": dict(self.comments_removed),
+        }
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A post a rule dropped, and why."""
+
+    post_id: str
+    rule: str
+    reason: str
+
+
+class Filters:
+    """Runs `rules` (default: `default_rules()`) in order over posts and keeps a `FilterReport`."""
+
+    def __init__(self, rules: Iterable[Rule] | None = None) -> None:
+        self.rules = list(default_rules() if rules is None else rules)
+        names = [rule.name for rule in self.rules]
+        if len(set(names)) != len(names):
+            raise ValueError(f"rule names must be unique, got {names}")
+        self.report = FilterReport()
+
+    def __call__(self, post: Post) -> Post | Dropped:
+        self.report.posts_in += 1
+        for rule in self.rules:
+            result = rule.apply(post)
+            if isinstance(result, str):
+                self.report.posts_dropped[rule.name] += 1
+                return Dropped(post.id, rule.name, result)
+            removed = len(post.comments) - len(result.comments)
+            if removed:
+                self.report.comments_removed[rule.name] += removed
+            post = result
+        self.report.posts_kept += 1
+        return post

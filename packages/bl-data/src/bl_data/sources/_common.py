@@ -1,0 +1,194 @@
+"""Shared helpers of the importers: typed field access, strict JSON/UTF-8 decoding, the media index."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from bl_data.records import Failure, Post
+
+STAGE = "import"
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "mov", "m4v", "avi", "flv", "gif")
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp")
+# Earlier in the tuple = preferred when one id has several media files.
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
+
+
+class InvalidField(Exception):
+    """A field is missing or has a wrong type or value. `field` is "" for the record as a whole."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def failure(input: str, reason: str, sample_id: str | None = None, field: str | None = None) -> Failure:
+    return Failure(input=input, stage=STAGE, reason=reason, sample_id=sample_id, field=field or None)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name} is not valid JSON")
+
+
+def loads(data: bytes) -> Any:
+    """Strictly decode UTF-8 JSON. Raises `InvalidField("", ...)` on bad bytes, bad JSON or NaN/Infinity."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InvalidField("", f"not valid UTF-8 (byte {err.start})") from err
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError as err:  # json.JSONDecodeError is a ValueError
+        raise InvalidField("", f"invalid JSON: {err}") from err
+
+
+def _open(path: Path) -> IO[bytes]:
+    if path.suffix == ".zst":
+        raise ValueError(f"{path}: zstd files are not read directly; decompress with `zstd -d --long=31`")
+    opener = _OPENERS.get(path.suffix)
+    return opener(path, "rb") if opener else path.open("rb")
+
+
+def read_ndjson(path: Path) -> Iterator[tuple[int, str, object]]:
+    """(line number, `<path>:<line>`, decoded object or a Failure) per non-blank line, streamed.
+
+    Plain, `.gz`, `.bz2` and `.xz` files are read.
+    """
+    with _open(path) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            line_input = f"{path}:{number}"
+            try:
+                yield number, line_input, loads(line)
+            except InvalidField as err:
+                yield number, line_input, failure(line_input, err.message)
+
+
+def _check_text(value: str, field: str) -> str:
+    """`value` unchanged, or `InvalidField` when it holds lone surrogates (JSON `\\ud800` escapes)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InvalidField(field, "not valid UTF-8 (lone surrogate)") from err
+    return value
+
+
+class Record:
+    """Typed, validated access to one JSON object; every accessor raises `InvalidField`."""
+
+    def __init__(self, data: object, prefix: str = "") -> None:
+        if not isinstance(data, dict):
+            raise InvalidField(prefix.rstrip("."), f"expected a JSON object, got {type(data).__name__}")
+        self.data = data
+        self.prefix = prefix
+
+    def _get(self, name: str, required: bool) -> Any:
+        value = self.data.get(name)
+        if value is None and required:
+            raise InvalidField(self.prefix + name, "missing")
+        return value
+
+    def _wrong(self, name: str, expected: str, value: Any) -> InvalidField:
+        return InvalidField(self.prefix + name, f"expected {expected}, got {type(value).__name__}")
+
+    def text(self, name: str, required: bool = False) -> str | None:
+        value = self._get(name, required)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self._wrong(name, "a string", value)
+        if required and not value.strip():
+            raise InvalidField(self.prefix + name, "empty")
+        return _check_text(value, self.prefix + name)
+
+    def integer(self, name: str, required: bool = False, minimum: int | None = 0) -> int | None:
+        """An int (an integral float is accepted); below `minimum` is an impossible value."""
+        value = self._get(name, required)
+        if value is None:
+            return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._wrong(name, "an integer", value)
+        if minimum is not None and value < minimum:
+            raise InvalidField(self.prefix + name, f"impossible value {value} (< {minimum})")
+        return value
+
+    def number(self, name: str, required: bool = False, minimum: float | None = 0.0) -> float | None:
+        value = self._get(name, required)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise self._wrong(name, "a finite number", value)
+        if minimum is not None and value < minimum:
+            raise InvalidField(self.prefix + name, f"impossible value {value} (< {minimum})")
+        return float(value)
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        value = self._get(name, False)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self._wrong(name, "a boolean", value)
+        return value
+
+    def strings(self, name: str, required: bool = False) -> list[str] | None:
+        value = self._get(name, required)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise self._wrong(name, "a list of strings", value)
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self._wrong(f"{name}[{i}]", "a string", item)
+            _check_text(item, f"{self.prefix}{name}[{i}]")
+        return value
+
+    def objects(self, name: str) -> list[tuple[str, object]] | None:
+        """(prefix, raw item) of each item of a list field; `Record(item, prefix)` validates one."""
+        value = self._get(name, False)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise self._wrong(name, "a list of objects", value)
+        return [(f"{self.prefix}{name}[{i}].", item) for i, item in enumerate(value)]
+
+
+def index_media(folder: Path, extensions: tuple[str, ...] = MEDIA_EXTENSIONS) -> dict[str, Path]:
+    """Map `<key>` -> `<folder>/<key>.<ext>` for every file with one of `extensions` directly in `folder`.
+
+    When a key has several media files, the extension earliest in `extensions` wins. yt-dlp's intermediate
+    `<id>.f137.mp4` files have the key `<id>.f137` and so never shadow `<id>.mp4`.
+    """
+    if not folder.is_dir():
+        raise NotADirectoryError(f"media folder {folder} is not a directory")
+    best: dict[str, Path] = {}
+    for path in folder.iterdir():
+        ext = path.suffix[1:].lower()
+        if ext not in extensions or not path.is_file():
+            continue
+        current = best.get(path.stem)
+        rank = extensions.index
+        if current is None or rank(ext) < rank(current.suffix[1:].lower()):
+            best[path.stem] = path
+    return best
+
+
+def attach_media(post: Post, media: dict[str, Path], input: str) -> Post | Failure:
+    """`post` with `media_path` and `is_video` (from the file's extension) set, or a Failure when it has none."""
+    path = media.get(post.id)
+    if path is None:
+        return failure(input, f"no media file {post.id}.<ext>", post.id, "media")
+    post.media_path = path
+    post.is_video = path.suffix[1:].lower() in VIDEO_EXTENSIONS
+    return post
