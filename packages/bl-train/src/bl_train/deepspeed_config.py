@@ -1,0 +1,58 @@
+"""The DeepSpeed JSON, generated from a `Recipe` and checked before DeepSpeed sees it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import Recipe
+
+
+def deepspeed_config(recipe: Recipe, world_size: int) -> dict[str, Any]:
+    """ZeRO config dict for `deepspeed.initialize(config=...)`.
+
+    Batch arithmetic: train_batch_size = micro_batch_size x grad_accum x world_size (checked by `validate`).
+    The optimizer and scheduler are built by the engine (DeepSpeedCPUAdam when offloading), not here.
+    """
+    ds, t = recipe.deepspeed, recipe.train
+    zero: dict[str, Any] = {
+        "stage": ds.stage,
+        "overlap_comm": ds.overlap_comm,
+        "contiguous_gradients": ds.contiguous_gradients,
+        "reduce_bucket_size": ds.reduce_bucket_size,
+        "allgather_bucket_size": ds.allgather_bucket_size,
+    }
+    if ds.offload_optimizer != "none":
+        zero["offload_optimizer"] = {"device": ds.offload_optimizer, "pin_memory": True}
+    if ds.offload_param != "none":
+        zero["offload_param"] = {"device": ds.offload_param, "pin_memory": True}
+    config = {
+        "train_batch_size": t.micro_batch_size * t.grad_accum * world_size,
+        "train_micro_batch_size_per_gpu": t.micro_batch_size,
+        "gradient_accumulation_steps": t.grad_accum,
+        "gradient_clipping": recipe.optim.grad_clip,
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
+        "bf16": {"enabled": t.precision == "bf16"},
+        "fp16": {"enabled": t.precision == "fp16", "initial_scale_power": 16},
+        "steps_per_print": 1 << 30,  # the engine logs; keep DeepSpeed quiet
+        "wall_clock_breakdown": False,
+    }
+    validate(config, world_size)
+    return config
+
+
+def validate(config: dict[str, Any], world_size: int) -> None:
+    """Raise ValueError for a DeepSpeed config whose ZeRO/offload or batch settings cannot work."""
+    zero = config.get("zero_optimization", {})
+    stage = zero.get("stage", 0)
+    if "offload_param" in zero and stage != 3:
+        raise ValueError(f"offload_param exists only at ZeRO stage 3 (stage {stage} would silently ignore it)")
+    if "offload_optimizer" in zero and stage < 1:
+        raise ValueError("offload_optimizer needs ZeRO stage >= 1")
+    micro, accum = config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"]
+    if config["train_batch_size"] != micro * accum * world_size:
+        raise ValueError(
+            f"train_batch_size {config['train_batch_size']} != micro {micro} x accum {accum} x world {world_size}"
+        )
+    if config["bf16"]["enabled"] and config["fp16"]["enabled"]:
+        raise ValueError("enable at most one of bf16 and fp16")
