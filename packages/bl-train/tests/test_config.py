@@ -28,8 +28,18 @@ def test_shipped_recipe_validates_and_round_trips(path, tmp_path):
 @pytest.mark.parametrize("name", ["behavior-llava-7b", "behavior-llava-13b", "ad-llava-13b"])
 def test_paper_recipes_carry_the_paper_hyperparameters(name):
     r = load_recipe(CONFIGS / f"{name}.yaml")
-    assert (r.optim.lr, r.optim.weight_decay, r.optim.warmup_ratio, r.optim.schedule) == (2e-5, 0.0, 0.03, "cosine")
-    assert (r.train.micro_batch_size, r.train.precision, r.train.epochs, r.data.max_length) == (4, "bf16", 2.2, 2048)
+    assert (r.optim.lr, r.optim.weight_decay, r.optim.warmup_ratio, r.optim.schedule) == (
+        2e-5,
+        0.0,
+        0.03,
+        "cosine",
+    )
+    assert (r.train.micro_batch_size, r.train.precision, r.train.epochs, r.data.max_length) == (
+        4,
+        "bf16",
+        2.2,
+        2048,
+    )
     assert r.model.gradient_checkpointing and r.data.blift_ratio == 0.5
     assert (r.deepspeed.stage, r.deepspeed.offload_optimizer, r.deepspeed.offload_param) == (2, "cpu", "none")
     assert r.data.with_behavior == (name != "ad-llava-13b")

@@ -1,6 +1,6 @@
 """Typed training recipes: dataclasses loaded from YAML, with dot-path overrides from the CLI.
 
-    recipe = load_recipe("configs/behavior-llava-13b.yaml", ["--optim.lr", "1e-5"])
+recipe = load_recipe("configs/behavior-llava-13b.yaml", ["--optim.lr", "1e-5"])
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ class ModelConfig:
     """Which model to train: a `bl_model` builder (`tiny`, `llama_vid_7b`, `llama_vid_13b`) or a saved model."""
 
     builder: Literal["tiny", "llama_vid_7b", "llama_vid_13b"] | None = "tiny"
-    pretrained: str | None = None  # a directory saved by `save_pretrained` / `bl_model.convert`; wins over builder
+    pretrained: str | None = (
+        None  # a directory saved by `save_pretrained` / `bl_model.convert`; wins over builder
+    )
     freeze_vision_tower: bool = True
     freeze_qformer: bool = True
     freeze_attention_projectors: bool = True
@@ -109,7 +111,9 @@ class Recipe:
         """Raise ValueError for settings that cannot work together; returns self."""
         ds, t, d = self.deepspeed, self.train, self.data
         if ds.offload_param != "none" and ds.stage != 3:
-            raise ValueError(f"deepspeed.offload_param={ds.offload_param!r} needs ZeRO stage 3, got stage {ds.stage}")
+            raise ValueError(
+                f"deepspeed.offload_param={ds.offload_param!r} needs ZeRO stage 3, got stage {ds.stage}"
+            )
         if ds.offload_optimizer != "none" and ds.stage == 0:
             raise ValueError("deepspeed.offload_optimizer needs ZeRO stage >= 1")
         if t.micro_batch_size < 1 or t.grad_accum < 1:
@@ -139,9 +143,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Convert a YAML / CLI value to the annotated type, or raise naming the field."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args):
-            if type(None) in args:
-                return None
+        is_null = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_null and type(None) in args:
+            return None
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
@@ -170,7 +174,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint in (int, float):
         if isinstance(value, bool):
             raise ValueError(f"{where}: expected {hint.__name__}, got {value!r}")
-        number = hint(float(value)) if hint is int and isinstance(value, str) and "e" in value.lower() else hint(value)
+        number = (
+            hint(float(value))
+            if hint is int and isinstance(value, str) and "e" in value.lower()
+            else hint(value)
+        )
         if hint is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(f"{where}: expected an int, got {value!r}")
         return number
@@ -188,7 +196,9 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     kwargs = {}
     for name, value in values.items():
         hint, path = hints[name], f"{where}.{name}".lstrip(".")
-        kwargs[name] = _build(hint, value or {}, path) if dataclasses.is_dataclass(hint) else _coerce(value, hint, path)
+        kwargs[name] = (
+            _build(hint, value or {}, path) if dataclasses.is_dataclass(hint) else _coerce(value, hint, path)
+        )
     return cls(**kwargs)
 
 
@@ -220,7 +230,9 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in update.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 

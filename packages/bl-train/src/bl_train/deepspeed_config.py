@@ -46,7 +46,9 @@ def validate(config: dict[str, Any], world_size: int) -> None:
     zero = config.get("zero_optimization", {})
     stage = zero.get("stage", 0)
     if "offload_param" in zero and stage != 3:
-        raise ValueError(f"offload_param exists only at ZeRO stage 3 (stage {stage} would silently ignore it)")
+        raise ValueError(
+            f"offload_param exists only at ZeRO stage 3 (stage {stage} would silently ignore it)"
+        )
     if "offload_optimizer" in zero and stage < 1:
         raise ValueError("offload_optimizer needs ZeRO stage >= 1")
     micro, accum = config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"]
