@@ -1,0 +1,58 @@
+"""Read a generated answer back into structured behaviour: the inverse of `verbalize`'s behaviour block.
+
+    parsed = parse_behavior(answer)      # ParsedBehavior(likes_percent=2.0, upvotes=None, comments=[...], replay=[...])
+
+A missing part is None; text that is not a behaviour block raises `BehaviorParseError` with the raw text kept.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .verbalize import SEPARATOR
+
+_LIKES = re.compile(r"will be liked by (\d+(?:\.\d+)?)% of viewers")
+_UPVOTES = re.compile(r"will get (-?\d+) upvotes")
+_COMMENT = re.compile(r'^\s*(\d+)\.\s*"(.*)"\s*$')
+_REPLAY_HEAD = "The replay values for each scene would be:"
+_REPLAY = re.compile(r"^\s*Scene (\d+): (-?\d+(?:\.\d+)?)\s*$")
+
+
+class BehaviorParseError(ValueError):
+    """An answer with no recognisable behaviour block; `.raw` keeps the text."""
+
+    def __init__(self, message: str, raw: str):
+        super().__init__(message)
+        self.raw = raw
+
+
+@dataclass
+class ParsedBehavior:
+    likes_percent: float | None = None
+    upvotes: int | None = None
+    comments: list[str] = field(default_factory=list)
+    replay: list[float] | None = None
+    raw: str = ""
+
+
+def parse_behavior(text: str) -> ParsedBehavior:
+    """Parse the part after `>>> BEHAVIOR <<<` (or the whole text when the separator is absent)."""
+    block = text.split(SEPARATOR, 1)[1] if SEPARATOR in text else text
+    out = ParsedBehavior(raw=text)
+    if likes := _LIKES.search(block):
+        out.likes_percent = float(likes.group(1))
+    if upvotes := _UPVOTES.search(block):
+        out.upvotes = int(upvotes.group(1))
+    head, _, replay_part = block.partition(_REPLAY_HEAD)
+    out.comments = [m.group(2) for line in head.splitlines() if (m := _COMMENT.match(line))]
+    if _REPLAY_HEAD in block:
+        values = [
+            (int(m.group(1)), float(m.group(2)))
+            for line in replay_part.splitlines()
+            if (m := _REPLAY.match(line))
+        ]
+        out.replay = [v for _, v in sorted(values)]
+    if out.likes_percent is None and out.upvotes is None and not out.comments and out.replay is None:
+        raise BehaviorParseError("no likes, upvotes, comments or replay values found in the answer", text)
+    return out
