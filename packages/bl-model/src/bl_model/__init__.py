@@ -6,6 +6,8 @@ from .builders import llama_vid_7b, llama_vid_13b, tiny
 from .configuration import BehaviorLlavaConfig, CompressMode, EvaVisionConfig, FreezePolicy
 from .modeling import BehaviorLlavaForCausalLM, MediaBatch
 from .ops import compress_video_tokens
+from .ops.varlen_attention import varlen_attention
+from .packing import enable_packed_attention, pack_sequences
 from .processing import BehaviorLlavaProcessor, Media
 
 AutoModelForCausalLM.register(BehaviorLlavaConfig, BehaviorLlavaForCausalLM)
@@ -22,7 +24,10 @@ __all__ = [
     "Media",
     "MediaBatch",
     "compress_video_tokens",
+    "enable_packed_attention",
     "llama_vid_7b",
     "llama_vid_13b",
+    "pack_sequences",
     "tiny",
+    "varlen_attention",
 ]

@@ -25,6 +25,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .configuration import BehaviorLlavaConfig, CompressMode, EvaVisionConfig
 from .eva_vit import EvaVisionTransformer
 from .ops import compress_video_tokens
+from .packing import PACKED_ATTENTION
 
 
 class VisionTower(nn.Module):
@@ -117,6 +118,9 @@ class BehaviorLlavaForCausalLM(BehaviorLlavaPreTrainedModel):
         self.val_projector = nn.Linear(C, H)  # vlm_att_val_projector
         self.mm_projector = nn.Sequential(nn.Linear(C, H), nn.GELU(), nn.Linear(H, H))  # mlp2x_gelu
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        if self.language_model.config._attn_implementation == "sdpa":
+            # varlen attention for packed rows (cu_seq_lens_q / restarting position_ids), SDPA otherwise
+            self.language_model.set_attn_implementation(PACKED_ATTENTION)
         self.post_init()
         self.apply_freeze_policy()
 
