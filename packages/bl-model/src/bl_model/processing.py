@@ -34,6 +34,10 @@ _PLACEHOLDER = re.compile("|".join(map(re.escape, PLACEHOLDER_IS_VIDEO)))
 _ROLES = ("human", "gpt")
 
 
+class SampleBudgetError(ValueError):
+    """A well-formed sample over the frame cap or `max_length`: training skips and counts it."""
+
+
 @dataclass(frozen=True, eq=False)  # frames may be an array: no element-wise ==
 class Media:
     """One image or video of a sample.
@@ -166,7 +170,7 @@ class BehaviorLlavaProcessor:
             if not item.is_video and count != 1:
                 raise ValueError(f"sample {sample_id}: media {index} is an image but has {count} frames")
             if count > self.max_frames:
-                raise ValueError(
+                raise SampleBudgetError(
                     f"sample {sample_id}: media {index} has {count} frames, more than max_frames={self.max_frames}; "
                     "subsample it to fewer frames or raise max_frames (frames are never dropped)"
                 )
@@ -219,7 +223,7 @@ class BehaviorLlavaProcessor:
         )
         input_ids = ids.repeat_interleave(repeats)  # (L,)
         if input_ids.numel() > self.max_length:
-            raise ValueError(
+            raise SampleBudgetError(
                 f"sample {sample_id}: {input_ids.numel()} tokens after media expansion exceed "
                 f"max_length={self.max_length}; samples are never truncated"
             )
