@@ -1,0 +1,84 @@
+"""apps/prepare's pipeline end to end: synthetic yt-dlp download -> shards read back, with bad inputs reported."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bl_data.demo import synthesize_youtube
+from bl_data.parse import parse_behavior
+from bl_data.pipeline import PrepareConfig, prepare
+from bl_data.shards import done_keys, open_shards
+
+APPS = Path(__file__).parents[3] / "apps"
+
+
+def _download(tmp_path: Path, n: int = 4) -> Path:
+    folder = synthesize_youtube(tmp_path / "dl", n, seed=3)
+    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)  # truncated mp4
+    info = json.loads((folder / "demo030000.info.json").read_text()) | {"id": "broken"}
+    (folder / "broken.info.json").write_text(json.dumps(info))
+    lowviews = json.loads((folder / "demo030001.info.json").read_text()) | {
+        "id": "lowviews",
+        "view_count": 500,
+        "like_count": 5,
+    }
+    (folder / "lowviews.info.json").write_text(json.dumps(lowviews))
+    other = synthesize_youtube(tmp_path / "other", 1, seed=9)  # distinct media: a copy is a duplicate
+    (folder / "lowviews.mp4").write_bytes((other / "demo090000.mp4").read_bytes())
+    (folder / "notjson.info.json").write_text("{not json")
+    return folder
+
+
+def test_prepare_writes_readable_shards_and_reports_every_bad_input(tmp_path):
+    folder = _download(tmp_path)
+    (folder / "copy.mp4").write_bytes((folder / "demo030002.mp4").read_bytes())
+    copy = json.loads((folder / "demo030002.info.json").read_text()) | {"id": "copy"}
+    (folder / "copy.info.json").write_text(json.dumps(copy))
+    out = tmp_path / "shards"
+    report = prepare(PrepareConfig(source="youtube", input=folder, out=out, samples_per_shard=2, max_side=96))
+    assert report["stages"]["written"] == 4
+    assert report["filters"]["posts_dropped"] == {"min_views": 1, "duplicate_media": 1}
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert {(f["stage"], f.get("sample_id")) for f in failures} >= {("media", "broken")}
+    assert any("notjson" in f["input"] for f in failures)
+    samples = {s["__key__"]: s for s in open_shards(out, split_by_node=False, split_by_worker=False)}
+    # the first of two identical media files (in the importer's order) is kept
+    assert set(samples) == {"demo030000", "demo030001", "demo030003", "copy"}
+    sample = samples["demo030000"]
+    meta = sample["json"]
+    info = json.loads((folder / "demo030000.info.json").read_text())
+    assert sample["frames"].shape[0] == int(info["duration"])  # 1 fps
+    parsed = parse_behavior(meta["conversations"][1]["value"])
+    assert parsed.likes_percent == round(100 * info["like_count"] / info["view_count"], 1)
+    assert len(parsed.replay) == len(meta["scenes"]) and 1 <= len(parsed.comments) <= 5
+    assert ">>> BEHAVIOR <<<" not in meta["control_conversations"][1]["value"]
+    assert meta["provenance"]["captions"] == "none" and meta["provenance"]["captioner"] is None
+
+
+def test_rerun_resumes_and_machine_parts_are_disjoint_and_complete(tmp_path):
+    folder = synthesize_youtube(tmp_path / "dl", 5, seed=4)
+    out = tmp_path / "shards"
+    for index in range(2):
+        prepare(
+            PrepareConfig(
+                source="youtube", input=folder, out=out, num_shards=2, shard_index=index, max_side=64
+            )
+        )
+    assert done_keys(out) == {f"demo04{i:04d}" for i in range(5)}
+    again = prepare(
+        PrepareConfig(source="youtube", input=folder, out=out, num_shards=2, shard_index=0, max_side=64)
+    )
+    assert (
+        again["stages"].get("written", 0) == 0
+        and again["stages"]["already_done"] == again["stages"]["imported"]
+    )
+
+
+def test_apps_prepare_cli(tmp_path):
+    folder = synthesize_youtube(tmp_path / "dl", 2, seed=5)
+    out = tmp_path / "shards"
+    run = subprocess.run([sys.executable, str(APPS / "prepare"), "--source", "youtube", "--input", str(folder),
+                          "--out", str(out), "--workers", "2"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "no --captioner" in run.stdout and done_keys(out) == {"demo050000", "demo050001"}
