@@ -331,10 +331,10 @@ class BehaviorLlavaProcessor:
         (directory / PROCESSOR_CONFIG_NAME).write_text(json.dumps(settings, indent=2) + "\n")
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, config: BehaviorLlavaConfig) -> BehaviorLlavaProcessor:
-        """Load a processor written by `save_pretrained`."""
+    def from_pretrained(cls, directory: str | Path, config: BehaviorLlavaConfig, **overrides) -> BehaviorLlavaProcessor:
+        """Load a processor written by `save_pretrained`; `overrides` replace saved settings (e.g. max_length)."""
         directory = Path(directory)
-        settings = json.loads((directory / PROCESSOR_CONFIG_NAME).read_text())
+        settings = json.loads((directory / PROCESSOR_CONFIG_NAME).read_text()) | overrides
         return cls(
             AutoTokenizer.from_pretrained(directory / "tokenizer"),
             AutoTokenizer.from_pretrained(directory / "qformer_tokenizer"),

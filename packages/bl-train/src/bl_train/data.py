@@ -1,0 +1,188 @@
+"""Training data: BLIFT shards (random access by tar offsets) mixed with LLaMA-VID instruction data.
+
+The sample order is a pure function of (seed, epoch), so a resumed run sees exactly the samples an
+uninterrupted run would have, from the position saved in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bl_data.media import sample_frames
+from bl_data.shards import shard_paths
+from bl_model import BehaviorLlavaProcessor, Media
+from bl_model.processing import SampleBudgetError
+
+_FRAME = re.compile(r"^(\d+)\.jpg$")
+
+
+class DataError(Exception):
+    """A missing shard or a corrupt sample, named."""
+
+
+@dataclass(frozen=True)
+class _Member:
+    path: Path
+    offset: int
+    size: int
+
+
+class ShardIndex:
+    """Random access to the samples of bl-data shard directories (or single .tar files).
+
+    `self[i]` -> (sample json dict, frames uint8 (T, H, W, 3)).
+    """
+
+    def __init__(self, sources: Sequence[str | Path]):
+        self.samples: list[tuple[str, _Member, list[_Member]]] = []  # (key, json, frames in order)
+        for source in map(Path, sources):
+            if not source.exists():
+                raise DataError(f"BLIFT shards not found: {source}")
+            shards = [source] if source.is_file() else shard_paths(source)
+            if not shards:
+                raise DataError(f"no shards listed in {source} (run apps/prepare first)")
+            for shard in shards:
+                self._index(shard)
+
+    def _index(self, shard: Path) -> None:
+        members: dict[str, dict[str, _Member]] = {}
+        try:
+            with tarfile.open(shard) as tar:
+                for info in tar:
+                    key, _, ext = info.name.partition(".")
+                    members.setdefault(key, {})[ext] = _Member(shard, info.offset_data, info.size)
+        except (tarfile.TarError, OSError) as err:
+            raise DataError(f"shard {shard} is unreadable: {err}") from err
+        for key, parts in members.items():
+            if "json" not in parts:
+                raise DataError(f"shard {shard}: sample {key} has no json member")
+            frames = sorted(((int(m.group(1)), v) for k, v in parts.items() if (m := _FRAME.match(k))))
+            self.samples.append((key, parts["json"], [v for _, v in frames]))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @staticmethod
+    def _read(member: _Member) -> bytes:
+        with member.path.open("rb") as f:
+            f.seek(member.offset)
+            return f.read(member.size)
+
+    def __getitem__(self, index: int) -> tuple[dict[str, Any], np.ndarray]:
+        key, json_member, frame_members = self.samples[index]
+        try:
+            sample = json.loads(self._read(json_member))
+            frames = [np.asarray(Image.open(io.BytesIO(self._read(m))).convert("RGB")) for m in frame_members]
+        except (ValueError, OSError) as err:
+            raise DataError(f"shard {json_member.path}: sample {key} is corrupt: {err}") from err
+        return sample, np.stack(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8)
+
+
+def load_instruction_media(entry: dict[str, Any], root: Path, max_frames: int) -> list[Media]:
+    """The media of a LLaMA-VID instruction sample: `image` (a file) or `video` (a video file or .npy frames)."""
+    if "image" in entry:
+        return [Media(np.asarray(Image.open(root / entry["image"]).convert("RGB")), is_video=False)]
+    if "video" in entry:
+        path = root / entry["video"]
+        if path.suffix == ".npy":
+            frames = np.load(path)
+            if frames.ndim == 4 and frames.shape[1] == 3:
+                frames = frames.transpose(0, 2, 3, 1)  # (T, 3, H, W) -> (T, H, W, 3)
+        else:
+            frames, _ = sample_frames(path, fps=1.0, max_frames=max_frames)
+        return [Media(np.ascontiguousarray(frames), is_video=True)]
+    return []
+
+
+class MixedDataset(torch.utils.data.Dataset):
+    """BLIFT and instruction samples interleaved at `blift_ratio`, tokenised by the processor.
+
+    One epoch = every BLIFT sample once plus `round(n_blift * (1 - r) / r)` instruction samples (cycled),
+    shuffled with (seed, epoch). `get(epoch, position)` gives the processed sample, or `None` and the reason
+    when it is over the frame / length budget (such samples are skipped and counted, never truncated).
+    """
+
+    def __init__(
+        self,
+        processor: BehaviorLlavaProcessor,
+        blift: ShardIndex | None,
+        instructions: list[dict[str, Any]],
+        media_root: Path,
+        *,
+        blift_ratio: float,
+        with_behavior: bool,
+        max_frames: int,
+        seed: int,
+    ):
+        self.processor, self.blift, self.instructions = processor, blift, instructions
+        self.media_root, self.with_behavior, self.max_frames, self.seed = media_root, with_behavior, max_frames, seed
+        n_blift = len(blift) if blift is not None and blift_ratio > 0 else 0
+        if blift_ratio >= 1:
+            n_inst = 0
+        elif n_blift == 0:
+            n_inst = len(instructions)
+        else:
+            n_inst = round(n_blift * (1 - blift_ratio) / blift_ratio)
+        if n_inst and not instructions:
+            raise DataError("the recipe mixes in instruction data but the instruction JSON is empty")
+        self.n_blift, self.n_inst = n_blift, n_inst
+        self._epoch, self._order = -1, np.empty((0, 2), np.int64)
+
+    @property
+    def epoch_size(self) -> int:
+        return self.n_blift + self.n_inst
+
+    def plan(self, epoch: int) -> np.ndarray:
+        """(epoch_size, 2) rows of (source 0=BLIFT / 1=instruction, index), deterministic in (seed, epoch)."""
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            inst = (epoch * self.n_inst + np.arange(self.n_inst)) % max(len(self.instructions), 1)  # cycle
+            rows = np.concatenate([np.stack([np.zeros(self.n_blift, np.int64), np.arange(self.n_blift)], 1),
+                                   np.stack([np.ones(self.n_inst, np.int64), inst], 1)])  # fmt: skip
+            self._epoch, self._order = epoch, rows[rng.permutation(len(rows))]
+        return self._order
+
+    def __len__(self) -> int:
+        return self.epoch_size
+
+    def raw(self, epoch: int, position: int) -> tuple[dict[str, Any], list[Media]]:
+        source, index = self.plan(epoch)[position]
+        if source == 0:
+            sample, frames = self.blift[int(index)]
+            if not self.with_behavior:
+                if "control_conversations" not in sample:
+                    raise DataError(f"BLIFT sample {sample.get('id')} has no control_conversations (Ad-LLaVA)")
+                sample = {**sample, "conversations": sample["control_conversations"]}
+            is_video = "<video>" in sample["conversations"][0]["value"]
+            return sample, [Media(frames if is_video else frames[0], is_video=is_video)]
+        entry = self.instructions[int(index)]
+        return entry, load_instruction_media(entry, self.media_root, self.max_frames)
+
+    def get(self, epoch: int, position: int) -> tuple[dict[str, torch.Tensor] | None, str | None]:
+        sample, media = self.raw(epoch, position)
+        try:
+            return self.processor(sample, media), None
+        except SampleBudgetError as err:
+            return None, str(err)
+
+
+def global_positions(step: int, batch_size: int, rank: int, world: int, epoch_size: int) -> list[tuple[int, int]]:
+    """(epoch, position) of this rank's micro-batch at optimizer-step-major position `step` (rank-strided)."""
+    start = step * batch_size * world + rank * batch_size
+    return [divmod(start + i, epoch_size) for i in range(batch_size)]
+
+
+def steps_for(epochs: float, epoch_size: int, batch_size: int, world: int) -> int:
+    return max(1, math.ceil(epochs * epoch_size / (batch_size * world)))
