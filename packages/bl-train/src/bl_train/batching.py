@@ -12,7 +12,9 @@ from bl_model.packing import packed_attention_kwargs
 from .data import MixedDataset, global_positions
 
 
-def collate(processor: BehaviorLlavaProcessor, samples: Sequence[dict], packing: bool) -> dict[str, torch.Tensor] | None:
+def collate(
+    processor: BehaviorLlavaProcessor, samples: Sequence[dict], packing: bool
+) -> dict[str, torch.Tensor] | None:
     """Processed samples -> model inputs. Packing concatenates the samples into one (1, ΣL) row, no padding."""
     samples = [s for s in samples if s is not None]
     if not samples:
@@ -29,7 +31,16 @@ def collate(processor: BehaviorLlavaProcessor, samples: Sequence[dict], packing:
 class StepBatches(torch.utils.data.Dataset):
     """Item i = this rank's collated micro-batch of optimizer step `start + i` (processing runs in workers)."""
 
-    def __init__(self, dataset: MixedDataset, micro_batch: int, rank: int, world: int, start: int, stop: int, packing: bool):
+    def __init__(
+        self,
+        dataset: MixedDataset,
+        micro_batch: int,
+        rank: int,
+        world: int,
+        start: int,
+        stop: int,
+        packing: bool,
+    ):
         self.dataset, self.micro_batch, self.rank, self.world = dataset, micro_batch, rank, world
         self.start, self.stop, self.packing = start, stop, packing
 
@@ -37,6 +48,11 @@ class StepBatches(torch.utils.data.Dataset):
         return self.stop - self.start
 
     def __getitem__(self, i: int) -> dict | None:
-        positions = global_positions(self.start + i, self.micro_batch, self.rank, self.world, self.dataset.epoch_size)
+        positions = global_positions(
+            self.start + i, self.micro_batch, self.rank, self.world, self.dataset.epoch_size
+        )
         samples, reasons = zip(*(self.dataset.get(epoch, pos) for epoch, pos in positions), strict=True)
-        return {"batch": collate(self.dataset.processor, samples, self.packing), "skipped": [r for r in reasons if r]}
+        return {
+            "batch": collate(self.dataset.processor, samples, self.packing),
+            "skipped": [r for r in reasons if r],
+        }

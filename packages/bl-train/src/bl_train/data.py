@@ -127,7 +127,12 @@ class MixedDataset(torch.utils.data.Dataset):
         seed: int,
     ):
         self.processor, self.blift, self.instructions = processor, blift, instructions
-        self.media_root, self.with_behavior, self.max_frames, self.seed = media_root, with_behavior, max_frames, seed
+        self.media_root, self.with_behavior, self.max_frames, self.seed = (
+            media_root,
+            with_behavior,
+            max_frames,
+            seed,
+        )
         n_blift = len(blift) if blift is not None and blift_ratio > 0 else 0
         if blift_ratio >= 1:
             n_inst = 0
@@ -163,7 +168,9 @@ class MixedDataset(torch.utils.data.Dataset):
             sample, frames = self.blift[int(index)]
             if not self.with_behavior:
                 if "control_conversations" not in sample:
-                    raise DataError(f"BLIFT sample {sample.get('id')} has no control_conversations (Ad-LLaVA)")
+                    raise DataError(
+                        f"BLIFT sample {sample.get('id')} has no control_conversations (Ad-LLaVA)"
+                    )
                 sample = {**sample, "conversations": sample["control_conversations"]}
             is_video = "<video>" in sample["conversations"][0]["value"]
             return sample, [Media(frames if is_video else frames[0], is_video=is_video)]
@@ -178,7 +185,9 @@ class MixedDataset(torch.utils.data.Dataset):
             return None, str(err)
 
 
-def global_positions(step: int, batch_size: int, rank: int, world: int, epoch_size: int) -> list[tuple[int, int]]:
+def global_positions(
+    step: int, batch_size: int, rank: int, world: int, epoch_size: int
+) -> list[tuple[int, int]]:
     """(epoch, position) of this rank's micro-batch at optimizer-step-major position `step` (rank-strided)."""
     start = step * batch_size * world + rank * batch_size
     return [divmod(start + i, epoch_size) for i in range(batch_size)]

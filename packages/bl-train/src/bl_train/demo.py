@@ -32,7 +32,11 @@ def _instruction_images(root: Path, n: int, seed: int) -> list[dict]:
         image = np.full((64, 64, 3), 128, np.uint8)
         yy, xx = np.mgrid[:64, :64]
         cy, cx = rng.integers(20, 44, size=2)
-        inside = (np.abs(yy - cy) < 12) & (np.abs(xx - cx) < 12) if shape == "square" else (yy - cy) ** 2 + (xx - cx) ** 2 < 144
+        inside = (
+            (np.abs(yy - cy) < 12) & (np.abs(xx - cx) < 12)
+            if shape == "square"
+            else (yy - cy) ** 2 + (xx - cx) ** 2 < 144
+        )
         image[inside] = _COLOURS[colour]
         name = f"images/shape{i:03d}.png"
         Image.fromarray(image).save(root / name)
@@ -55,25 +59,38 @@ def _corpus(shard_dirs: list[Path], instructions: list[dict]) -> list[str]:
             texts += [turn["value"] for turn in meta["conversations"] + meta["control_conversations"]]
             texts.append(meta["system"])
     texts += [turn["value"] for entry in instructions for turn in entry["conversations"]]
-    return texts + ["USER: ASSISTANT:"]
+    return [*texts, "USER: ASSISTANT:"]
 
 
 def _llama_tokenizer(corpus: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
     tok = SentencePieceBPETokenizer()
-    tok.train_from_iterator(corpus, vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>")
+    tok.train_from_iterator(
+        corpus, vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>"
+    )
 
 
 def _bert_tokenizer(corpus: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
     tok = BertWordPieceTokenizer(lowercase=True)
     tok.train_from_iterator(corpus, vocab_size=vocab_size, show_progress=False)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
     )
 
 
-def build_demo_data(root: str | Path, *, n_train: int = 24, n_heldout: int = 6, n_images: int = 24, seed: int = 0) -> Path:
+def build_demo_data(
+    root: str | Path, *, n_train: int = 24, n_heldout: int = 6, n_images: int = 24, seed: int = 0
+) -> Path:
     """Build (once) everything the `demo` recipe reads under `root`; returns `root`."""
     root = Path(root)
     ready = root / "READY"
@@ -81,7 +98,11 @@ def build_demo_data(root: str | Path, *, n_train: int = 24, n_heldout: int = 6, 
         return root
     for name, n, s in (("shards", n_train, seed), ("heldout", n_heldout, seed + 1)):
         download = synthesize_youtube(root / "download" / name, n, seed=s)
-        prepare(PrepareConfig(source="youtube", input=download, out=root / name, samples_per_shard=8, max_side=128))
+        prepare(
+            PrepareConfig(
+                source="youtube", input=download, out=root / name, samples_per_shard=8, max_side=128
+            )
+        )
     instructions = _instruction_images(root, n_images, seed)
     (root / "instructions.json").write_text(json.dumps(instructions, indent=1))
 

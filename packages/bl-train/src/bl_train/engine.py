@@ -54,10 +54,17 @@ def init_distributed() -> tuple[int, int]:
     import deepspeed
 
     if not torch.distributed.is_initialized():
-        for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        for key, value in (
+            ("RANK", "0"),
+            ("LOCAL_RANK", "0"),
+            ("WORLD_SIZE", "1"),
+            ("MASTER_ADDR", "127.0.0.1"),
+        ):
             os.environ.setdefault(key, value)
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
-        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
+        deepspeed.init_distributed(
+            dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False
+        )
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
 
 
@@ -142,7 +149,9 @@ class Trainer:
             r.data.processor, model.config, max_length=r.data.max_length, max_frames=r.data.max_frames
         )
         dataset = self._data(processor)
-        total = t.max_steps or steps_for(t.epochs, dataset.epoch_size, t.micro_batch_size * t.grad_accum, world)
+        total = t.max_steps or steps_for(
+            t.epochs, dataset.epoch_size, t.micro_batch_size * t.grad_accum, world
+        )
         params = [p for p in model.parameters() if p.requires_grad]
         o = r.optim
         opt_cls = DeepSpeedCPUAdam if r.deepspeed.offload_optimizer == "cpu" else torch.optim.AdamW
@@ -194,7 +203,9 @@ class Trainer:
                     bad_in_a_row += 1
                     summary.bad_steps += 1
                     summary.losses.append(float("nan"))
-                    tqdm.write(f"step {step}: non-finite loss {loss.item()}, step skipped ({bad_in_a_row} in a row)")
+                    tqdm.write(
+                        f"step {step}: non-finite loss {loss.item()}, step skipped ({bad_in_a_row} in a row)"
+                    )
                     if bad_in_a_row >= t.max_bad_steps:
                         raise TrainingDiverged(f"{bad_in_a_row} non-finite losses in a row at step {step}")
                     continue
@@ -212,7 +223,13 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
                 bar.update(1)
                 if metrics_file is not None and done % t.log_every == 0:
-                    record = {"step": done, "loss": loss.item(), "lr": lr, "tokens_per_s": rate, "skipped": sum(skipped.values())}
+                    record = {
+                        "step": done,
+                        "loss": loss.item(),
+                        "lr": lr,
+                        "tokens_per_s": rate,
+                        "skipped": sum(skipped.values()),
+                    }
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()
                     for key in ("loss", "lr", "tokens_per_s"):
@@ -233,7 +250,9 @@ class Trainer:
         return summary
 
     def _save(self, engine, step: int) -> None:
-        engine.save_checkpoint(str(self.ckpt_dir), tag=f"step-{step}", client_state={"step": step, "rng": _rng_state()})
+        engine.save_checkpoint(
+            str(self.ckpt_dir), tag=f"step-{step}", client_state={"step": step, "rng": _rng_state()}
+        )
         if torch.distributed.get_rank() == 0:
             _prune(self.ckpt_dir, self.recipe.train.keep_last)
 
