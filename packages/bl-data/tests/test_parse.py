@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from bl_data.parse import BehaviorParseError, parse_behavior
+from bl_data.parse import BehaviorParseError, comment_spans, parse_behavior
 from bl_data.records import Comment, Post, SceneDescription
 from bl_data.verbalize import verbalize
 
@@ -44,3 +44,10 @@ def test_malformed_answer_keeps_the_raw_text():
     with pytest.raises(BehaviorParseError) as err:
         parse_behavior("I think people will enjoy it.")
     assert err.value.raw == "I think people will enjoy it."
+
+
+def test_comment_spans_cover_exactly_the_comment_texts():
+    answer = verbalize(_post(), SCENES, replay=[0.1, 0.2, 0.3]).gpt
+    spans = comment_spans(answer)
+    assert [answer[a:b] for a, b in spans] == ["Great ad, loved the ending", 'She said "wow" twice']
+    assert comment_spans("no behaviour here") == []

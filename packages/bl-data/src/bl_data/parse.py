@@ -56,3 +56,16 @@ def parse_behavior(text: str) -> ParsedBehavior:
     if out.likes_percent is None and out.upvotes is None and not out.comments and out.replay is None:
         raise BehaviorParseError("no likes, upvotes, comments or replay values found in the answer", text)
     return out
+
+
+def comment_spans(answer: str) -> list[tuple[int, int]]:
+    """`[start, end)` character spans of the quoted comments in an answer's behaviour block (for their perplexity)."""
+    start = answer.find(SEPARATOR)
+    if start < 0:
+        return []
+    spans, offset = [], start
+    for line in answer[start:].splitlines(keepends=True):
+        if m := _COMMENT.match(line.rstrip("\n")):
+            spans.append((offset + m.start(2), offset + m.end(2)))
+        offset += len(line)
+    return spans

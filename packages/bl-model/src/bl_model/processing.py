@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,9 @@ QFORMER_BOS = "[DEC]"
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 _PLACEHOLDER = re.compile("|".join(map(re.escape, PLACEHOLDER_IS_VIDEO)))
 _ROLES = ("human", "gpt")
+
+
+Supervise = Callable[[str], Sequence[tuple[int, int]]]
 
 
 class SampleBudgetError(ValueError):
@@ -110,13 +113,17 @@ class BehaviorLlavaProcessor:
                 return token_id
         return 0
 
-    def __call__(self, sample: Mapping, media: Sequence[Media]) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, sample: Mapping, media: Sequence[Media], supervise: Supervise | None = None
+    ) -> dict[str, torch.Tensor]:
         """Encode one training sample.
 
         Args:
             sample: `{"id": str, "conversations": [{"from": "human" | "gpt", "value": str}, ...]}` with an
                 optional `"system"` text; human values hold `<image>` / `<video>` placeholders.
             media: the sample's media, consumed in placeholder order.
+            supervise: label only these `[start, end)` character spans of each assistant message (e.g. the
+                comments of a behaviour block, for their perplexity); default: every answer and its "</s>".
 
         Returns:
             input_ids [L], labels [L] (-100 outside assistant text), pixel_values [S, 3, 224, 224]
@@ -140,7 +147,7 @@ class BehaviorLlavaProcessor:
         if len(conversations) % 2:
             raise ValueError(f"sample {sample_id}: the last turn must be from 'gpt' to be trained on")
         messages = [turn["value"] for turn in conversations]
-        return self._encode(sample_id, messages, media, sample.get("system"), with_labels=True)
+        return self._encode(sample_id, messages, media, sample.get("system"), with_labels=True, supervise=supervise)
 
     def prompt_for_generation(
         self, text: str, media: Sequence[Media], system: str | None = None
@@ -159,6 +166,7 @@ class BehaviorLlavaProcessor:
         system: str | None,
         *,
         with_labels: bool,
+        supervise: Supervise | None = None,
     ) -> dict[str, torch.Tensor]:
         media = list(media)
         if any(MEDIA_TOKEN in text for text in [*messages, system or ""]):
@@ -231,7 +239,11 @@ class BehaviorLlavaProcessor:
         out = {"input_ids": input_ids}
         if with_labels:
             supervised = np.zeros(len(rendered.text), dtype=np.int64)  # (chars,) 1 on supervised characters
-            for start, end in rendered.supervised_spans:
+            spans = rendered.supervised_spans
+            if supervise is not None:  # sub-spans of each answer; a span starts where its message starts
+                answers = messages[1::2]
+                spans = [(s + a, s + b) for (s, _), text in zip(spans, answers, strict=True) for a, b in supervise(text)]
+            for start, end in spans:
                 supervised[start:end] = 1
             prefix = np.concatenate([[0], np.cumsum(supervised)])  # (chars + 1,) supervised chars before i
             keep = torch.from_numpy(prefix[offsets[:, 1]] > prefix[offsets[:, 0]])  # (L0,) token covers one

@@ -27,6 +27,7 @@ from .batching import StepBatches
 from .config import Recipe
 from .data import MixedDataset, ShardIndex, steps_for
 from .deepspeed_config import deepspeed_config
+from .evaluate import evaluate_behavior
 from .schedule import warmup_cosine
 
 
@@ -112,6 +113,8 @@ class Trainer:
         self.recipe = recipe.validate()
         self.out = Path(recipe.train.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
+        self._heldout: ShardIndex | None = None
+        self._wandb = None
 
     def _data(self, processor: BehaviorLlavaProcessor) -> MixedDataset:
         d = self.recipe.data
@@ -172,6 +175,14 @@ class Trainer:
         summary = TrainSummary(steps=start)
         metrics_file = (self.out / "metrics.jsonl").open("a") if rank == 0 else None
         tb = self._tensorboard() if rank == 0 else None
+        if rank == 0 and t.wandb_project:
+            try:
+                import wandb
+            except ImportError as err:
+                raise ImportError(
+                    "train.wandb_project is set but wandb is missing: pip install 'bl-train[wandb]'"
+                ) from err
+            self._wandb = wandb.init(project=t.wandb_project, name=r.name, config=r.to_dict(), resume="allow")
         micro_total = total * t.grad_accum
         loader = torch.utils.data.DataLoader(
             StepBatches(dataset, t.micro_batch_size, rank, world, start * t.grad_accum, micro_total, r.data.packing),
@@ -232,8 +243,9 @@ class Trainer:
                     }
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()
-                    for key in ("loss", "lr", "tokens_per_s"):
-                        tb.add_scalar(f"train/{key}", record[key], done)
+                    self._log({f"train/{k}": record[k] for k in ("loss", "lr", "tokens_per_s")}, done, tb)
+                if rank == 0 and t.eval_every and (done % t.eval_every == 0 or done == total):
+                    self._evaluate(engine.module, processor, done, metrics_file, tb)
                 if done % t.save_every == 0 or done == total:
                     self._save(engine, done)
                 if stop_after is not None and done - start >= stop_after:
@@ -244,10 +256,31 @@ class Trainer:
                 metrics_file.close()
             if tb is not None:
                 tb.close()
+            if self._wandb is not None:
+                self._wandb.finish()
         summary.skipped_samples = dict(skipped)
         if summary.steps == total and rank == 0:
             summary.final_dir = self._export(engine.module, processor)
         return summary
+
+    def _log(self, scalars: dict[str, float | None], step: int, tb) -> None:
+        for key, value in scalars.items():
+            if value is not None:
+                tb.add_scalar(key, value, step)
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in scalars.items() if v is not None}, step=step)
+
+    def _evaluate(self, model, processor: BehaviorLlavaProcessor, step: int, metrics_file, tb) -> None:
+        """The paper's behaviour metrics on `data.heldout_shards`, logged beside the losses."""
+        if not self.recipe.data.heldout_shards:
+            return
+        if self._heldout is None:
+            self._heldout = ShardIndex(self.recipe.data.heldout_shards)
+        result = evaluate_behavior(model, processor, self._heldout, self.recipe.train.eval_samples)
+        tqdm.write(f"step {step} behaviour eval: {json.dumps(result)}")
+        metrics_file.write(json.dumps({"step": step, "eval": result}) + "\n")
+        metrics_file.flush()
+        self._log({f"eval/{k}": v for k, v in result.items()}, step, tb)
 
     def _save(self, engine, step: int) -> None:
         engine.save_checkpoint(

@@ -1,0 +1,85 @@
+"""The paper's behaviour metrics on held-out BLIFT shards, tracked while training.
+
+likes/views R² (from the generated "liked by X% of viewers"), perplexity on the gold top comments
+(teacher-forced, only the comment characters labelled), and replay RMSE (generated vs gold per scene).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from bl_data.parse import BehaviorParseError, comment_spans, parse_behavior
+from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor, Media
+
+from .data import ShardIndex
+
+
+def r2(pred: list[float], gold: list[float]) -> float | None:
+    """Coefficient of determination 1 - SS_res / SS_tot; None with < 2 points or constant gold."""
+    if len(gold) < 2:
+        return None
+    p, g = np.asarray(pred, float), np.asarray(gold, float)
+    ss_tot = float(((g - g.mean()) ** 2).sum())
+    return None if ss_tot == 0 else 1.0 - float(((g - p) ** 2).sum()) / ss_tot
+
+
+def _batch(inputs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """One processed sample -> a batch of one on `device` (sequence tensors get a leading batch dim)."""
+    seq = ("input_ids", "labels")
+    return {k: (v[None] if k in seq else v).to(device) for k, v in inputs.items()}
+
+
+@torch.no_grad()
+def evaluate_behavior(
+    model: BehaviorLlavaForCausalLM,
+    processor: BehaviorLlavaProcessor,
+    heldout: ShardIndex,
+    num_samples: int,
+    max_new_tokens: int = 256,
+) -> dict[str, float | int | None]:
+    """-> {likes_r2, comment_ppl, replay_rmse, samples, parsed}; None where a metric has no data."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    likes_pred, likes_gold, replay_err, nll, tokens, parsed = [], [], [], 0.0, 0, 0
+    n = min(num_samples, len(heldout))
+    for index in range(n):
+        sample, frames = heldout[index]
+        human = sample["conversations"][0]["value"]
+        is_video = "<video>" in human
+        media = [Media(frames if is_video else frames[0], is_video=is_video)]
+        gold = sample["behavior"]
+        if comment_spans(sample["conversations"][1]["value"]):
+            inputs = _batch(processor(sample, media, supervise=comment_spans), device)
+            logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits[0, :-1]  # (L-1, V)
+            labels = inputs["labels"][0, 1:]  # (L-1,)
+            keep = labels != -100
+            nll += float(
+                torch.nn.functional.cross_entropy(logits[keep].float(), labels[keep], reduction="sum")
+            )
+            tokens += int(keep.sum())
+        prompt = _batch(processor.prompt_for_generation(human, media, system=sample.get("system")), device)
+        new = model.generate(
+            **prompt, max_new_tokens=max_new_tokens, eos_token_id=processor.tokenizer.eos_token_id
+        )
+        try:
+            answer = parse_behavior(processor.tokenizer.decode(new[0], skip_special_tokens=True))
+        except BehaviorParseError:
+            continue
+        parsed += 1
+        if answer.likes_percent is not None and gold.get("likes_percent") is not None:
+            likes_pred.append(answer.likes_percent)
+            likes_gold.append(gold["likes_percent"])
+        if answer.replay and gold.get("replay"):
+            replay_err += [(a - b) ** 2 for a, b in zip(answer.replay, gold["replay"], strict=False)]
+    model.train(was_training)
+    return {
+        "likes_r2": r2(likes_pred, likes_gold),
+        "comment_ppl": math.exp(nll / tokens) if tokens else None,
+        "replay_rmse": math.sqrt(sum(replay_err) / len(replay_err)) if replay_err else None,
+        "samples": n,
+        "parsed": parsed,
+    }
