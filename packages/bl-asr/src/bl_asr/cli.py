@@ -1,0 +1,154 @@
+"""``bl-asr``: transcribe media files with whisperx into JSONL, one line per file, resumable.
+
+Each finished file is appended and flushed at once, so a killed run loses nothing finished; a rerun skips
+every path already in the output (``--retry-errors`` redoes the failed ones). A file that fails becomes
+``{"path", "error"}`` and the run goes on. Exit status: 0 when every file has a line (transcript or error),
+2 on bad usage or when the model cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line; media come as arguments and/or ``--list FILE`` (one path per line)."""
+    parser = argparse.ArgumentParser(prog="bl-asr", description=__doc__.splitlines()[0])
+    parser.add_argument("media", nargs="*", help="media files (audio or video)")
+    parser.add_argument("--list", type=Path, help="a file with one media path per line")
+    parser.add_argument("--out", type=Path, required=True, help="JSONL output, appended to")
+    parser.add_argument(
+        "--model", required=True, help="CTranslate2 Whisper model directory or faster-whisper name"
+    )
+    parser.add_argument("--language", help="language code; default: detected per file (multilingual models)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--compute-type", choices=["int8", "float16", "float32", "default"], default="default"
+    )
+    parser.add_argument("--vad", choices=["pyannote", "silero"], default="pyannote")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads of CTranslate2 (0: its default)")
+    parser.add_argument(
+        "--no-word-timestamps", action="store_true", help='skip cross-attention word timings ("words": [])'
+    )
+    parser.add_argument("--align", action="store_true", help="wav2vec2 word alignment (downloads a model)")
+    parser.add_argument(
+        "--diarize", action="store_true", help="speaker labels (downloads a model, needs HF_TOKEN)"
+    )
+    parser.add_argument("--retry-errors", action="store_true", help="redo paths whose line is an error")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    return args
+
+
+def read_media_list(media: Iterable[str], list_file: Path | None) -> list[str]:
+    """The media paths in order, without blanks or duplicates."""
+    paths = list(media)
+    if list_file is not None:
+        paths += [line.strip() for line in list_file.read_text(encoding="utf-8").splitlines()]
+    return list(dict.fromkeys(p for p in paths if p))
+
+
+def read_done(out: Path, *, retry_errors: bool) -> set[str]:
+    """Paths that already have a line in ``out``; a torn last line (from a killed run) is ignored."""
+    done: set[str] = set()
+    if not out.exists():
+        return done
+    for line in out.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("path"), str):
+            if retry_errors and "error" in record:
+                done.discard(record["path"])
+            else:
+                done.add(record["path"])
+    return done
+
+
+def open_for_append(out: Path) -> IO[str]:
+    """Open ``out`` for appending, first ending a torn last line so that new records start on their own line."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torn = False
+    if out.exists() and out.stat().st_size > 0:
+        with out.open("rb") as f:
+            f.seek(-1, 2)
+            torn = f.read(1) != b"\n"
+    stream = out.open("a", encoding="utf-8")
+    if torn:
+        stream.write("\n")
+    return stream
+
+
+def write_line(stream: IO[str], record: dict[str, Any]) -> None:
+    """Append one record and flush it to the OS."""
+    stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+    stream.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    args = parse_args(argv)
+    try:
+        paths = read_media_list(args.media, args.list)
+    except OSError as e:
+        print(f"bl-asr: cannot read --list {args.list}: {e}", file=sys.stderr)
+        return 2
+    done = read_done(args.out, retry_errors=args.retry_errors)
+    todo = [p for p in paths if p not in done]
+    print(
+        f"bl-asr: {len(todo)} to transcribe, {len(paths) - len(todo)} already in {args.out}", file=sys.stderr
+    )
+    if not todo:
+        return 0
+
+    from bl_asr.transcribe import AsrOptions, Transcriber  # heavy (torch, whisperx): only when there is work
+
+    options = AsrOptions(
+        model=args.model,
+        language=args.language,
+        batch_size=args.batch_size,
+        device=args.device,
+        compute_type=args.compute_type,
+        vad=args.vad,
+        word_timestamps=not args.no_word_timestamps,
+        align=args.align,
+        diarize=args.diarize,
+        threads=args.threads,
+    )
+    try:
+        transcriber = Transcriber(options)
+    except Exception as e:  # any load failure ends the run: nothing can be transcribed
+        print(f"bl-asr: cannot load model {args.model!r}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+
+    failed = 0
+    with open_for_append(args.out) as stream:
+        for i, path in enumerate(todo, 1):
+            start = time.perf_counter()
+            try:
+                record = transcriber.transcribe(path)
+                status = f"{len(record['segments'])} segments, language {record['language']}"
+            except Exception as e:  # one bad file must not stop the run: it becomes an error line
+                record = {"path": path, "error": f"{type(e).__name__}: {e}".strip()}
+                status = f"FAILED: {record['error'][:200]}"
+                failed += 1
+            write_line(stream, record)
+            print(
+                f"bl-asr: [{i}/{len(todo)}] {path}: {status} ({time.perf_counter() - start:.1f}s)",
+                file=sys.stderr,
+            )
+    print(f"bl-asr: {len(todo) - failed} transcribed, {failed} failed", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
