@@ -276,7 +276,8 @@ class Trainer:
             return
         if self._heldout is None:
             self._heldout = ShardIndex(self.recipe.data.heldout_shards)
-        result = evaluate_behavior(model, processor, self._heldout, self.recipe.train.eval_samples)
+        t = self.recipe.train
+        result = evaluate_behavior(model, processor, self._heldout, t.eval_samples, t.eval_max_new_tokens)
         tqdm.write(f"step {step} behaviour eval: {json.dumps(result)}")
         metrics_file.write(json.dumps({"step": step, "eval": result}) + "\n")
         metrics_file.flush()
