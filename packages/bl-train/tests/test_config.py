@@ -47,7 +47,7 @@ def test_paper_recipes_carry_the_paper_hyperparameters(name):
 
 def test_dot_path_overrides_are_typed():
     r = load_recipe(CONFIGS / "demo.yaml", ["--optim.lr", "1e-5", "--train.max_steps=7", "--data.packing", "false",
-                                             "--optim.betas", "[0.8, 0.95]", "--model.pretrained", "none"])  # fmt: skip
+                                             "--optim.betas", "[0.8, 0.95]", "--model.pretrained", "none", "--model.builder", "tiny"])  # fmt: skip
     assert r.optim.lr == 1e-5 and r.train.max_steps == 7 and r.data.packing is False
     assert r.optim.betas == (0.8, 0.95) and r.model.pretrained is None
 
