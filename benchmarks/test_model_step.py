@@ -3,20 +3,20 @@
 import math
 
 import torch
+from _ancestors import ancestor_token_generation  # benchmarks/ is on sys.path (conftest.py)
 
 import bl_model
 from bl_model import BehaviorLlavaForCausalLM, MediaBatch
 from bl_model.ops import compress_video_tokens
 
+# medians of this run's compression benchmarks, so the ancestor row can report the ratio measured side by side
+_MEDIANS: dict[str, float] = {}
 
-def ancestor_token_generation(x, q, key_weight, key_bias):
-    """LLaMA-VID `token_generation`: copy frames per prompt, project K for every token, then attend."""
-    P, F, _, C = q.shape
-    frames = x[None].expand(P, -1, -1, -1).flatten(0, 1)  # (P*F, N, C) copy of x per prompt
-    keys = frames @ key_weight.T + key_bias  # (P*F, N, C): K for every token
-    attn = (q.flatten(0, 1) @ keys.transpose(1, 2) / math.sqrt(C)).softmax(-1)  # (P*F, M, N)
-    ctx = (attn @ frames).mean(1).view(P, F, C)  # (P, F, C)
-    return ctx, x.mean(1)
+
+def _median(benchmark) -> float | None:
+    """The benchmark's median in seconds, or None when benchmarks are disabled (plain `pytest`)."""
+    stats = getattr(benchmark, "stats", None)
+    return None if stats is None else stats.stats.median
 
 
 def _compress_inputs():
@@ -34,11 +34,16 @@ def test_compress_reference_t60(benchmark):
     x, q, w, b = _compress_inputs()
     ctx, _ = benchmark(compress_video_tokens, x, q, w, b)
     torch.testing.assert_close(ctx, ancestor_token_generation(x, q, w, b)[0], rtol=1e-3, atol=1e-4)
+    if (median := _median(benchmark)) is not None:
+        _MEDIANS["reference"] = median
 
 
 def test_compress_ancestor_eager_t60(benchmark):
-    """The same shapes through LLaMA-VID's eager `token_generation` maths."""
+    """The same shapes through LLaMA-VID's eager `token_generation` maths; reports ancestor / reference time."""
     benchmark(ancestor_token_generation, *_compress_inputs())
+    median = _median(benchmark)
+    if median is not None and "reference" in _MEDIANS:
+        benchmark.extra_info["ancestor_over_reference"] = round(median / _MEDIANS["reference"], 2)
 
 
 def test_tiny_train_step(benchmark):

@@ -1,0 +1,77 @@
+"""`gpu_check.py --self-test`: the GPU check's correctness part, and one pass of every timing case, on the CPU
+under TRITON_INTERPRET=1 at tiny shapes (a plain test, not a benchmark)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parent / "gpu_check.py"
+
+
+def test_gpu_check_self_test(tmp_path: Path) -> None:
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--self-test", "--out", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert {"meta", "ceilings", "correctness", "compression", "attention", "targets"} <= report.keys()
+    assert report["meta"]["mode"] == "cpu self-test" and "errors" not in report
+
+    # every correctness check ran and passed: both kernels, forward and every gradient
+    names = [c["name"] for c in report["correctness"]]
+    assert any(n.startswith("compression bfloat16") for n in names)
+    assert any(n.startswith("packed attention") for n in names)
+    for check in report["correctness"]:
+        assert check["passed"] and check["outputs"], check
+    assert {"ctx", "content", "dx", "dq", "dw"} == set(report["correctness"][0]["outputs"])
+    assert report["all_correct"] is True
+
+    # every timing case ran once (flex_attention's backward does not exist on the CPU) and agrees with our kernel
+    compression, attention = report["compression"], report["attention"]
+    assert len(compression) == 2 * 2 * 2 * 4  # T x P x mode x implementation
+    assert {r["impl"] for r in attention} >= {"triton varlen (ours)", "padded SDPA flash"}
+    for row in compression + attention:
+        assert row["status"].startswith("ok") or "flex_attention has no backward" in row["status"], row
+        assert row["ms"] is None
+        if row["mode"] == "fwd":
+            assert row["agrees"], row
+    assert (
+        all(t["passed"] == "n/a (cpu self-test)" for t in report["targets"]) and len(report["targets"]) == 3
+    )
+
+    markdown = (tmp_path / "gpu_check.md").read_text()
+    assert markdown.startswith("# gpu_check: CPU") and "n/a (cpu self-test)" in markdown
+    for heading in (
+        "## Ceilings",
+        "## Correctness",
+        "## Compression",
+        "## Packed causal attention",
+        "## Targets",
+    ):
+        assert heading in markdown
+
+
+def test_gpu_run_without_cuda_is_a_clear_error(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the GPU run would start")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "no CUDA device" in proc.stderr
+    assert not (tmp_path / "gpu_check.json").exists()
