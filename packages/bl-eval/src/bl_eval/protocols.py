@@ -190,6 +190,25 @@ def _scored(
     )  # fmt: skip
 
 
+def _choose(
+    model: BehaviorLlavaForCausalLM,
+    processor: BehaviorLlavaProcessor,
+    examples: Sequence[Example],
+    batch_size: int,
+    decide: Callable[[Example, torch.Tensor, torch.Tensor], Record],
+) -> list[Record]:
+    """Score every example's choices, then `decide(example, summed log-probs (C,), token counts (C,))`."""
+    records = []
+    for example in examples:
+        try:
+            sums, counts = _scored(model, processor, example, batch_size)
+        except SKIPPABLE as err:
+            records.append(_failed(example, err))
+            continue
+        records.append(decide(example, sums, counts))
+    return records
+
+
 def logprob(
     model: BehaviorLlavaForCausalLM,
     processor: BehaviorLlavaProcessor,
@@ -198,19 +217,15 @@ def logprob(
     batch_size: int = 8,
 ) -> list[Record]:
     """Zero-shot classification: the choice with the highest summed log-probability; scores per label."""
-    records = []
-    for example in examples:
-        try:
-            sums, _ = _scored(model, processor, example, batch_size)
-        except SKIPPABLE as err:
-            records.append(_failed(example, err))
-            continue
+
+    def decide(example: Example, sums: torch.Tensor, counts: torch.Tensor) -> Record:
         scores = sums.tolist()
-        records.append({
+        return {
             "id": example.id, "prediction": example.choices[int(np.argmax(scores))], "raw": None,
             "scores": dict(zip(example.choices, scores, strict=True)),
-        })  # fmt: skip
-    return records
+        }  # fmt: skip
+
+    return _choose(model, processor, examples, batch_size, decide)
 
 
 def retrieval(
@@ -221,18 +236,12 @@ def retrieval(
     batch_size: int = 8,
 ) -> list[Record]:
     """1-of-N retrieval: the index of the candidate with the highest mean per-token log-probability."""
-    records = []
-    for example in examples:
-        try:
-            sums, counts = _scored(model, processor, example, batch_size)
-        except SKIPPABLE as err:
-            records.append(_failed(example, err))
-            continue
+
+    def decide(example: Example, sums: torch.Tensor, counts: torch.Tensor) -> Record:
         scores = (sums / counts.clamp(min=1)).tolist()
-        records.append(
-            {"id": example.id, "prediction": int(np.argmax(scores)), "raw": None, "scores": scores}
-        )
-    return records
+        return {"id": example.id, "prediction": int(np.argmax(scores)), "raw": None, "scores": scores}
+
+    return _choose(model, processor, examples, batch_size, decide)
 
 
 # ---- generation -----------------------------------------------------------------------------------------
