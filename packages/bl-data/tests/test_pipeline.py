@@ -109,3 +109,39 @@ def test_real_clip_with_fixture_metadata_becomes_a_readable_shard(tmp_path, bike
     assert parsed.likes_percent == 2.5 and parsed.comments[0] == comments[0]["text"]
     assert parsed.replay[0] == 0.3  # scene [0, 1.2) overlaps the markers [0,1) = 0.1 and [1,2) = 0.3
     assert sample["frames"].shape[0] == 10 and sample["frames"].dtype.name == "uint8"
+
+
+FAKE_ASR = """
+import argparse, json
+p = argparse.ArgumentParser()
+p.add_argument("--model"); p.add_argument("--out"); p.add_argument("--list"); p.add_argument("--language")
+a = p.parse_args()
+with open(a.out, "a") as out:
+    for path in filter(None, open(a.list).read().splitlines()):
+        out.write(json.dumps({"path": path, "language": "en", "duration": 14.0, "model": a.model,
+                              "segments": [{"start": 0.0, "end": 2.0, "text": " a cockatoo says hello", "words": []}]}) + "\\n")
+"""
+
+
+def test_clip_with_audio_gets_its_transcript_in_the_prompt(tmp_path, cockatoo_mp4):
+    """imageio's cockatoo.mp4 (real footage with an audio track) through apps/prepare with an ASR command."""
+    from bl_data.media import probe
+
+    assert probe(cockatoo_mp4).has_audio
+    folder = tmp_path / "dl"
+    folder.mkdir()
+    (folder / "cockatoo1.mp4").write_bytes(Path(cockatoo_mp4).read_bytes())
+    info = {"id": "cockatoo1", "title": "Cockatoo", "channel": "imageio", "view_count": 40000, "like_count": 800,
+            "comments": [{"id": "a", "text": "what a beautiful and clever bird this is", "like_count": 3},
+                         {"id": "b", "text": "the way it tilts its head at the camera", "like_count": 1}]}  # fmt: skip
+    (folder / "cockatoo1.info.json").write_text(json.dumps(info))
+    (tmp_path / "asr.py").write_text(FAKE_ASR)
+    out = tmp_path / "shards"
+    run = subprocess.run([sys.executable, str(APPS / "prepare"), "--source", "youtube", "--input", str(folder),
+                          "--out", str(out), "--asr-cmd", f"{sys.executable} {tmp_path / 'asr.py'}",
+                          "--asr-model", "tiny.en"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    (sample,) = open_shards(out, split_by_node=False, split_by_worker=False)
+    human = sample["json"]["conversations"][0]["value"]
+    assert 'The audio in the ad says "a cockatoo says hello".' in human
+    assert sample["json"]["provenance"]["asr_model"] == "tiny.en"
