@@ -8,11 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
 from bl_train.batching import collate
-from bl_train.engine import Trainer
+from bl_train.engine import Trainer, TrainingDiverged
 from bl_train.engine import _latest_checkpoint as latest_checkpoint
 
 ROOT = Path(__file__).parents[3]
@@ -104,3 +105,37 @@ def test_behavior_metrics_on_heldout_shards(demo_recipe):
     assert result["samples"] == 2 and result["comment_ppl"] is not None
     # an untrained model's perplexity on the comments is of the order of the vocabulary size
     assert 50 < result["comment_ppl"] < 20 * model.config.text_config.vocab_size
+
+
+def test_overlong_samples_are_counted_and_skipped_with_their_reason(demo_recipe):
+    summary = Trainer(
+        demo_recipe("--train.max_steps", "3", "--train.eval_every", "0", "--data.max_length", "200")
+    ).run()
+    assert summary.steps == 3
+    assert summary.skipped_samples and all("max_length=200" in reason for reason in summary.skipped_samples)
+
+
+def test_non_finite_losses_skip_steps_then_stop_training(demo_recipe, monkeypatch):
+    forward = BehaviorLlavaForCausalLM.forward
+
+    def poisoned(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(BehaviorLlavaForCausalLM, "forward", poisoned)
+    with pytest.raises(TrainingDiverged, match="3 non-finite losses in a row"):
+        Trainer(
+            demo_recipe("--train.max_steps", "10", "--train.eval_every", "0", "--train.max_bad_steps", "3")
+        ).run()
+
+
+def test_missing_and_corrupt_shards_are_named(tmp_path):
+    from bl_train.data import DataError, ShardIndex
+
+    with pytest.raises(DataError, match=r"not found: .*nowhere"):
+        ShardIndex([tmp_path / "nowhere"])
+    bad = tmp_path / "blift-000000.tar"
+    bad.write_bytes(b"this is not a tar archive" * 40)
+    with pytest.raises(DataError, match=r"blift-000000\.tar is unreadable"):
+        ShardIndex([bad])
