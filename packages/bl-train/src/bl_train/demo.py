@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from tokenizers import SentencePieceBPETokenizer, processors
 from tokenizers.implementations import BertWordPieceTokenizer
@@ -114,6 +115,7 @@ def build_demo_data(
     config.qformer_config.vocab_size = len(qformer_tokenizer) + 1  # + "[DEC]"
     processor = BehaviorLlavaProcessor(tokenizer, qformer_tokenizer, config)
     processor.save_pretrained(root / "processor")
+    torch.manual_seed(seed)  # the same demo checkpoint on every machine
     BehaviorLlavaForCausalLM(config).save_pretrained(root / "model")
     ready.write_text("demo data complete\n")
     return root
