@@ -11,7 +11,6 @@ import torch
 
 from bl_eval.protocols import (
     PROTOCOLS,
-    _encode_turns,
     collate_left,
     generate_texts,
     load_media,
@@ -123,7 +122,7 @@ def test_kshot_puts_shots_before_the_query(demo, loaded):
     shots, query = _examples(demo, 3, None)[:2], _examples(demo, 3, None)[2]
     query.shots = [(s.prompt, s.target, s.media) for s in shots]
     media = [m for e in [*shots, query] for m in load_media(e.prompt, e.media, processor.max_frames)]
-    encoded = _encode_turns(processor, [shots[0].prompt, shots[0].target, query.prompt], media[::2], None)
+    encoded = processor.prompt_for_generation([shots[0].prompt, shots[0].target, query.prompt], media[::2])
     assert encoded["media_frame_counts"].tolist() == [1, 1] and "labels" not in encoded
     text = processor.tokenizer.decode(
         encoded["input_ids"][encoded["input_ids"] != model.config.media_token_id]

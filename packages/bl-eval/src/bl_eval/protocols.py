@@ -268,16 +268,6 @@ def generate_texts(
     return texts
 
 
-def _encode_turns(
-    processor: BehaviorLlavaProcessor, turns: list[str], media: list[Media], system: str | None
-) -> dict[str, torch.Tensor]:
-    """A prompt of alternating human/assistant turns ending in an open assistant turn."""
-    if len(turns) == 1:
-        return processor.prompt_for_generation(turns[0], media, system=system)
-    # The processor's public generation prompt takes one human turn; its encoder renders any odd count.
-    return processor._encode("<k-shot prompt>", turns, media, system, with_labels=False)
-
-
 def _generate_and_parse(
     model: BehaviorLlavaForCausalLM,
     processor: BehaviorLlavaProcessor,
@@ -305,7 +295,9 @@ def _generate_and_parse(
                 media += load_media(prompt, paths, processor.max_frames)
             turns.append(example.prompt)
             media += example_media(example, processor.max_frames)
-            ready.append((example, _encode_turns(processor, turns, media, example.meta.get("system"))))
+            ready.append(
+                (example, processor.prompt_for_generation(turns, media, system=example.meta.get("system")))
+            )
         except SKIPPABLE as err:
             records[example.id] = _failed(example, err)
     texts = generate_texts(model, processor, [e for _, e in ready], spec.max_new_tokens, batch_size)

@@ -147,16 +147,24 @@ class BehaviorLlavaProcessor:
         if len(conversations) % 2:
             raise ValueError(f"sample {sample_id}: the last turn must be from 'gpt' to be trained on")
         messages = [turn["value"] for turn in conversations]
-        return self._encode(sample_id, messages, media, sample.get("system"), with_labels=True, supervise=supervise)
+        return self._encode(
+            sample_id, messages, media, sample.get("system"), with_labels=True, supervise=supervise
+        )
 
     def prompt_for_generation(
-        self, text: str, media: Sequence[Media], system: str | None = None
+        self, text: str | Sequence[str], media: Sequence[Media], system: str | None = None
     ) -> dict[str, torch.Tensor]:
-        """Encode one human turn `text` (with placeholders) ending in an open assistant turn.
+        """Encode a prompt ending in an open assistant turn: one human turn `text` (with placeholders), or
+        alternating human/assistant turns that end with a human one (e.g. k-shot examples, then the query).
 
         Returns the tensors of `__call__` without `labels`.
         """
-        return self._encode("<generation prompt>", [text], media, system, with_labels=False)
+        turns = [text] if isinstance(text, str) else list(text)
+        if len(turns) % 2 == 0:
+            raise ValueError(
+                f"a generation prompt needs alternating turns ending with a human one, got {len(turns)}"
+            )
+        return self._encode("<generation prompt>", turns, media, system, with_labels=False)
 
     def _encode(
         self,
@@ -242,7 +250,11 @@ class BehaviorLlavaProcessor:
             spans = rendered.supervised_spans
             if supervise is not None:  # sub-spans of each answer; a span starts where its message starts
                 answers = messages[1::2]
-                spans = [(s + a, s + b) for (s, _), text in zip(spans, answers, strict=True) for a, b in supervise(text)]
+                spans = [
+                    (s + a, s + b)
+                    for (s, _), text in zip(spans, answers, strict=True)
+                    for a, b in supervise(text)
+                ]
             for start, end in spans:
                 supervised[start:end] = 1
             prefix = np.concatenate([[0], np.cumsum(supervised)])  # (chars + 1,) supervised chars before i
@@ -343,7 +355,9 @@ class BehaviorLlavaProcessor:
         (directory / PROCESSOR_CONFIG_NAME).write_text(json.dumps(settings, indent=2) + "\n")
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, config: BehaviorLlavaConfig, **overrides) -> BehaviorLlavaProcessor:
+    def from_pretrained(
+        cls, directory: str | Path, config: BehaviorLlavaConfig, **overrides
+    ) -> BehaviorLlavaProcessor:
         """Load a processor written by `save_pretrained`; `overrides` replace saved settings (e.g. max_length)."""
         directory = Path(directory)
         settings = json.loads((directory / PROCESSOR_CONFIG_NAME).read_text()) | overrides
