@@ -145,3 +145,35 @@ def test_clip_with_audio_gets_its_transcript_in_the_prompt(tmp_path, cockatoo_mp
     human = sample["json"]["conversations"][0]["value"]
     assert 'The audio in the ad says "a cockatoo says hello".' in human
     assert sample["json"]["provenance"]["asr_model"] == "tiny.en"
+
+
+def test_reddit_dump_with_a_video_and_an_image_becomes_shards(tmp_path):
+    """Pushshift-style NDJSON submissions + comments and a media folder keyed by post id."""
+    from PIL import Image
+
+    from bl_data.testing import make_clip
+
+    folder = tmp_path / "reddit"
+    media = folder / "media"
+    media.mkdir(parents=True)
+    make_clip(media / "vid1.mp4", size=(96, 64), fps=8, seconds=4.0, cuts=(2.0,))
+    Image.new("RGB", (80, 60), (200, 40, 40)).save(media / "img1.jpg")
+    posts = [{"id": pid, "title": f"post {pid}", "subreddit": sub, "score": score, "num_comments": 3, "url": "u",
+              "permalink": f"/r/{sub}/comments/{pid}/x/", "over_18": False, "author": "someone",
+              "created_utc": 1600000000, "is_video": pid == "vid1"}
+             for pid, sub, score in (("vid1", "videos", 321), ("img1", "pics", 4567))]  # fmt: skip
+    (folder / "RS_2020-09.ndjson").write_text("\n".join(json.dumps(p) for p in posts) + "\n")
+    bodies = ["this is the best thing I have seen today", "absolutely wonderful colours in this one",
+              "my cat would love to watch this for hours"]  # fmt: skip
+    comments = [{"link_id": f"t3_{pid}", "body": b, "score": 10 - i, "author": f"user{i}"}
+                for pid in ("vid1", "img1") for i, b in enumerate(bodies)]  # fmt: skip
+    (folder / "RC_2020-09.ndjson").write_text("\n".join(json.dumps(c) for c in comments) + "\n")
+    out = tmp_path / "shards"
+    report = prepare(PrepareConfig(source="reddit", input=folder, out=out, max_side=64))
+    assert report["stages"]["written"] == 2, report
+    samples = {s["__key__"]: s for s in open_shards(out, split_by_node=False, split_by_worker=False)}
+    video, image = samples["vid1"]["json"], samples["img1"]["json"]
+    assert "<video>" in video["conversations"][0]["value"] and "<image>" in image["conversations"][0]["value"]
+    assert parse_behavior(video["conversations"][1]["value"]).upvotes == 321
+    assert parse_behavior(image["conversations"][1]["value"]).upvotes == 4567
+    assert samples["img1"]["frames"].shape[0] == 1 and len(video["scenes"]) == 2

@@ -70,15 +70,26 @@ class _Result:
     dropped: str | None = None  # a filter rule applied after decoding (duration)
 
 
+def _one_dump(folder: Path, patterns: tuple[str, ...], kind: str, *, required: bool) -> Path | None:
+    """The Reddit dump of `kind` in `folder`: Pushshift names (RS_/RC_<month>) or Arctic-Shift (*_submissions)."""
+    found = sorted({p for pattern in patterns for p in folder.glob(pattern) if p.is_file()})
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise ValueError(f"{folder}: several {kind} dumps ({names}); concatenate them into one file first")
+    if not found and required:
+        raise FileNotFoundError(
+            f"{folder}: no {kind} dump (Pushshift RS_*/RC_* or Arctic-Shift *_{kind} NDJSON)"
+        )
+    return found[0] if found else None
+
+
 def _posts(cfg: PrepareConfig) -> Iterator[Post | Failure]:
     if cfg.source == "youtube":
         return read_youtube(cfg.input)
     if cfg.source == "reddit":
-        subs = sorted(cfg.input.glob("*submissions*"))
-        if not subs:
-            raise FileNotFoundError(f"{cfg.input}: no *submissions* dump (Pushshift / Arctic-Shift NDJSON)")
-        comments = sorted(cfg.input.glob("*comments*"))
-        return read_reddit(subs[0], comments[0] if comments else None, cfg.input / "media")
+        subs = _one_dump(cfg.input, ("RS_*", "*submissions*"), "submissions", required=True)
+        comments = _one_dump(cfg.input, ("RC_*", "*comments*"), "comments", required=False)
+        return read_reddit(subs, comments, cfg.input / "media")
     rows = sorted([*cfg.input.glob("*.parquet"), *cfg.input.glob("*.jsonl")])
     if not rows:
         raise FileNotFoundError(f"{cfg.input}: no BLIFT rows (*.parquet or *.jsonl)")
