@@ -177,3 +177,30 @@ def test_reddit_dump_with_a_video_and_an_image_becomes_shards(tmp_path):
     assert parse_behavior(video["conversations"][1]["value"]).upvotes == 321
     assert parse_behavior(image["conversations"][1]["value"]).upvotes == 4567
     assert samples["img1"]["frames"].shape[0] == 1 and len(video["scenes"]) == 2
+
+
+def test_released_blift_rows_in_several_parquet_shards_are_all_read(tmp_path):
+    """HF layout `data/train-0000N-of-0000M.parquet`; media downloaded by the user, keyed by post id."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    folder = tmp_path / "blift"
+    (folder / "data").mkdir(parents=True)
+    (folder / "media").mkdir()
+    comments = ["what a great shot of the city at night", "the colours in this photo are amazing",
+                "I have been to this place and it is beautiful"]  # fmt: skip
+    for shard, ids in enumerate((["aa1"], ["bb2", "cc3"])):
+        rows = [{"url": f"https://i.redd.it/{i}.jpg", "permalink": f"/r/pics/comments/{i}/title/", "comments": comments,
+                 "num_comments": 3, "subreddit": "pics", "title": f"photo {i}"} for i in ids]  # fmt: skip
+        pq.write_table(pa.Table.from_pylist(rows), folder / "data" / f"train-{shard:05d}-of-00002.parquet")
+        for i, post_id in enumerate(ids):
+            Image.new("RGB", (64, 48), (40 * (shard + 1), 90, 30 * i)).save(
+                folder / "media" / f"{post_id}.jpg"
+            )
+    report = prepare(PrepareConfig(source="blift", input=folder, out=tmp_path / "shards", max_side=64))
+    assert report["stages"]["written"] == 3, report
+    keys = {
+        s["__key__"] for s in open_shards(tmp_path / "shards", split_by_node=False, split_by_worker=False)
+    }
+    assert keys == {"aa1", "bb2", "cc3"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import multiprocessing
 from collections import Counter
@@ -90,10 +91,12 @@ def _posts(cfg: PrepareConfig) -> Iterator[Post | Failure]:
         subs = _one_dump(cfg.input, ("RS_*", "*submissions*"), "submissions", required=True)
         comments = _one_dump(cfg.input, ("RC_*", "*comments*"), "comments", required=False)
         return read_reddit(subs, comments, cfg.input / "media")
-    rows = sorted([*cfg.input.glob("*.parquet"), *cfg.input.glob("*.jsonl")])
+    rows = sorted(
+        [*cfg.input.glob("*.parquet"), *cfg.input.glob("*.jsonl"), *cfg.input.glob("data/*.parquet")]
+    )
     if not rows:
-        raise FileNotFoundError(f"{cfg.input}: no BLIFT rows (*.parquet or *.jsonl)")
-    return read_blift(rows[0], cfg.input / "media")
+        raise FileNotFoundError(f"{cfg.input}: no BLIFT rows (*.parquet, data/train-*.parquet or *.jsonl)")
+    return itertools.chain.from_iterable(read_blift(path, cfg.input / "media") for path in rows)
 
 
 def _in_part(post_id: str, num_shards: int, index: int) -> bool:
