@@ -53,10 +53,20 @@ def released_checkpoint(tmp_path):
     ckpt.mkdir()
     save_file({k: theirs[k] for k in names[::2]}, ckpt / "model-00001-of-00002.safetensors")
     save_file({k: theirs[k] for k in names[1::2]}, ckpt / "model-00002-of-00002.safetensors")
-    (ckpt / "config.json").write_text(json.dumps({"model_type": "llava", "compress_type": "mean", "num_query": 4}))
-    eva = {k.removeprefix("vision_tower.eva."): v.clone() for k, v in model.state_dict().items() if k.startswith("vision_tower.")}
+    (ckpt / "config.json").write_text(
+        json.dumps({"model_type": "llava", "compress_type": "mean", "num_query": 4})
+    )
+    eva = {
+        k.removeprefix("vision_tower.eva."): v.clone()
+        for k, v in model.state_dict().items()
+        if k.startswith("vision_tower.")
+    }
     depth = cfg.vision_config.num_hidden_layers
-    eva |= {k.replace("blocks.0.", f"blocks.{depth}.", 1): torch.randn_like(v) for k, v in eva.items() if k.startswith("blocks.0.")}
+    eva |= {
+        k.replace("blocks.0.", f"blocks.{depth}.", 1): torch.randn_like(v)
+        for k, v in eva.items()
+        if k.startswith("blocks.0.")
+    }
     torch.save(eva, tmp_path / "eva_vit_g.pth")
     config_path = tmp_path / "config.json"
     cfg.to_json_file(config_path)
@@ -65,7 +75,18 @@ def released_checkpoint(tmp_path):
 
 def test_round_trip_gives_identical_logits(released_checkpoint, tmp_path, capsys):
     model, ckpt, eva, config_path = released_checkpoint
-    main(["--llamavid", str(ckpt), "--eva", str(eva), "--out", str(tmp_path / "out"), "--config", str(config_path)])
+    main(
+        [
+            "--llamavid",
+            str(ckpt),
+            "--eva",
+            str(eva),
+            "--out",
+            str(tmp_path / "out"),
+            "--config",
+            str(config_path),
+        ]
+    )
     assert "dropped" in capsys.readouterr().out
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
     ids = torch.randint(0, 32000, (1, 12))
@@ -80,6 +101,38 @@ def test_round_trip_gives_identical_logits(released_checkpoint, tmp_path, capsys
     )
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids, **media).logits, loaded(input_ids=ids, **media).logits)
+
+
+def test_processor_is_written_beside_the_weights(
+    released_checkpoint, tmp_path, llama_tokenizer_dir, bert_vocab_path
+):
+    import shutil
+
+    from bl_model import BehaviorLlavaProcessor, Media
+
+    _, ckpt, eva, config_path = released_checkpoint
+    for f in llama_tokenizer_dir.iterdir():  # a checkpoint directory ships its LLaMA tokenizer
+        shutil.copy(f, ckpt / f.name)
+    out = tmp_path / "out"
+    main(["--llamavid", str(ckpt), "--eva", str(eva), "--out", str(out), "--config", str(config_path),
+          "--bert-vocab", str(bert_vocab_path)])  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(out)
+    processor = BehaviorLlavaProcessor.from_pretrained(out / "processor", model.config)
+    sample = {
+        "id": "s",
+        "conversations": [
+            {"from": "human", "value": "<image>\nWhat is it?"},
+            {"from": "gpt", "value": "A cat."},
+        ],
+    }
+    inputs = processor(sample, [Media(torch.zeros(8, 8, 3, dtype=torch.uint8).numpy(), is_video=False)])
+    assert int((inputs["input_ids"] == model.config.media_token_id).sum()) == model.config.media_tokens(
+        1, False
+    )
+    assert processor.qformer_tokenizer.bos_token == "[DEC]" and len(processor.qformer_tokenizer) == 30523
+    with torch.no_grad():
+        batch = processor.collate([inputs])
+        assert torch.isfinite(model(**batch).loss)
 
 
 def test_missing_and_unknown_keys_are_listed(released_checkpoint, tmp_path):

@@ -1,6 +1,9 @@
 """Import a released LLaMA-VID checkpoint (HF shards + LAVIS `eva_vit_g.pth`) as a Behavior-LLaVA model.
 
-    uv run python -m bl_model.convert --llamavid DIR --eva PATH --out DIR [--config CONFIG_JSON]
+    uv run python -m bl_model.convert --llamavid DIR --eva PATH --out DIR [--config CONFIG_JSON] [--bert-vocab VOCAB]
+
+With `--bert-vocab` (bert-base-uncased's vocab.txt) the processor is written too, to `DIR/processor`: the
+LLaMA tokenizer from the checkpoint directory plus the Q-Former's BERT tokenizer.
 
 LLaMA-VID key layout (`llamavid/model/llamavid_arch.py`): `model.vlm_att_query`, `model.vlm_att_encoder.bert.*`
 (LAVIS Q-Former), `model.vlm_att_ln.*`, `model.vlm_att_{,key_,val_}projector.*`, `model.mm_projector.*`,
@@ -181,6 +184,21 @@ def convert(
     return notes
 
 
+def save_processor(llamavid_dir: Path, bert_vocab: Path, out_dir: Path, config: BehaviorLlavaConfig) -> Path:
+    """Write `out_dir/processor`: the checkpoint's LLaMA tokenizer and a bert-base-uncased Q-Former tokenizer."""
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    from .processing import BehaviorLlavaProcessor
+
+    if not Path(bert_vocab).is_file():
+        raise FileNotFoundError(f"bert vocab not found: {bert_vocab}")
+    tokenizer = AutoTokenizer.from_pretrained(llamavid_dir)
+    qformer_tokenizer = BertTokenizerFast(vocab=str(bert_vocab), truncation_side="left")
+    target = Path(out_dir) / "processor"
+    BehaviorLlavaProcessor(tokenizer, qformer_tokenizer, config).save_pretrained(target)
+    return target
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bl_model.convert", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -196,11 +214,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--config", type=Path, help="a BehaviorLlavaConfig config.json to use instead of deriving one"
     )
+    parser.add_argument(
+        "--bert-vocab", type=Path, help="bert-base-uncased vocab.txt: also write OUT/processor"
+    )
     args = parser.parse_args(argv)
     config = BehaviorLlavaConfig.from_json_file(args.config) if args.config else None
     for note in convert(args.llamavid, args.eva, args.out, config):
         print(note)
     print(f"saved {args.out}")
+    if args.bert_vocab:
+        saved = BehaviorLlavaConfig.from_pretrained(args.out)
+        print(f"saved {save_processor(args.llamavid, args.bert_vocab, args.out, saved)}")
 
 
 if __name__ == "__main__":
