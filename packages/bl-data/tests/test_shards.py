@@ -17,6 +17,7 @@ import torch
 from bl_data.media import MediaError
 from bl_data.shards import (
     ShardError,
+    ShardIndex,
     ShardWriter,
     decode_mp4,
     decode_sample,
@@ -230,3 +231,37 @@ def test_undecodable_members_name_the_shard(tmp_path):
         decode_sample(sample)
     with pytest.raises(MediaError, match=r"blift-000000\.tar: bad\.mp4: corrupt or truncated"):
         next(iter(open_shards(tmp_path, decode_video=True)))
+
+
+def test_shard_index_reads_samples_by_offset_and_names_bad_shards(tmp_path):
+    ramp = np.linspace(0, 255, 16, dtype=np.uint8)  # smooth content, which JPEG keeps
+    frames = np.stack(
+        [
+            np.stack(
+                [
+                    ramp[None, :].repeat(16, 0),
+                    ramp[:, None].repeat(16, 1),
+                    128 + 0 * ramp[None, :].repeat(16, 0),
+                ],
+                -1,
+            )
+        ]
+        * 2
+    )
+    with ShardWriter(tmp_path / "out", samples_per_shard=2) as writer:
+        for i in range(3):
+            writer.write(f"s{i}", {"id": f"s{i}", "n": i}, frames[: i % 3])
+    index = ShardIndex([tmp_path / "out"])
+    assert len(index) == 3 and index.position("s2") == 2
+    meta, decoded = index[index.position("s2")]
+    assert meta == {"id": "s2", "n": 2} and decoded.shape == (2, 16, 16, 3)
+    assert np.abs(decoded.astype(int) - frames).mean() < 8  # JPEG
+    assert index[0][1].shape[0] == 0
+    with pytest.raises(KeyError, match="s9"):
+        index.position("s9")
+    with pytest.raises(ShardError, match=r"not found: .*nowhere"):
+        ShardIndex([tmp_path / "nowhere"])
+    bad = tmp_path / "blift-000000.tar"
+    bad.write_bytes(b"this is not a tar archive" * 40)
+    with pytest.raises(ShardError, match=r"blift-000000\.tar is unreadable"):
+        ShardIndex([bad])

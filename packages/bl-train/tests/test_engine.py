@@ -92,7 +92,7 @@ def test_packed_and_padded_batches_give_the_same_loss_at_step_zero(demo_recipe):
 def test_behavior_metrics_on_heldout_shards(demo_recipe):
     from sklearn.metrics import r2_score
 
-    from bl_train.data import ShardIndex
+    from bl_data.shards import ShardIndex
     from bl_train.evaluate import evaluate_behavior, r2
 
     assert r2([1.0, 2.5, 2.0], [1.0, 2.0, 3.0]) == r2_score([1.0, 2.0, 3.0], [1.0, 2.5, 2.0])
@@ -128,14 +128,3 @@ def test_non_finite_losses_skip_steps_then_stop_training(demo_recipe, monkeypatc
         Trainer(
             demo_recipe("--train.max_steps", "10", "--train.eval_every", "0", "--train.max_bad_steps", "3")
         ).run()
-
-
-def test_missing_and_corrupt_shards_are_named(tmp_path):
-    from bl_train.data import DataError, ShardIndex
-
-    with pytest.raises(DataError, match=r"not found: .*nowhere"):
-        ShardIndex([tmp_path / "nowhere"])
-    bad = tmp_path / "blift-000000.tar"
-    bad.write_bytes(b"this is not a tar archive" * 40)
-    with pytest.raises(DataError, match=r"blift-000000\.tar is unreadable"):
-        ShardIndex([bad])

@@ -13,6 +13,7 @@ again. So a kill -9 at any point loses nothing that was done and duplicates noth
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -266,6 +267,65 @@ def decode_sample(
     if decode_video and "mp4" in sample:
         out["video"], out["video_timestamps"] = decode_mp4(sample["mp4"], name=f"{where}.mp4")
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _Member:
+    """Where one tar member's bytes lie."""
+
+    path: Path
+    offset: int
+    size: int
+
+
+class ShardIndex:
+    """Random access to the samples of shard directories (their completed shards) or single .tar files.
+
+    The tar headers are read once; `self[i]` then reads just sample i's members by offset and decodes them
+    with `decode_sample` -> (json dict, frames uint8 (T, H, W, 3), T = 0 when the sample has none).
+    """
+
+    def __init__(self, sources: Sequence[str | Path]):
+        self.samples: list[tuple[str, dict[str, _Member]]] = []  # (key, member extension -> location)
+        for source in map(Path, sources):
+            if not source.exists():
+                raise ShardError(f"BLIFT shards not found: {source}")
+            shards = [source] if source.is_file() else shard_paths(source)
+            if not shards:
+                raise ShardError(f"no shards listed in {source} (run apps/prepare first)")
+            for shard in shards:
+                self._index(shard)
+        self._positions = {key: i for i, (key, _) in enumerate(self.samples)}
+
+    def _index(self, shard: Path) -> None:
+        members: dict[str, dict[str, _Member]] = {}
+        try:
+            with tarfile.open(shard) as tar:
+                for info in tar:
+                    key, _, ext = info.name.partition(".")
+                    members.setdefault(key, {})[ext] = _Member(shard, info.offset_data, info.size)
+        except (tarfile.TarError, OSError) as err:
+            raise ShardError(f"shard {shard} is unreadable: {err}") from err
+        self.samples += members.items()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def position(self, key: str) -> int:
+        """Index of the sample `key`; KeyError naming it when absent."""
+        if key not in self._positions:
+            raise KeyError(f"no sample {key!r} in these shards")
+        return self._positions[key]
+
+    def __getitem__(self, index: int) -> tuple[dict[str, Any], np.ndarray]:
+        key, members = self.samples[index]
+        raw: dict[str, Any] = {"__key__": key, "__url__": str(next(iter(members.values())).path)}
+        for ext, member in members.items():
+            with member.path.open("rb") as f:
+                f.seek(member.offset)
+                raw[ext] = f.read(member.size)
+        sample = decode_sample(raw)
+        return sample["json"], sample.get("frames", np.zeros((0, 1, 1, 3), np.uint8))
 
 
 def open_shards(

@@ -6,13 +6,7 @@ uninterrupted run would have, from the position saved in the checkpoint.
 
 from __future__ import annotations
 
-import io
-import json
 import math
-import re
-import tarfile
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,73 +15,13 @@ import torch
 from PIL import Image
 
 from bl_data.media import sample_frames
-from bl_data.shards import shard_paths
+from bl_data.shards import ShardIndex
 from bl_model import BehaviorLlavaProcessor, Media
 from bl_model.processing import SampleBudgetError
 
-_FRAME = re.compile(r"^(\d+)\.jpg$")
-
 
 class DataError(Exception):
-    """A missing shard or a corrupt sample, named."""
-
-
-@dataclass(frozen=True)
-class _Member:
-    path: Path
-    offset: int
-    size: int
-
-
-class ShardIndex:
-    """Random access to the samples of bl-data shard directories (or single .tar files).
-
-    `self[i]` -> (sample json dict, frames uint8 (T, H, W, 3)).
-    """
-
-    def __init__(self, sources: Sequence[str | Path]):
-        self.samples: list[tuple[str, _Member, list[_Member]]] = []  # (key, json, frames in order)
-        for source in map(Path, sources):
-            if not source.exists():
-                raise DataError(f"BLIFT shards not found: {source}")
-            shards = [source] if source.is_file() else shard_paths(source)
-            if not shards:
-                raise DataError(f"no shards listed in {source} (run apps/prepare first)")
-            for shard in shards:
-                self._index(shard)
-
-    def _index(self, shard: Path) -> None:
-        members: dict[str, dict[str, _Member]] = {}
-        try:
-            with tarfile.open(shard) as tar:
-                for info in tar:
-                    key, _, ext = info.name.partition(".")
-                    members.setdefault(key, {})[ext] = _Member(shard, info.offset_data, info.size)
-        except (tarfile.TarError, OSError) as err:
-            raise DataError(f"shard {shard} is unreadable: {err}") from err
-        for key, parts in members.items():
-            if "json" not in parts:
-                raise DataError(f"shard {shard}: sample {key} has no json member")
-            frames = sorted(((int(m.group(1)), v) for k, v in parts.items() if (m := _FRAME.match(k))))
-            self.samples.append((key, parts["json"], [v for _, v in frames]))
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    @staticmethod
-    def _read(member: _Member) -> bytes:
-        with member.path.open("rb") as f:
-            f.seek(member.offset)
-            return f.read(member.size)
-
-    def __getitem__(self, index: int) -> tuple[dict[str, Any], np.ndarray]:
-        key, json_member, frame_members = self.samples[index]
-        try:
-            sample = json.loads(self._read(json_member))
-            frames = [np.asarray(Image.open(io.BytesIO(self._read(m))).convert("RGB")) for m in frame_members]
-        except (ValueError, OSError) as err:
-            raise DataError(f"shard {json_member.path}: sample {key} is corrupt: {err}") from err
-        return sample, np.stack(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8)
+    """Training data that cannot be mixed or read (the shards themselves raise `bl_data.shards.ShardError`)."""
 
 
 def load_instruction_media(entry: dict[str, Any], root: Path, max_frames: int) -> list[Media]:

@@ -21,11 +21,12 @@ import torch
 from tqdm.auto import tqdm
 
 import bl_model
+from bl_data.shards import ShardIndex
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
 
 from .batching import StepBatches
 from .config import Recipe
-from .data import MixedDataset, ShardIndex, steps_for
+from .data import MixedDataset, steps_for
 from .deepspeed_config import deepspeed_config
 from .evaluate import evaluate_behavior
 from .schedule import warmup_cosine

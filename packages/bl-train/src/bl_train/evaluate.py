@@ -12,9 +12,8 @@ import numpy as np
 import torch
 
 from bl_data.parse import BehaviorParseError, comment_spans, parse_behavior
+from bl_data.shards import ShardIndex
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor, Media
-
-from .data import ShardIndex
 
 
 def r2(pred: list[float], gold: list[float]) -> float | None:

@@ -8,7 +8,7 @@ media paths but `meta["shard"]` and `meta["key"]`, and `shard_frames(example)` r
 
 from __future__ import annotations
 
-import tarfile
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from bl_data.parse import comment_spans
-from bl_data.shards import decode_sample, open_shards
+from bl_data.shards import ShardIndex, open_shards
 
 from ..spec import Example, TaskSpec
 
@@ -24,16 +24,17 @@ from ..spec import Example, TaskSpec
 def shard_frames(example: Example) -> np.ndarray:
     """The frames (T, H, W, 3) uint8 RGB stored with a behaviour example's sample in its shard."""
     key, shard = example.meta["key"], example.meta["shard"]
-    sample: dict[str, Any] = {"__key__": key, "__url__": shard}
-    with tarfile.open(shard) as tar:
-        for member in tar.getmembers():
-            stem, _, ext = member.name.partition(".")
-            if stem == key and (file := tar.extractfile(member)) is not None:
-                sample[ext] = file.read()
-    decoded = decode_sample(sample)
-    if "frames" not in decoded:
+    index = _shard_index(shard)
+    _, frames = index[index.position(key)]
+    if not len(frames):
         raise ValueError(f"{shard}: sample {key} has no frames")
-    return decoded["frames"]
+    return frames
+
+
+@functools.cache
+def _shard_index(shard: str) -> ShardIndex:
+    """One index per shard: its tar headers are read once, then samples are read by offset."""
+    return ShardIndex([shard])
 
 
 def _samples(root: Path) -> Iterator[dict[str, Any]]:
