@@ -187,3 +187,13 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
         grads.append((loss.detach(), model.vision_tower.eva.blocks[0].mlp.fc1.weight.grad.clone()))
     torch.testing.assert_close(grads[0][0], grads[1][0])
     torch.testing.assert_close(grads[0][1], grads[1][1])
+
+
+def test_label_nll_is_the_mean_loss_times_the_labelled_tokens():
+    model = make_model()
+    ids, labels, media = batch_with_media(model.config)
+    with torch.no_grad():
+        loss = model(input_ids=ids, labels=labels, **vars(media)).loss
+    total, count = model.label_nll(input_ids=ids, labels=labels, **vars(media))
+    assert count == int((labels[:, 1:] != -100).sum())
+    torch.testing.assert_close(torch.tensor(total / count), loss, rtol=1e-5, atol=1e-6)

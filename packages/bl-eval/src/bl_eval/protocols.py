@@ -66,9 +66,7 @@ def load_media(prompt: str, paths: Sequence[Path], max_frames: int, fps: float =
 def example_media(example: Example, max_frames: int) -> list[Media]:
     """The example's media: from its paths, or (behaviour tasks) the frames stored with it in a shard."""
     if not example.media and "shard" in example.meta:
-        frames = shard_frames(example)  # (T, H, W, 3)
-        is_video = "<video>" in example.prompt
-        return [Media(frames if is_video else frames[0], is_video=is_video)]
+        return [Media.for_placeholder(example.prompt, shard_frames(example))]
     return load_media(example.prompt, example.media, max_frames)
 
 
@@ -354,16 +352,11 @@ def nll(
             batch = _to(
                 processor.collate([processor(sample, media, supervise=lambda _, s=spans: s)]), model.device
             )
-            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0, :-1]  # (L-1, V)
-            targets = batch["labels"][0, 1:]  # (L-1,)
-            keep = targets != -100
-            total = torch.nn.functional.cross_entropy(logits[keep].float(), targets[keep], reduction="sum")
+            total, count = model.label_nll(**batch)
         except SKIPPABLE as err:
             records.append(_failed(example, err))
             continue
-        records.append(
-            {"id": example.id, "prediction": {"nll": float(total), "tokens": int(keep.sum())}, "raw": None}
-        )
+        records.append({"id": example.id, "prediction": {"nll": total, "tokens": count}, "raw": None})
     return records
 
 

@@ -276,6 +276,16 @@ class BehaviorLlavaForCausalLM(BehaviorLlavaPreTrainedModel):
         )
 
     @torch.no_grad()
+    def label_nll(self, **inputs) -> tuple[float, int]:
+        """Summed next-token NLL over the tokens whose labels are not -100, and their count (for perplexity)."""
+        labels = inputs.pop("labels")  # (B, L)
+        logits = self(**inputs).logits[:, :-1]  # (B, L-1, V): logits[t] predict token t + 1
+        targets = labels[:, 1:]  # (B, L-1)
+        keep = targets != -100
+        nll = F.cross_entropy(logits[keep].float(), targets[keep], reduction="sum")
+        return float(nll), int(keep.sum())
+
+    @torch.no_grad()
     def generate(
         self,
         input_ids: torch.LongTensor,

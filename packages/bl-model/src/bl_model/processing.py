@@ -56,6 +56,13 @@ class Media:
     def num_frames(self) -> int:
         return len(as_frame_list(self.frames))
 
+    @classmethod
+    def for_placeholder(cls, prompt: str, frames: np.ndarray) -> Media:
+        """A stored sample's frames (T, H, W, 3) as the media of its prompt's one placeholder: a video for
+        `<video>`, else the first frame as an image."""
+        is_video = "<video>" in prompt
+        return cls(frames if is_video else frames[0], is_video=is_video)
+
 
 class BehaviorLlavaProcessor:
     """Turns one LLaMA-VID sample (or a generation prompt) and its media into model inputs.

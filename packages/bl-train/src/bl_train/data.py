@@ -106,8 +106,7 @@ class MixedDataset(torch.utils.data.Dataset):
                         f"BLIFT sample {sample.get('id')} has no control_conversations (Ad-LLaVA)"
                     )
                 sample = {**sample, "conversations": sample["control_conversations"]}
-            is_video = "<video>" in sample["conversations"][0]["value"]
-            return sample, [Media(frames if is_video else frames[0], is_video=is_video)]
+            return sample, [Media.for_placeholder(sample["conversations"][0]["value"], frames)]
         entry = self.instructions[int(index)]
         return entry, load_instruction_media(entry, self.media_root, self.max_frames)
 

@@ -25,10 +25,9 @@ def r2(pred: list[float], gold: list[float]) -> float | None:
     return None if ss_tot == 0 else 1.0 - float(((g - p) ** 2).sum()) / ss_tot
 
 
-def _batch(inputs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """One processed sample -> a batch of one on `device` (sequence tensors get a leading batch dim)."""
-    seq = ("input_ids", "labels")
-    return {k: (v[None] if k in seq else v).to(device) for k, v in inputs.items()}
+def _batch(processor: BehaviorLlavaProcessor, inputs: dict[str, torch.Tensor], device: torch.device) -> dict:
+    """One processed sample -> a collated batch of one on `device`."""
+    return {k: v.to(device) for k, v in processor.collate([inputs]).items()}
 
 
 @torch.no_grad()
@@ -48,19 +47,16 @@ def evaluate_behavior(
     for index in range(n):
         sample, frames = heldout[index]
         human = sample["conversations"][0]["value"]
-        is_video = "<video>" in human
-        media = [Media(frames if is_video else frames[0], is_video=is_video)]
+        media = [Media.for_placeholder(human, frames)]
         gold = sample["behavior"]
         if comment_spans(sample["conversations"][1]["value"]):
-            inputs = _batch(processor(sample, media, supervise=comment_spans), device)
-            logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits[0, :-1]  # (L-1, V)
-            labels = inputs["labels"][0, 1:]  # (L-1,)
-            keep = labels != -100
-            nll += float(
-                torch.nn.functional.cross_entropy(logits[keep].float(), labels[keep], reduction="sum")
+            sample_nll, sample_tokens = model.label_nll(
+                **_batch(processor, processor(sample, media, supervise=comment_spans), device)
             )
-            tokens += int(keep.sum())
-        prompt = _batch(processor.prompt_for_generation(human, media, system=sample.get("system")), device)
+            nll, tokens = nll + sample_nll, tokens + sample_tokens
+        prompt = _batch(
+            processor, processor.prompt_for_generation(human, media, system=sample.get("system")), device
+        )
         new = model.generate(
             **prompt, max_new_tokens=max_new_tokens, eos_token_id=processor.tokenizer.eos_token_id
         )
