@@ -224,7 +224,8 @@ class Trainer:
                 bad_in_a_row = 0
                 engine.backward(loss)
                 engine.step()
-                summary.losses.append(loss.item())
+                loss_value = loss.item()  # one device sync per step, reused below
+                summary.losses.append(loss_value)
                 tokens += int((batch["labels"] != -100).sum())
                 if (micro + 1) % t.grad_accum:
                     continue
@@ -232,12 +233,12 @@ class Trainer:
                 summary.steps = done
                 lr = scheduler.get_last_lr()[0]
                 rate = tokens / (time.perf_counter() - tic)
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
+                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
                 bar.update(1)
                 if metrics_file is not None and done % t.log_every == 0:
                     record = {
                         "step": done,
-                        "loss": loss.item(),
+                        "loss": loss_value,
                         "lr": lr,
                         "tokens_per_s": rate,
                         "skipped": sum(skipped.values()),
