@@ -159,6 +159,32 @@ def test_moment_retrieval():
     assert moment_retrieval([None], [[[0, 10]]])["map"] == 0.0
 
 
+def test_moment_retrieval_ties_first_window_and_unanswered_queries():
+    preds = [
+        # [0, 20] has IoU exactly 0.5 with both touching gold windows: it takes the later one, [10, 20], so
+        # [10, 20] (IoU 1 with it, 0 with [0, 10]) is a FP at IoU 0.5 -> TP, FP: AP 1 * 1/2 = 0.5. Above 0.5
+        # [0, 20] is a FP and [10, 20] a TP -> AP 1/2 * 1/2 = 0.25. mAP (0.5 + 9 * 0.25) / 10 = 0.275.
+        [[0, 20, 0.9], [10, 20, 0.8]],
+        # listed low score first: ranked by score the TP leads (AP 1), but R1 reads the first listed (IoU 0)
+        [[0, 10, 0.2], [20, 30, 0.9]],
+        None,  # no window: AP 0 and IoU 0 in our columns, left out of the mdetr_ ones
+    ]
+    golds = [{"relevant_windows": [[0, 10], [10, 20]]}, [[20, 30]], [[0, 5]]]
+    out = moment_retrieval(preds, golds)
+    assert out["map"] == pytest.approx(100 * (0.275 + 1) / 3)
+    assert out["map@0.5"] == pytest.approx(100 * (0.5 + 1) / 3)
+    assert out["map@0.75"] == pytest.approx(100 * (0.25 + 1) / 3)
+    assert out["r1@0.5"] == pytest.approx(100 / 3)  # only the first query's [0, 20] (IoU 0.5)
+    assert out["r1@0.7"] == 0.0
+    assert (out["n"], out["n_answered"]) == (3, 2)
+    # the same numbers Moment-DETR's standalone_eval gives for the two answered queries
+    assert out["mdetr_map"] == pytest.approx(63.75)
+    assert out["mdetr_map@0.5"] == pytest.approx(75.0)
+    assert out["mdetr_map@0.75"] == pytest.approx(62.5)
+    assert (out["mdetr_r1@0.5"], out["mdetr_r1@0.7"]) == (50.0, 0.0)
+    assert math.isnan(moment_retrieval([None], [[[0, 10]]])["mdetr_map"])
+
+
 def test_clip_saliency():
     # 2-second clips: [4, 6] covers clip 2, [2, 4] clip 1, a point at 9 s clip 4
     assert clip_saliency([[4, 6, 2.0], [2, 4, 1.0], [9, 9, 0.5]], 5).tolist() == [0, 1, 2, 0, 0.5]

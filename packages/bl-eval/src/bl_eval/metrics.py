@@ -296,9 +296,17 @@ def _interpolated_ap(precision: np.ndarray, recall: np.ndarray) -> float:
     return float(np.sum((r[steps] - r[steps - 1]) * p[steps]))
 
 
+def _gold_order(ious: np.ndarray) -> np.ndarray:
+    """Gold indices by IoU, highest first; among equal IoUs the later-listed gold window first, the order
+    Moment-DETR's `tiou_arr.argsort()[::-1]` gives (numpy sorts short arrays stably, the reversal puts the
+    last of a tie first)."""
+    return np.lexsort((-np.arange(len(ious)), -ious))  # primary key last: IoU descending, then index descending
+
+
 def _detection_ap(windows: Sequence[Sequence[float]], gold: np.ndarray, threshold: float) -> float:
-    """AP of one query's scored windows against its gold windows: greedy matching in score order, each
-    gold window matched at most once."""
+    """AP of one query's scored windows against its gold windows: greedy matching in score order (a stable
+    sort, so equal scores keep their listed order), each window taking the untaken gold window of highest
+    IoU (`_gold_order` breaks ties), each gold window matched at most once."""
     if not len(windows) or not len(gold):
         return 0.0
     order = sorted(windows, key=lambda w: -w[2])
@@ -306,7 +314,7 @@ def _detection_ap(windows: Sequence[Sequence[float]], gold: np.ndarray, threshol
     hits = np.zeros(len(order))
     for i, window in enumerate(order):
         ious = _iou(window, gold)
-        for j in np.argsort(-ious, kind="stable"):
+        for j in _gold_order(ious):
             if ious[j] < threshold:
                 break
             if not taken[j]:
@@ -330,6 +338,20 @@ def _gold_windows(target: Mapping[str, Any] | Sequence[Sequence[float]]) -> np.n
     return np.asarray(windows, dtype=float).reshape(-1, 2)
 
 
+def _retrieval_summary(aps: np.ndarray, first_iou: np.ndarray) -> dict[str, float]:
+    """Moment-retrieval columns (%) from per-query APs (queries, thresholds) and first-window IoUs (queries,)."""
+    if not len(aps):
+        return dict.fromkeys(("map", "map@0.5", "map@0.75", "r1@0.5", "r1@0.7"), math.nan)
+    per_threshold = aps.mean(0)
+    return {
+        "map": 100.0 * float(per_threshold.mean()),
+        "map@0.5": 100.0 * float(per_threshold[0]),
+        "map@0.75": 100.0 * float(per_threshold[MOMENT_IOU_THRESHOLDS.index(0.75)]),
+        "r1@0.5": 100.0 * float(np.mean(first_iou >= 0.5)),
+        "r1@0.7": 100.0 * float(np.mean(first_iou >= 0.7)),
+    }
+
+
 def moment_retrieval(
     predictions: Sequence[Sequence[Sequence[float]] | None],
     targets: Sequence[Mapping[str, Any] | Sequence[Sequence[float]]],
@@ -337,28 +359,30 @@ def moment_retrieval(
 ) -> dict[str, float]:
     """QVHighlights moment retrieval, as Moment-DETR's `eval_moment_retrieval` ("full" range), in %.
 
-    `map`: per-query AP at each IoU in 0.5:0.05:0.95 (top `max_windows` windows), averaged over queries,
-    then over thresholds; `map@0.5`, `map@0.75` at one threshold; `r1@0.5`, `r1@0.7`: the top window's
-    IoU with its best-matching gold window reaches the threshold. A query with no window scores 0
-    (Moment-DETR leaves such queries out; its submissions always have windows).
+    `map`: per-query AP at each IoU in 0.5:0.05:0.95 (the first `max_windows` windows listed, ranked by
+    score), averaged over queries, then over thresholds; `map@0.5`, `map@0.75` at one threshold;
+    `r1@0.5`, `r1@0.7`: the first listed window's IoU with its best-matching gold window reaches the
+    threshold. These count a query with no window as AP 0 and IoU 0, over all `n` queries. Moment-DETR
+    leaves such queries out (its submissions always have windows): the `mdetr_` columns are the same
+    numbers over the `n_answered` queries with at least one window (NaN when there are none).
     """
     _check(predictions, targets)
     aps = np.zeros((len(targets), len(MOMENT_IOU_THRESHOLDS)))
-    top_iou = np.zeros(len(targets))
+    first_iou = np.zeros(len(targets))
+    answered = np.zeros(len(targets), dtype=bool)
     for q, (prediction, target) in enumerate(zip(predictions, targets, strict=True)):
         windows, gold = _scored_windows(prediction)[:max_windows], _gold_windows(target)
+        answered[q] = bool(windows)
         for k, threshold in enumerate(MOMENT_IOU_THRESHOLDS):
             aps[q, k] = _detection_ap(windows, gold, threshold)
         if windows and len(gold):
-            top_iou[q] = _iou(max(windows, key=lambda w: w[2]), gold).max()
-    per_threshold = aps.mean(0)
+            first_iou[q] = _iou(windows[0], gold).max()
+    mdetr = _retrieval_summary(aps[answered], first_iou[answered])
     return {
-        "map": 100.0 * float(per_threshold.mean()),
-        "map@0.5": 100.0 * float(per_threshold[0]),
-        "map@0.75": 100.0 * float(per_threshold[MOMENT_IOU_THRESHOLDS.index(0.75)]),
-        "r1@0.5": 100.0 * float(np.mean(top_iou >= 0.5)),
-        "r1@0.7": 100.0 * float(np.mean(top_iou >= 0.7)),
+        **_retrieval_summary(aps, first_iou),
         "n": len(targets),
+        **{f"mdetr_{key}": value for key, value in mdetr.items()},
+        "n_answered": int(answered.sum()),
     }
 
 

@@ -63,7 +63,9 @@ SPECS = [
         parser="windows",
         max_new_tokens=64,
         paper_metric_key="map",
-        notes="mAP over IoU 0.5:0.95 (Moment-DETR 'MR-full-mAP'); answer windows rank in the order given.",
+        notes="mAP over IoU 0.5:0.95 (Moment-DETR 'MR-full-mAP'); answer windows rank in the order given. An "
+        "answer without a window scores 0 in `map` (over all queries); the `mdetr_` columns leave such queries "
+        "out, as Moment-DETR does.",
     ),
     TaskSpec(
         name="qvhighlights_hd",
