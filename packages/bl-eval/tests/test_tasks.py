@@ -168,17 +168,22 @@ def lvu_fixtures(root: Path) -> None:
     touch(root / "lvu" / "videos" / "yt_a.mp4")
 
 
+HVU_TAGS = {  # video -> its tags; each video lacks whole categories (yt1: event, concept; yt2: scene, ...)
+    "yt1": ["beach", "ball", "dog", "playing_soccer", "red"],
+    "yt2": ["dog", "party", "fun"],
+    "yt3": ["kitchen", "cup", "cooking", "fun"],
+}
+
+
 def hvu_fixtures(root: Path) -> None:
     base = root / "hvu"
     write(
         base / "HVU_Tags_Categories_V1.0.csv",
-        "Tag,Category\nbeach,scene\nball,object\ndog,object\nplaying_soccer,action\nparty,event\n"
-        "red,attribute\nfun,concept\n",
+        "Tag,Category\nbeach,scene\nkitchen,scene\nball,object\ndog,object\ncup,object\n"
+        "playing_soccer,action\ncooking,action\nparty,event\nred,attribute\nfun,concept\n",
     )
-    write(
-        base / "HVU_Val_V1.0.csv",
-        "Tags,youtube_id,time_start,time_end\nbeach|ball|playing_soccer,yt1,10,20\ndog,yt2,0,10\n",
-    )
+    rows = "".join(f"{'|'.join(tags)},{video},10,20\n" for video, tags in HVU_TAGS.items())
+    write(base / "HVU_Val_V1.0.csv", "Tags,youtube_id,time_start,time_end\n" + rows)
     touch(base / "videos" / "yt1_000010_000020.mp4")
 
 
@@ -462,13 +467,56 @@ def test_lvu_loaders(tmp_path):
 def test_hvu_loaders(tmp_path):
     hvu_fixtures(tmp_path)
     objects = load("hvu_object", tmp_path)
-    assert [e.target for e in objects] == [["ball"], ["dog"]]
-    assert objects[0].choices == ["ball", "dog"]
+    assert [e.target for e in objects] == [["ball", "dog"], ["dog"], ["cup"]]
+    assert objects[0].choices == ["ball", "dog", "cup"]
     assert objects[0].media[0].name == "yt1_000010_000020.mp4"
+    # a category's examples are the videos with a tag of it (MMAction2's HVU protocol)
+    assert [e.id for e in load("hvu_scene", tmp_path)] == ["yt1_000010_000020", "yt3_000010_000020"]
+    assert [e.id for e in load("hvu_event", tmp_path)] == ["yt2_000010_000020"]
     assert load("hvu_action", tmp_path)[0].target == ["playing soccer"]
     overall = load("hvu_overall", tmp_path)
-    assert len(overall) == 12 and overall[0].target == {"group": "scene", "labels": ["beach"]}
+    assert len(overall) == sum(len(load(f"hvu_{c}", tmp_path)) for c in HVU_CATEGORIES) == 11
+    assert overall[0].target == {"group": "scene", "labels": ["beach"]}
     assert TASKS["hvu_overall"].metric in {"grouped_mean_average_precision"}
+
+
+HVU_CATEGORIES = ("scene", "object", "action", "event", "attribute", "concept")
+HVU_SCORES = {  # (video, category) -> the model's tag scores; only pairs where the video has a tag of it
+    ("yt1", "scene"): {"beach": 0.6, "kitchen": 0.5},
+    ("yt3", "scene"): {"beach": 0.2, "kitchen": 0.4},
+    ("yt1", "object"): {"ball": 0.9, "dog": 0.3, "cup": 0.1},
+    ("yt2", "object"): {"ball": 0.8, "dog": 0.7, "cup": 0.2},
+    ("yt3", "object"): {"ball": 0.1, "dog": 0.6, "cup": 0.5},
+    ("yt1", "action"): {"playing soccer": 0.3, "cooking": 0.6},
+    ("yt3", "action"): {"playing soccer": 0.4, "cooking": 0.2},
+    ("yt2", "event"): {"party": 0.1},
+    ("yt1", "attribute"): {"red": 0.2},
+    ("yt2", "concept"): {"fun": 0.3},
+    ("yt3", "concept"): {"fun": 0.9},
+}
+HVU_MAP = {  # by hand, each category over its own videos only
+    "scene": 100 * (1 + 1 / 2) / 2,  # beach: yt1(+) > yt3 -> 1; kitchen: yt1 > yt3(+) -> 1/2
+    "object": 100 * (1 + 5 / 6 + 1) / 3,  # ball: yt1(+) first -> 1; dog: yt2(+), yt3, yt1(+) -> (1 + 2/3)/2; cup 1
+    "action": 100 * (1 / 2 + 1 / 2) / 2,  # playing soccer: yt3 > yt1(+); cooking: yt1 > yt3(+)
+    "event": 100.0,  # one video, a positive (all videos scored: yt1 and yt3 would be negatives)
+    "attribute": 100.0,
+    "concept": 100.0,
+}
+
+
+def test_hvu_map_follows_mmaction2_per_category_protocol(tmp_path):
+    hvu_fixtures(tmp_path)
+    for category in HVU_CATEGORIES:
+        examples = load(f"hvu_{category}", tmp_path)
+        scores = [HVU_SCORES[(e.id[:3], category)] for e in examples]
+        out = METRICS[TASKS[f"hvu_{category}"].metric](scores, [e.target for e in examples])
+        assert out["map"] == pytest.approx(HVU_MAP[category]), category
+    overall = load("hvu_overall", tmp_path)
+    scores = [HVU_SCORES[(e.id[:3], e.target["group"])] for e in overall]
+    out = METRICS["grouped_mean_average_precision"](scores, [e.target for e in overall])
+    for category in HVU_CATEGORIES:
+        assert out[f"map_{category}"] == pytest.approx(HVU_MAP[category])
+    assert out["map"] == pytest.approx(sum(HVU_MAP.values()) / 6)
 
 
 def test_ads_loaders(tmp_path):

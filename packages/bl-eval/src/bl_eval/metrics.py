@@ -165,8 +165,10 @@ def mean_average_precision(predictions: Sequence[Any], targets: Sequence[Sequenc
 def grouped_mean_average_precision(
     predictions: Sequence[Any], targets: Sequence[Mapping[str, Any]]
 ) -> dict[str, float]:
-    """mAP per group, then their mean (HVU "overall" = the mean over its six categories). A target is
-    `{"group": name, "labels": [...]}`; each group's mAP is reported as `map_<group>`."""
+    """mAP per group over that group's rows only, then their mean (HVU "overall" = the mean over its six
+    categories; its loader gives a video a row in a category only when the video has a tag of it, as
+    MMAction2 scores HVU). A target is `{"group": name, "labels": [...]}`; each group's mAP is reported as
+    `map_<group>`."""
     _check(predictions, targets)
     groups: dict[str, list[int]] = defaultdict(list)
     for i, target in enumerate(targets):

@@ -1,7 +1,9 @@
 """HVU (Diba et al. 2020) validation set: multi-label tagging per category, mAP over the category's tags.
 
 Each video's tags are scored by the `logprob` protocol (every tag of the category is a choice); the metric
-ranks the videos per tag by those scores. "overall" is the mean of the six category mAPs (the paper's
+ranks the videos per tag by those scores. As MMAction2's `HVUDataset.evaluate` (v0.24.1, the last release
+with HVU), a category is scored only over the videos that have at least one tag of it: a video without one
+is no example of that category. "overall" is the mean of the six category mAPs (the paper's
 Behavior-LLaVA overall, 54.14, is exactly that mean).
 """
 
@@ -42,6 +44,8 @@ def _examples(root: Path, categories: tuple[str, ...], grouped: bool) -> Iterato
     for clip, video, tags in _videos(root):
         for category in categories:
             labels = [vocab[category][t] for t in tags if t in vocab[category]]
+            if not labels:  # MMAction2's rule: the video has no tag of this category
+                continue
             yield Example(
                 id=f"{clip}/{category}" if grouped else clip,
                 prompt=_QUESTION.format(category=category),
@@ -62,7 +66,8 @@ _LAYOUT = (
 )
 _NOTES = (
     "Every tag of the category is scored per video (many choices: e.g. ~1,700 objects), so this task is "
-    "costly; use --limit for a quick look. mAP macro-averages over the tags present in the evaluated videos."
+    "costly; use --limit for a quick look. A category is scored over the videos with at least one tag of it "
+    "(MMAction2's HVU protocol); mAP macro-averages over the tags present in those videos."
 )
 
 
