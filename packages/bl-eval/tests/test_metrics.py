@@ -6,17 +6,16 @@ import math
 
 import pytest
 
+from bl_eval import coco_caption
 from bl_eval.metrics import (
     METRICS,
     accuracy,
-    bleu,
     caption,
     clip_saliency,
     exact_match,
     grouped_mean_average_precision,
     highlight_detection,
     mean_average_precision,
-    meteor,
     moment_retrieval,
     mse,
     perplexity,
@@ -24,7 +23,6 @@ from bl_eval.metrics import (
     replay_accuracy,
     replay_rmse,
     rmse,
-    rouge_l,
     spearman,
 )
 
@@ -90,40 +88,45 @@ def test_grouped_mean_average_precision():
     assert out["map"] == pytest.approx((x + 50.0) / 2)
 
 
-def test_bleu():
-    # hyp vs ref: 1-grams 5/6 ("the" clipped to 1), 2-grams 3/5, 3-grams 2/4, 4-grams 1/3, equal lengths
-    out = bleu(["the cat sat on the mat"], ["the cat sat on a mat"])
-    assert out["bleu"] == pytest.approx(100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25, abs=1e-6)
+CAPTION_PAIRS = [  # (answer, reference(s)); the answers as the model might give them
+    ("A man in a red shirt is cooking pasta in a small kitchen.", "A man wearing a red shirt cooks pasta in a kitchen."),
+    ("Two dogs run across a snowy field\nand chase a ball.", "Two dogs are playing with a ball in the snow."),
+    ("The speaker explains how to change a bicycle tire. ", "A woman shows how to fix a flat tire on a bike."),
+    ("a crowd cheers as the band plays on stage", "A crowd cheers while the band plays on the stage."),
+    (None, "A child draws a house with crayons."),
+    ("A cat sleeps on a sofa.", ["A cat is sleeping on the couch.", "A cat sleeps on a sofa in the sun."]),
+]
+COCO_CAPTION = {  # pycocoevalcap 1.2 called directly, as nlg-eval calls it, on the same texts made one line
+    # each ("field and chase", "tire.", "" for None): Bleu(4)[3], Meteor(), Rouge(), Cider(), all x 100
+    "bleu": 19.662509827730593,
+    "meteor": 29.270467069178513,
+    "rouge_l": 43.28785285783787,
+    "cider": 196.06288211881822,
+}
 
 
-def test_rouge_l():
-    # LCS("the cat sat on the mat", "a cat was sitting on the mat") = cat on the mat = 4: P 4/6, R 4/7
-    out = rouge_l(["the cat sat on the mat"], ["a cat was sitting on the mat"])
-    assert out["rouge_l"] == pytest.approx(100 * 16 / 26)
+def test_caption_reports_a_failing_meteor_jar(monkeypatch, tmp_path):
+    java = tmp_path / "java"
+    java.write_text("#!/bin/sh\necho 'Error: could not load the jar' >&2\nexit 1\n")
+    java.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    coco_caption._meteor_scorer.cache_clear()  # start the scorer with this "java"
+    with pytest.raises(RuntimeError, match=r"METEOR.*could not load the jar"):
+        caption(["a cat"], ["a cat sat"])
 
 
-def _meteor(matches: int, hyp: int, ref: int, chunks: int) -> float:
-    """Lavie & Agarwal 2007 with alpha 0.9, beta 3, gamma 0.5."""
-    p, r = matches / hyp, matches / ref
-    fmean = p * r / (0.9 * p + 0.1 * r)
-    return 100 * fmean * (1 - 0.5 * (chunks / matches) ** 3)
+def test_caption_matches_the_coco_caption_scorers():
+    out = caption([p for p, _ in CAPTION_PAIRS], [t for _, t in CAPTION_PAIRS])
+    for key, value in COCO_CAPTION.items():
+        assert out[key] == pytest.approx(value, abs=1e-9), key
+    assert out["n"] == len(CAPTION_PAIRS)
+    assert out["scorer"].startswith("pycocoevalcap 1.2 (")
 
 
-def test_meteor_exact_stem_and_fragmentation():
-    # reordered: 6 exact matches in 2 chunks
-    assert meteor(["on a mat the cat sat"], ["the cat sat on a mat"])["meteor"] == pytest.approx(
-        _meteor(6, 6, 6, 2)
-    )
-    # "cats" matches "cat" at the Porter-stem stage: 3 matches, 1 chunk
-    assert meteor(["the cats sat"], ["the cat sat"])["meteor"] == pytest.approx(_meteor(3, 3, 3, 1))
-    # precision 1, recall 2/3, 1 chunk; averaged with an empty answer scoring 0
-    out = meteor(["the cat", None], ["the cat sat", "a dog"])
-    assert out["meteor"] == pytest.approx(_meteor(2, 2, 3, 1) / 2)
-
-
-def test_caption_bundles_the_three():
-    out = caption(["the cat sat on the mat"], ["the cat sat on a mat"])
-    assert set(out) == {"bleu", "rouge_l", "meteor", "n"}
+def test_caption_without_java_names_meteor(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java here
+    with pytest.raises(RuntimeError, match=r"METEOR.*java"):
+        caption(["a cat"], ["a cat sat"])
 
 
 def test_replay_rmse_and_accuracy():

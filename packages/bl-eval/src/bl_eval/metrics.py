@@ -3,7 +3,8 @@
 Predictions are what the task's protocol yields (a label, a candidate index, a parsed number, a list of
 windows, ...); `None` marks an answer the parser could not read. Classification metrics count it as wrong;
 regression and correlation metrics leave it out and report how many they left out as `unparsed`.
-Percentages (accuracy, mAP, BLEU, ROUGE-L, METEOR) are on 0-100, the scale of the paper's tables.
+Percentages (accuracy, mAP, BLEU, ROUGE-L, METEOR; CIDEr x 100) are on 0-100, the scale of the paper's
+tables.
 
 Metrics named in `SCORE_METRICS` rank candidates, so they want the per-choice score table of the `logprob`
 protocol (`{label: log-probability}`) as the prediction rather than the picked label.
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-MetricFn = Callable[[Sequence[Any], Sequence[Any]], dict[str, float]]
+MetricFn = Callable[[Sequence[Any], Sequence[Any]], dict[str, Any]]
 
 REPLAY_TOLERANCE = 5.0
 """LCBM: a replay value counts as right when within ±5 of the truth on the 0-100 scale."""
@@ -180,61 +181,22 @@ def grouped_mean_average_precision(
 
 
 # ---- generated text ---------------------------------------------------------------------------------------
-def bleu(predictions: Sequence[str | None], targets: Sequence[str]) -> dict[str, float]:
-    """Corpus BLEU-4 (`sacrebleu.corpus_bleu`, its default 13a tokenisation), 0-100."""
-    import sacrebleu
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def caption(predictions: Sequence[str | None], targets: Sequence[str | Sequence[str]]) -> dict[str, Any]:
+    """BLEU-4, ROUGE-L, METEOR and CIDEr, 0-100, with the coco-caption scorers called as Shot2Story's
+    nlg-eval calls them (`bl_eval.coco_caption`): corpus BLEU-4 and METEOR 1.5, mean sentence ROUGE-L
+    (β = 1.2), CIDEr-D x 100. A target is one reference or a list of them; an unparsed answer is the empty
+    text; runs of whitespace (newlines too) become one space. `scorer` names the scorer and its version.
+    Needs a Java runtime (METEOR); without one it raises an error naming METEOR."""
+    from .coco_caption import coco_scores, scorer_name
 
     _check(predictions, targets)
-    return {"bleu": float(sacrebleu.corpus_bleu([p or "" for p in predictions], [list(targets)]).score)}
-
-
-def rouge_l(predictions: Sequence[str | None], targets: Sequence[str]) -> dict[str, float]:
-    """Mean sentence ROUGE-L F-measure (`rouge_score`, default tokeniser, no stemming), 0-100."""
-    from rouge_score import rouge_scorer
-
-    _check(predictions, targets)
-    scorer = rouge_scorer.RougeScorer(["rougeL"])
-    values = [scorer.score(t, p or "")["rougeL"].fmeasure for p, t in zip(predictions, targets, strict=True)]
-    return {"rouge_l": 100.0 * float(np.mean(values))}
-
-
-class _NoSynonyms:
-    """Stands in for NLTK's WordNet reader: no synonyms, so METEOR's synonym stage matches nothing."""
-
-    @staticmethod
-    def synsets(word: str) -> list[Any]:
-        return []
-
-
-_WORD = re.compile(r"\w+|[^\w\s]")
-
-
-def meteor(predictions: Sequence[str | None], targets: Sequence[str]) -> dict[str, float]:
-    """Mean sentence METEOR (`nltk.translate.meteor_score`, Lavie & Agarwal 2007: α=0.9, β=3, γ=0.5), 0-100.
-
-    Exact and Porter-stem matching only: the WordNet synonym stage needs NLTK's WordNet data, which NLTK
-    downloads from its own data hub and no maintained PyPI package ships, so it is left out (the same
-    numbers on every machine). Scores are a little lower than METEOR with synonyms wherever a synonym
-    would have matched.
-    """
-    from nltk.translate.meteor_score import single_meteor_score
-
-    _check(predictions, targets)
-    values = [
-        single_meteor_score(_WORD.findall(t.lower()), _WORD.findall((p or "").lower()), wordnet=_NoSynonyms())
-        for p, t in zip(predictions, targets, strict=True)
-    ]
-    return {"meteor": 100.0 * float(np.mean(values))}
-
-
-def caption(predictions: Sequence[str | None], targets: Sequence[str]) -> dict[str, float]:
-    """BLEU, ROUGE-L and METEOR together (the paper's summarisation columns)."""
-    return (
-        bleu(predictions, targets)
-        | rouge_l(predictions, targets)
-        | meteor(predictions, targets)
-        | {"n": len(targets)}
-    )
+    references = [[_one_line(t)] if isinstance(t, str) else [_one_line(r) for r in t] for t in targets]
+    scores = coco_scores([_one_line(p) for p in predictions], references)
+    return {key: 100.0 * value for key, value in scores.items()} | {"n": len(targets), "scorer": scorer_name()}
 
 
 # ---- behaviour ----------------------------------------------------------------------------------------------
@@ -444,9 +406,6 @@ METRICS: dict[str, MetricFn] = {
     "spearman": spearman,
     "mean_average_precision": mean_average_precision,
     "grouped_mean_average_precision": grouped_mean_average_precision,
-    "bleu": bleu,
-    "rouge_l": rouge_l,
-    "meteor": meteor,
     "caption": caption,
     "replay_rmse": replay_rmse,
     "replay_accuracy": replay_accuracy,

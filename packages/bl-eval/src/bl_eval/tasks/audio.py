@@ -1,5 +1,7 @@
 """Shot2Story20K (Han et al. 2023): 3-shot audio summarisation (the paper's audio task) and the multi-shot
-video summary of the behaviour ablation; BLEU / ROUGE-L / METEOR against the annotation."""
+video summary of the behaviour ablation; BLEU-4 / ROUGE-L / METEOR / CIDEr against the annotation, scored
+with the coco-caption scorers as Shot2Story's own evaluation (nlg-eval) calls them (`bl_eval.metrics.caption`;
+needs a Java runtime for METEOR)."""
 
 from __future__ import annotations
 
@@ -89,8 +91,7 @@ SPECS = [
         max_new_tokens=192,
         layout=_LAYOUT.format(extra=" [+ 20k_train.json for the in-context examples]"),
         notes="The paper names the task 'audio summarization (3-shot)' without its target; here the target is "
-        "the narration captions of the shots (Shot2Story's audio-aware captions) and the ASR is in the prompt. "
-        "METEOR without WordNet synonyms (see bl_eval.metrics.meteor).",
+        "the narration captions of the shots (Shot2Story's audio-aware captions) and the ASR is in the prompt.",
     ),
     _spec(
         "shot2story_summary",
@@ -98,6 +99,6 @@ SPECS = [
         protocol="generate",
         max_new_tokens=384,
         layout=_LAYOUT.format(extra=""),
-        notes="The behaviour-ablation table's multi-shot video summarization; METEOR without WordNet synonyms.",
+        notes="The behaviour-ablation table's multi-shot video summarization.",
     ),
 ]
