@@ -38,7 +38,7 @@ def _java() -> str:
 
 @functools.cache
 def _meteor_scorer() -> Any:
-    """pycocoevalcap's `Meteor`: one JVM, started on first use and kept for the process (it takes ~10 s to
+    """pycocoevalcap's `Meteor`: one JVM, started on first use and kept for the process (it takes 10-40 s to
     load the paraphrase table); it ends with the process."""
     from pycocoevalcap.meteor.meteor import Meteor
 
