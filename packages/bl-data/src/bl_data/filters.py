@@ -127,8 +127,8 @@ def file_sha256(path: Path) -> str:
 class DuplicateMediaRule:
     """Drop a post whose media has the content hash of an earlier post's media (the first one seen stays).
 
-    The hash is `hashes[post.id]` when given, else the SHA-256 of `post.media_path`; a post with neither
-    passes. The rule remembers the hashes it has seen, so one instance must see every post of a dataset.
+    The hash is `hashes[post.id]` when given, else the SHA-256 of `post.media_path` (`OSError` when it cannot
+    be read); a post with neither passes. The rule remembers the hashes it has seen, so one instance must see every post of a dataset.
     """
 
     hashes: Mapping[str, str] = field(default_factory=dict)
@@ -140,10 +140,7 @@ class DuplicateMediaRule:
         if digest is None:
             if post.media_path is None:
                 return post
-            try:
-                digest = file_sha256(post.media_path)
-            except OSError as err:
-                return f"media unreadable: {err}"
+            digest = file_sha256(post.media_path)  # an unreadable file raises: a failure, not a duplicate
         first = self.seen.setdefault(digest, post.id)
         return post if first == post.id else f"same media as post {first!r}"
 
@@ -311,15 +308,21 @@ class Filters:
         self.report = FilterReport()
 
     def __call__(self, post: Post) -> Post | Dropped:
-        self.report.posts_in += 1
+        """The post after every rule, or the first drop. A rule's exception propagates, and the post is then
+        not counted (so `posts_in` stays `posts_kept` plus the drops)."""
+        removed: Counter[str] = Counter()
         for rule in self.rules:
             result = rule.apply(post)
             if isinstance(result, str):
+                self._count(removed)
                 self.report.posts_dropped[rule.name] += 1
                 return Dropped(post.id, rule.name, result)
-            removed = len(post.comments) - len(result.comments)
-            if removed:
-                self.report.comments_removed[rule.name] += removed
+            removed[rule.name] += len(post.comments) - len(result.comments)
             post = result
+        self._count(removed)
         self.report.posts_kept += 1
         return post
+
+    def _count(self, removed: Counter[str]) -> None:
+        self.report.posts_in += 1
+        self.report.comments_removed.update(+removed)
