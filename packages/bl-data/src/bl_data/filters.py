@@ -144,6 +144,10 @@ class DuplicateMediaRule:
         first = self.seen.setdefault(digest, post.id)
         return post if first == post.id else f"same media as post {first!r}"
 
+    def remember(self, post: Post) -> None:
+        """Note the media of a post an earlier run kept, so a rerun drops the same later duplicates."""
+        self.apply(post)
+
 
 @dataclass(frozen=True)
 class CommentWordsRule:
@@ -322,6 +326,13 @@ class Filters:
         self._count(removed)
         self.report.posts_kept += 1
         return post
+
+    def remember(self, post: Post) -> None:
+        """Show a post an earlier run kept to the rules that remember posts (duplicate media); not counted."""
+        for rule in self.rules:
+            remember = getattr(rule, "remember", None)
+            if remember is not None:
+                remember(post)
 
     def _count(self, removed: Counter[str]) -> None:
         self.report.posts_in += 1

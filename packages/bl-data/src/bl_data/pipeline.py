@@ -34,7 +34,15 @@ from .records import Failure, Post
 from .shards import ShardWriter, done_keys, sample_key, shard_paths
 from .sources import read_blift, read_reddit, read_youtube
 from .sources._common import MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, media_files, not_regular
-from .stages import Captioner, PostResult, StageConfig, exception_reason, filter_post, process_post
+from .stages import (
+    Captioner,
+    PostResult,
+    StageConfig,
+    exception_reason,
+    filter_post,
+    process_post,
+    run_stage,
+)
 
 __all__ = ["Captioner", "PrepareConfig", "prepare"]
 
@@ -251,6 +259,8 @@ def prepare(
             if writer.is_done(item.id):
                 counts["already_done"] += 1
                 ledger.record(media, "already_done")
+                # its hash must still shadow later copies; a done sample stays done if its file went bad
+                run_stage("filter", item, filters.remember, item)
                 continue
             if sample_key(item.id) in seen:
                 fail(Failure(str(media), "import", "duplicate id", item.id), media)
