@@ -110,16 +110,15 @@ def test_any_exception_is_the_posts_failure_in_workers_and_in_the_main_process(t
     with pytest.raises(Exception) as raised:  # what analysing it raises, whatever its type
         analyze_media(avi, max_side=64)
     expected = raised.value.reason if isinstance(raised.value, MediaError) else type(raised.value).__name__
-    for workers in (2, 1):
-        out = tmp_path / f"out{workers}"
-        for _ in range(2):  # the rerun must not die either
-            report = prepare(PrepareConfig(source="youtube", input=folder, out=out, workers=workers, max_side=64))
-            (failure,) = _failures(out)
-            assert (failure["stage"], failure["sample_id"], failure["input"]) == ("media", "zero", str(avi))
-            assert expected in failure["reason"]
-            assert report["media"]["failed"] == {"media": 1} and report["folder"]["samples"] == 2
-            assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
-        assert done_keys(out) == {"demo210000", "demo210001"}
+    out = tmp_path / "shards"
+    for workers in (2, 1):  # in worker processes, then a rerun in this process: neither dies
+        report = prepare(PrepareConfig(source="youtube", input=folder, out=out, workers=workers, max_side=64))
+        (failure,) = _failures(out)
+        assert (failure["stage"], failure["sample_id"], failure["input"]) == ("media", "zero", str(avi))
+        assert expected in failure["reason"]
+        assert report["media"]["failed"] == {"media": 1} and report["folder"]["samples"] == 2
+        assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert report["media"]["already_done"] == 2 and done_keys(out) == {"demo210000", "demo210001"}
 
 
 def test_run_stage_turns_a_bare_assertion_into_a_failure_naming_where():
@@ -145,14 +144,18 @@ def test_named_pipes_are_failures_and_never_opened(tmp_path):
     reddit = tmp_path / "reddit"
     (reddit / "media").mkdir(parents=True)
     Image.new("RGB", (32, 24), (9, 99, 199)).save(reddit / "media" / "p1.jpg")
-    (reddit / "RS_2020-01.ndjson").write_text(json.dumps({"id": "p1", "title": "t", "subreddit": "pics"}) + "\n")
+    (reddit / "RS_2020-01.ndjson").write_text(
+        json.dumps({"id": "p1", "title": "t", "subreddit": "pics"}) + "\n"
+    )
     os.mkfifo(reddit / "RC_2020-01.ndjson")
     with _deadline(120):
         report = prepare(PrepareConfig(source="youtube", input=folder, out=tmp_path / "yt", max_side=64))
         prepare(PrepareConfig(source="reddit", input=reddit, out=tmp_path / "rd", max_side=64))
     failures = _by_input(tmp_path / "yt")
     assert "named pipe (FIFO)" in failures["fifo.info.json"]["reason"]
-    assert "named pipe (FIFO)" in failures["piped.mp4"]["reason"] and failures["piped.mp4"]["stage"] == "import"
+    assert (
+        "named pipe (FIFO)" in failures["piped.mp4"]["reason"] and failures["piped.mp4"]["stage"] == "import"
+    )
     assert "no media file piped" in failures["piped.info.json"]["reason"]
     assert report["media"]["written"] == 1 and report["media"]["failed"] == {"import": 1}
     assert "named pipe (FIFO)" in _by_input(tmp_path / "rd")["RC_2020-01.ndjson"]["reason"]
@@ -275,7 +278,10 @@ def test_media_kind_duration_and_heatmap_are_checked_against_the_content(tmp_pat
     failures = _by_input(out)
     assert (failures["still.mp4"]["stage"], failures["still.mp4"]["field"]) == ("check", "media")
     assert "still image, not a video" in failures["still.mp4"]["reason"]
-    assert (failures["far.mp4"]["field"], failures["late.mp4"]["field"]) == ("duration", "heatmap[2].end_time")
+    assert (failures["far.mp4"]["field"], failures["late.mp4"]["field"]) == (
+        "duration",
+        "heatmap[2].end_time",
+    )
     assert f"differs from the media's {length:.2f} s" in failures["far.mp4"]["reason"]
     assert done_keys(out) == {clip, "near"}
 
@@ -306,7 +312,18 @@ def test_workers_below_one_is_a_usage_error(tmp_path, value, capsys):
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader("apps_prepare", loader))
     loader.exec_module(module)
     with pytest.raises(SystemExit) as exited:
-        module.main(["--source", "youtube", "--input", str(tmp_path), "--out", str(tmp_path / "o"), "--workers", value])
+        module.main(
+            [
+                "--source",
+                "youtube",
+                "--input",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+                "--workers",
+                value,
+            ]
+        )
     assert exited.value.code == 2
     assert f"--workers: must be >= 1, got {value}" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.metrics.pairwise import cosine_similarity
 
 from bl_data.records import Comment, Post
 
@@ -203,6 +201,10 @@ class NearDuplicateCommentsRule:
 
 def comment_similarity(texts: Sequence[str]) -> np.ndarray:
     """(n, n) TF-IDF cosine similarity of `texts`; all zeros when no text has a word of 2+ characters."""
+    # imported on first use: scikit-learn takes seconds to import, and the media workers never filter
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.metrics.pairwise import cosine_similarity
+
     try:
         matrix = TfidfVectorizer().fit_transform(texts)
     except ValueError:  # "empty vocabulary": nothing to compare

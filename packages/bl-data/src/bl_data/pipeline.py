@@ -41,6 +41,7 @@ from .stages import (
     exception_reason,
     filter_post,
     process_post,
+    process_post_args,
     run_stage,
 )
 
@@ -54,11 +55,15 @@ class PrepareConfig(StageConfig):
     """`prepare`'s settings; the per-post ones (fps, max_side, tolerances, ...) are `StageConfig`'s."""
 
     source: Literal["youtube", "reddit", "blift"]
-    input: Path  # youtube: folder of <id>.<ext> + <id>.info.json; reddit/blift: folder with the dumps + media/
+    input: (
+        Path  # youtube: folder of <id>.<ext> + <id>.info.json; reddit/blift: folder with the dumps + media/
+    )
     out: Path
     samples_per_shard: int = 64
     workers: int = 1
-    num_shards: int = 1  # split the posts over machines: this run takes the posts whose id hashes to shard_index
+    num_shards: int = (
+        1  # split the posts over machines: this run takes the posts whose id hashes to shard_index
+    )
     shard_index: int = 0
 
     def __post_init__(self) -> None:
@@ -66,7 +71,9 @@ class PrepareConfig(StageConfig):
             if getattr(self, name) < 1:
                 raise ValueError(f"PrepareConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.shard_index < self.num_shards:
-            raise ValueError(f"PrepareConfig.shard_index must be in [0, {self.num_shards}), got {self.shard_index}")
+            raise ValueError(
+                f"PrepareConfig.shard_index must be in [0, {self.num_shards}), got {self.shard_index}"
+            )
 
 
 def _one_dump(folder: Path, patterns: tuple[str, ...], kind: str, *, required: bool) -> Path | None:
@@ -191,23 +198,19 @@ class MediaLedger:
         }
 
 
-def _work(args: tuple[Post, PrepareConfig]) -> PostResult:
-    return process_post(*args)
-
-
-def _results(
-    posts: Iterator[Post], cfg: PrepareConfig, captioner: Captioner | None
-) -> Iterator[PostResult]:
+def _results(posts: Iterator[Post], cfg: PrepareConfig, captioner: Captioner | None) -> Iterator[PostResult]:
     """`process_post` of each post, in order: in this process, or in `cfg.workers` spawned ones (at most two
     posts per worker in flight). `posts` is consumed in this thread only."""
     if cfg.workers == 1 or captioner is not None:
         for post in posts:
             yield process_post(post, cfg, captioner)
         return
+    # a plain StageConfig: unpickling it imports bl_data.stages only, not this module's dependencies
+    stage_cfg = StageConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(StageConfig)})
     with multiprocessing.get_context("spawn").Pool(cfg.workers) as pool:
         pending: collections.deque = collections.deque()
         for post in posts:
-            pending.append(pool.apply_async(_work, ((post, cfg),)))
+            pending.append(pool.apply_async(process_post_args, ((post, stage_cfg),)))
             if len(pending) >= 2 * cfg.workers:
                 yield pending.popleft().get()
         while pending:

@@ -20,15 +20,17 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
 from .behavior import replay_per_scene
-from .filters import Dropped, Filters
 from .media import MediaAnalysis, MediaError, MediaInfo, analyze_media
 from .records import Failure, Post
 from .verbalize import describe_scene, verbalize
+
+if TYPE_CHECKING:  # workers never filter: they need not import scikit-learn
+    from .filters import Dropped, Filters
 
 T = TypeVar("T")
 
@@ -200,3 +202,8 @@ def process_post(post: Post, cfg: StageConfig, captioner: Captioner | None = Non
     if isinstance(meta, Failure):
         return failed(meta)
     return PostResult(post.id, media, meta=meta, frames=analysis.frames)
+
+
+def process_post_args(args: tuple[Post, StageConfig]) -> PostResult:
+    """`process_post(post, cfg)` for `Pool.apply_async`/`map` (workers import only this module's needs)."""
+    return process_post(*args)

@@ -120,7 +120,9 @@ def read_ndjson(path: Path) -> Iterator[tuple[int, str, object]]:
                 return
             except _STREAM_ERRORS as err:
                 where = f"{path}:{number + 1}"
-                message = f"stream breaks off in line {number + 1} (after byte {offset} of the decompressed data)"
+                message = (
+                    f"stream breaks off in line {number + 1} (after byte {offset} of the decompressed data)"
+                )
                 yield number + 1, where, failure(where, f"{message}: {type(err).__name__}: {err}")
                 return
             number += 1
