@@ -329,3 +329,30 @@ def test_workers_below_one_is_a_usage_error(tmp_path, value, capsys):
     assert not (tmp_path / "o").exists()
     with pytest.raises(ValueError, match="workers must be >= 1"):
         PrepareConfig(source="youtube", input=tmp_path, out=tmp_path / "o", workers=int(value))
+
+
+class _KillsItsUnpickler(str):
+    """A title that, unpickled in a worker process, ends that process at once (as a native crash would)."""
+
+    def __reduce__(self):
+        return os._exit, (3,)
+
+
+def test_a_worker_that_dies_fails_only_its_post_and_the_others_are_retried(tmp_path):
+    """Item 1, beyond exceptions: a dead worker process used to hang the pool forever."""
+    from bl_data.pool import DIED, process_posts
+    from bl_data.stages import StageConfig
+
+    make_clip(tmp_path / "a.mp4", size=(64, 48), fps=8, seconds=3.0, cuts=(1.0,), seed=1)
+    make_clip(tmp_path / "b.mp4", size=(64, 48), fps=8, seconds=3.0, cuts=(2.0,), seed=2)
+
+    def post(pid: str, media: str, title: str = "an ad") -> Post:
+        return Post(id=pid, source="youtube", media_path=tmp_path / media, title=title, view_count=9, like_count=1)
+
+    posts = [post("a", "a.mp4"), post("dies", "a.mp4", _KillsItsUnpickler("x")), post("b", "b.mp4")]
+    with _deadline(300):
+        results = list(process_posts(posts, StageConfig(max_side=32), workers=2))
+    assert [r.post_id for r in results] == ["a", "dies", "b"]
+    assert results[1].failure == Failure(str(tmp_path / "a.mp4"), "media", DIED, "dies")
+    assert results[0].meta is not None and results[2].meta is not None
+    assert [len(r.frames) for r in (results[0], results[2])] == [3, 3]

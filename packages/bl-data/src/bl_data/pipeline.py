@@ -14,12 +14,10 @@ once per (input, stage), however often the folder is rerun, and the run goes on.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
 import itertools
 import json
-import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -30,20 +28,12 @@ from typing import Any, Literal
 from tqdm.auto import tqdm
 
 from .filters import Dropped, Filters
+from .pool import process_posts
 from .records import Failure, Post
 from .shards import ShardWriter, done_keys, sample_key, shard_paths
 from .sources import read_blift, read_reddit, read_youtube
 from .sources._common import MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, media_files, not_regular
-from .stages import (
-    Captioner,
-    PostResult,
-    StageConfig,
-    exception_reason,
-    filter_post,
-    process_post,
-    process_post_args,
-    run_stage,
-)
+from .stages import Captioner, PostResult, StageConfig, exception_reason, filter_post, run_stage
 
 __all__ = ["Captioner", "PrepareConfig", "prepare"]
 
@@ -198,25 +188,6 @@ class MediaLedger:
         }
 
 
-def _results(posts: Iterator[Post], cfg: PrepareConfig, captioner: Captioner | None) -> Iterator[PostResult]:
-    """`process_post` of each post, in order: in this process, or in `cfg.workers` spawned ones (at most two
-    posts per worker in flight). `posts` is consumed in this thread only."""
-    if cfg.workers == 1 or captioner is not None:
-        for post in posts:
-            yield process_post(post, cfg, captioner)
-        return
-    # a plain StageConfig: unpickling it imports bl_data.stages only, not this module's dependencies
-    stage_cfg = StageConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(StageConfig)})
-    with multiprocessing.get_context("spawn").Pool(cfg.workers) as pool:
-        pending: collections.deque = collections.deque()
-        for post in posts:
-            pending.append(pool.apply_async(process_post_args, ((post, stage_cfg),)))
-            if len(pending) >= 2 * cfg.workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-
-
 def _orphan(path: Path, cfg: PrepareConfig, ledger: MediaLedger) -> tuple[str, Failure | None]:
     """The outcome of a media file no imported post used, and its Failure when it is one."""
     if not _in_part(path.stem, cfg.num_shards, cfg.shard_index):
@@ -279,7 +250,7 @@ def prepare(
 
     bar = tqdm(desc=f"prepare {cfg.source}", unit="post", dynamic_ncols=True)
     try:
-        for result in _results(todo(), cfg, captioner):
+        for result in process_posts(todo(), cfg, workers=cfg.workers, captioner=captioner):
             bar.update(1)
             _handle(result, writer, filters, ledger, counts, fail)
             if progress:

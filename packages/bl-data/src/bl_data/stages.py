@@ -202,8 +202,3 @@ def process_post(post: Post, cfg: StageConfig, captioner: Captioner | None = Non
     if isinstance(meta, Failure):
         return failed(meta)
     return PostResult(post.id, media, meta=meta, frames=analysis.frames)
-
-
-def process_post_args(args: tuple[Post, StageConfig]) -> PostResult:
-    """`process_post(post, cfg)` for `Pool.apply_async`/`map` (workers import only this module's needs)."""
-    return process_post(*args)
