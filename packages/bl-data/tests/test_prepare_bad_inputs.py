@@ -347,7 +347,9 @@ def test_a_worker_that_dies_fails_only_its_post_and_the_others_are_retried(tmp_p
     make_clip(tmp_path / "b.mp4", size=(64, 48), fps=8, seconds=3.0, cuts=(2.0,), seed=2)
 
     def post(pid: str, media: str, title: str = "an ad") -> Post:
-        return Post(id=pid, source="youtube", media_path=tmp_path / media, title=title, view_count=9, like_count=1)
+        return Post(
+            id=pid, source="youtube", media_path=tmp_path / media, title=title, view_count=9, like_count=1
+        )
 
     posts = [post("a", "a.mp4"), post("dies", "a.mp4", _KillsItsUnpickler("x")), post("b", "b.mp4")]
     with _deadline(300):
