@@ -188,14 +188,14 @@ class MediaLedger:
         }
 
 
-def _orphan(path: Path, cfg: PrepareConfig, ledger: MediaLedger) -> tuple[str, Failure | None]:
-    """The outcome of a media file no imported post used, and its Failure when it is one."""
+def _orphan(path: Path, cfg: PrepareConfig, used: set[Path]) -> tuple[str, Failure | None]:
+    """The outcome of a media file no imported post used, and its Failure when it is one. `used` holds
+    `<folder>/<id>` of every media file a post used."""
     if not _in_part(path.stem, cfg.num_shards, cfg.shard_index):
         return "other_part", None
     reason = not_regular(path)
     if reason is None:
-        used = [p for p in ledger.outcomes if Path(p).parent == path.parent and Path(p).stem == path.stem]
-        if used:  # `<id>.webm` beside the `<id>.mp4` the post uses
+        if path.with_suffix("") in used:  # `<id>.webm` beside the `<id>.mp4` the post uses
             return "dropped:other_file_same_id", None
         reason = f"no post uses it (no {_POST_NOUN[cfg.source]} with id {path.stem!r} was imported)"
     return "failed:import", Failure(str(path), "import", reason, path.stem, "media")
@@ -256,8 +256,9 @@ def prepare(
             if progress:
                 progress(counts["written"])
         writer.close()
+        used = {Path(media).with_suffix("") for media in ledger.outcomes}
         for path in ledger.unaccounted():
-            outcome, failure = _orphan(path, cfg, ledger)
+            outcome, failure = _orphan(path, cfg, used)
             if failure is None:
                 ledger.record(path, outcome)
             else:
