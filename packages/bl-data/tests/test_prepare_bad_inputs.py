@@ -148,9 +148,13 @@ def test_named_pipes_are_failures_and_never_opened(tmp_path):
         json.dumps({"id": "p1", "title": "t", "subreddit": "pics"}) + "\n"
     )
     os.mkfifo(reddit / "RC_2020-01.ndjson")
+    blift = tmp_path / "blift"
+    (blift / "media").mkdir(parents=True)
+    os.mkfifo(blift / "rows.parquet")
     with _deadline(120):
         report = prepare(PrepareConfig(source="youtube", input=folder, out=tmp_path / "yt", max_side=64))
         prepare(PrepareConfig(source="reddit", input=reddit, out=tmp_path / "rd", max_side=64))
+        prepare(PrepareConfig(source="blift", input=blift, out=tmp_path / "bl", max_side=64))
     failures = _by_input(tmp_path / "yt")
     assert "named pipe (FIFO)" in failures["fifo.info.json"]["reason"]
     assert (
@@ -159,6 +163,7 @@ def test_named_pipes_are_failures_and_never_opened(tmp_path):
     assert "no media file piped" in failures["piped.info.json"]["reason"]
     assert report["media"]["written"] == 1 and report["media"]["failed"] == {"import": 1}
     assert "named pipe (FIFO)" in _by_input(tmp_path / "rd")["RC_2020-01.ndjson"]["reason"]
+    assert "named pipe (FIFO)" in _by_input(tmp_path / "bl")["rows.parquet"]["reason"]
 
 
 _BODIES = ["this is the best thing I have seen today", "absolutely wonderful colours in this one",
@@ -237,6 +242,27 @@ def test_every_media_file_is_written_dropped_by_a_rule_or_a_named_failure(tmp_pa
     assert again["folder"]["failures_logged"] == len(_failures(out)) == 4
     keys = [(f["input"], f["stage"]) for f in _failures(out)]
     assert len(keys) == len(set(keys))
+
+
+def test_an_importer_that_raises_ends_the_import_and_the_posts_read_before_go_on(tmp_path, monkeypatch):
+    import bl_data.pipeline
+    from bl_data.sources import read_youtube
+
+    folder = synthesize_youtube(tmp_path / "dl", 2, seed=25)
+
+    def breaks_after_one(cfg):
+        yield next(read_youtube(cfg.input))
+        raise RuntimeError("importer bug")
+
+    monkeypatch.setattr(bl_data.pipeline, "_posts", breaks_after_one)
+    out = tmp_path / "shards"
+    report = prepare(PrepareConfig(source="youtube", input=folder, out=out, max_side=64))
+    assert done_keys(out) == {"demo250000"}
+    stopped = _by_input(out)["dl"]
+    assert stopped["stage"] == "import" and "import stopped: unexpected RuntimeError at" in stopped["reason"]
+    assert "importer bug" in stopped["reason"] and report["media"]["failed"] == {
+        "import": 1
+    }  # demo250001.mp4
 
 
 def test_failure_log_drops_a_torn_line_and_keeps_one_line_per_input_and_stage(tmp_path):
