@@ -35,7 +35,7 @@ from .sources import read_blift, read_reddit, read_youtube
 from .sources._common import MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, media_files, not_regular
 from .stages import Captioner, PostResult, StageConfig, exception_reason, filter_post, run_stage
 
-__all__ = ["Captioner", "PrepareConfig", "prepare"]
+__all__ = ["Captioner", "FailureLog", "MediaLedger", "PrepareConfig", "media_inputs", "prepare"]
 
 _POST_NOUN = {"youtube": "info.json", "reddit": "submission", "blift": "BLIFT row"}
 
@@ -45,15 +45,13 @@ class PrepareConfig(StageConfig):
     """`prepare`'s settings; the per-post ones (fps, max_side, tolerances, ...) are `StageConfig`'s."""
 
     source: Literal["youtube", "reddit", "blift"]
-    input: (
-        Path  # youtube: folder of <id>.<ext> + <id>.info.json; reddit/blift: folder with the dumps + media/
-    )
+    # youtube: folder of <id>.<ext> + <id>.info.json; reddit/blift: folder with the dumps + media/
+    input: Path
     out: Path
     samples_per_shard: int = 64
     workers: int = 1
-    num_shards: int = (
-        1  # split the posts over machines: this run takes the posts whose id hashes to shard_index
-    )
+    # split the posts over machines: this run takes the posts whose id hashes to shard_index
+    num_shards: int = 1
     shard_index: int = 0
 
     def __post_init__(self) -> None:
