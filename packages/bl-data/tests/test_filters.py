@@ -97,7 +97,8 @@ def test_duplicate_media_by_file_hash_and_given_hash(tmp_path: Path) -> None:
     assert results[1] == "same media as post 'a'"
     assert isinstance(rule.apply(_post("a", media_path=tmp_path / "a.mp4")), Post)  # the same post again
     assert isinstance(rule.apply(_post("nomedia")), Post)
-    assert "unreadable" in rule.apply(_post("gone", media_path=tmp_path / "gone.mp4"))  # type: ignore[operator]
+    with pytest.raises(FileNotFoundError, match=r"gone\.mp4"):  # a failure for the caller, not a "duplicate"
+        rule.apply(_post("gone", media_path=tmp_path / "gone.mp4"))
     given = DuplicateMediaRule(hashes={"x": "h1", "y": "h1"})
     assert isinstance(given.apply(_post("x")), Post)
     assert given.apply(_post("y")) == "same media as post 'x'"

@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.metrics.pairwise import cosine_similarity
 
 from bl_data.records import Comment, Post
 
@@ -127,8 +125,8 @@ def file_sha256(path: Path) -> str:
 class DuplicateMediaRule:
     """Drop a post whose media has the content hash of an earlier post's media (the first one seen stays).
 
-    The hash is `hashes[post.id]` when given, else the SHA-256 of `post.media_path`; a post with neither
-    passes. The rule remembers the hashes it has seen, so one instance must see every post of a dataset.
+    The hash is `hashes[post.id]` when given, else the SHA-256 of `post.media_path` (`OSError` when it cannot
+    be read); a post with neither passes. The rule remembers the hashes it has seen, so one instance must see every post of a dataset.
     """
 
     hashes: Mapping[str, str] = field(default_factory=dict)
@@ -140,12 +138,13 @@ class DuplicateMediaRule:
         if digest is None:
             if post.media_path is None:
                 return post
-            try:
-                digest = file_sha256(post.media_path)
-            except OSError as err:
-                return f"media unreadable: {err}"
+            digest = file_sha256(post.media_path)  # an unreadable file raises: a failure, not a duplicate
         first = self.seen.setdefault(digest, post.id)
         return post if first == post.id else f"same media as post {first!r}"
+
+    def remember(self, post: Post) -> None:
+        """Note the media of a post an earlier run kept, so a rerun drops the same later duplicates."""
+        self.apply(post)
 
 
 @dataclass(frozen=True)
@@ -202,6 +201,10 @@ class NearDuplicateCommentsRule:
 
 def comment_similarity(texts: Sequence[str]) -> np.ndarray:
     """(n, n) TF-IDF cosine similarity of `texts`; all zeros when no text has a word of 2+ characters."""
+    # imported on first use: scikit-learn takes seconds to import, and the media workers never filter
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.metrics.pairwise import cosine_similarity
+
     try:
         matrix = TfidfVectorizer().fit_transform(texts)
     except ValueError:  # "empty vocabulary": nothing to compare
@@ -311,15 +314,28 @@ class Filters:
         self.report = FilterReport()
 
     def __call__(self, post: Post) -> Post | Dropped:
-        self.report.posts_in += 1
+        """The post after every rule, or the first drop. A rule's exception propagates, and the post is then
+        not counted (so `posts_in` stays `posts_kept` plus the drops)."""
+        removed: Counter[str] = Counter()
         for rule in self.rules:
             result = rule.apply(post)
             if isinstance(result, str):
+                self._count(removed)
                 self.report.posts_dropped[rule.name] += 1
                 return Dropped(post.id, rule.name, result)
-            removed = len(post.comments) - len(result.comments)
-            if removed:
-                self.report.comments_removed[rule.name] += removed
+            removed[rule.name] += len(post.comments) - len(result.comments)
             post = result
+        self._count(removed)
         self.report.posts_kept += 1
         return post
+
+    def remember(self, post: Post) -> None:
+        """Show a post an earlier run kept to the rules that remember posts (duplicate media); not counted."""
+        for rule in self.rules:
+            remember = getattr(rule, "remember", None)
+            if remember is not None:
+                remember(post)
+
+    def _count(self, removed: Counter[str]) -> None:
+        self.report.posts_in += 1
+        self.report.comments_removed.update(+removed)

@@ -3,9 +3,13 @@
     report = prepare(PrepareConfig(source="youtube", input=Path("dl"), out=Path("shards")))
 
 Posts are imported, filtered (the paper's rules), their media analysed in `workers` processes (scenes,
-1 fps frames, keyframes), verbalised (Listing 1 and the Ad-LLaVA control) and written by one shard writer.
-A rerun skips the samples already in completed shards. Every bad input goes to `failures.jsonl` and the
-run goes on; `report.json` counts each stage and each filter rule.
+1 fps frames, keyframes), verbalised (Listing 1 and the Ad-LLaVA control) and written by one shard writer;
+the per-post stages are `bl_data.stages`. A rerun skips the samples already in completed shards.
+
+Nothing is lost silently: every media file the importer sees ends written (now or by an earlier run),
+dropped by a named rule, assigned to another part, or as a named failure; `report.json` counts each outcome
+(they add up to the media files seen) over the whole output folder. Every bad input goes to `failures.jsonl`
+once per (input, stage), however often the folder is rerun, and the run goes on.
 """
 
 from __future__ import annotations
@@ -14,66 +18,57 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import multiprocessing
+import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-import numpy as np
 from tqdm.auto import tqdm
 
-from .behavior import replay_per_scene
 from .filters import Dropped, Filters
-from .media import MediaError, analyze_media
+from .pool import process_posts
 from .records import Failure, Post
-from .shards import ShardWriter, sample_key
+from .shards import ShardWriter, done_keys, sample_key, shard_paths
 from .sources import read_blift, read_reddit, read_youtube
-from .verbalize import describe_scene, verbalize
+from .sources._common import MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, media_files, not_regular
+from .stages import Captioner, PostResult, StageConfig, exception_reason, filter_post, run_stage
+
+__all__ = ["Captioner", "FailureLog", "MediaLedger", "PrepareConfig", "media_inputs", "prepare"]
+
+_POST_NOUN = {"youtube": "info.json", "reddit": "submission", "blift": "BLIFT row"}
 
 
-class Captioner(Protocol):
-    """Per-scene captions and tags from keyframes (e.g. a VLM); `name` goes into each sample's provenance."""
+@dataclass(kw_only=True)
+class PrepareConfig(StageConfig):
+    """`prepare`'s settings; the per-post ones (fps, max_side, tolerances, ...) are `StageConfig`'s."""
 
-    name: str
-
-    def __call__(self, keyframes: Sequence[np.ndarray]) -> list[tuple[str, list[str]]]: ...
-
-
-@dataclass
-class PrepareConfig:
     source: Literal["youtube", "reddit", "blift"]
-    input: (
-        Path  # youtube: folder of <id>.<ext> + <id>.info.json; reddit/blift: folder with the dumps + media/
-    )
+    # youtube: folder of <id>.<ext> + <id>.info.json; reddit/blift: folder with the dumps + media/
+    input: Path
     out: Path
     samples_per_shard: int = 64
     workers: int = 1
-    num_shards: int = (
-        1  # split the posts over machines: this run takes the posts whose id hashes to shard_index
-    )
+    # split the posts over machines: this run takes the posts whose id hashes to shard_index
+    num_shards: int = 1
     shard_index: int = 0
-    fps: float = 1.0
-    max_frames: int = 300
-    max_side: int | None = 448  # frames are stored at most this large (the model sees 224 px)
-    max_duration: float = 500.0
-    transcripts: dict[str, str] = field(default_factory=dict)  # media path -> ASR text (from bl_data.asr)
-    asr_name: str | None = None
 
-
-@dataclass
-class _Result:
-    post_id: str
-    meta: dict[str, Any] | None = None
-    frames: np.ndarray | None = None
-    failure: Failure | None = None
-    dropped: str | None = None  # a filter rule applied after decoding (duration)
+    def __post_init__(self) -> None:
+        for name in ("workers", "samples_per_shard", "num_shards", "max_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"PrepareConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.shard_index < self.num_shards:
+            raise ValueError(
+                f"PrepareConfig.shard_index must be in [0, {self.num_shards}), got {self.shard_index}"
+            )
 
 
 def _one_dump(folder: Path, patterns: tuple[str, ...], kind: str, *, required: bool) -> Path | None:
-    """The Reddit dump of `kind` in `folder`: Pushshift names (RS_/RC_<month>) or Arctic-Shift (*_submissions)."""
-    found = sorted({p for pattern in patterns for p in folder.glob(pattern) if p.is_file()})
+    """The Reddit dump of `kind` in `folder`: Pushshift names (RS_/RC_<month>) or Arctic-Shift (*_submissions).
+
+    Entries of any file type count (a named pipe is reported by the reader, never opened)."""
+    found = sorted({p for pattern in patterns for p in folder.glob(pattern)})
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
         raise ValueError(f"{folder}: several {kind} dumps ({names}); concatenate them into one file first")
@@ -99,128 +94,222 @@ def _posts(cfg: PrepareConfig) -> Iterator[Post | Failure]:
     return itertools.chain.from_iterable(read_blift(path, cfg.input / "media") for path in rows)
 
 
+def _import(cfg: PrepareConfig) -> Iterator[Post | Failure]:
+    """The importer's items. Arguments that cannot work at all raise before the first item; an exception
+    after it ends the import with a Failure naming it, and the posts read so far go on."""
+    items = _posts(cfg)
+    started = False
+    try:
+        for item in items:
+            started = True
+            yield item
+    except Exception as err:  # an importer must not take the posts already read down with it
+        if not started:
+            raise
+        yield Failure(str(cfg.input), "import", f"import stopped: {exception_reason(err)}")
+
+
+def media_inputs(cfg: PrepareConfig) -> list[Path]:
+    """The media files the importer of `cfg.source` sees (any file type; see `sources._common.media_files`)."""
+    if cfg.source == "youtube":
+        return media_files(cfg.input, VIDEO_EXTENSIONS)
+    return media_files(cfg.input / "media", MEDIA_EXTENSIONS)
+
+
 def _in_part(post_id: str, num_shards: int, index: int) -> bool:
     return int.from_bytes(hashlib.sha1(post_id.encode()).digest()[:8], "big") % num_shards == index
 
 
-def process_post(post: Post, cfg: PrepareConfig, captioner: Captioner | None = None) -> _Result:
-    """Media analysis and verbalisation of one filtered post (runs in a worker process)."""
-    try:
-        analysis = analyze_media(
-            post.media_path, fps=cfg.fps, max_frames=cfg.max_frames, max_side=cfg.max_side
-        )
-    except MediaError as err:
-        return _Result(post.id, failure=Failure(str(post.media_path), "media", err.reason, post.id))
-    info = analysis.info
-    if info.is_video and info.duration > cfg.max_duration:
-        return _Result(post.id, dropped="max_duration")
-    post = dataclasses.replace(post, duration=post.duration or info.duration, is_video=info.is_video)
-    captions = captioner(analysis.keyframes) if captioner else [(None, [])] * len(analysis.keyframes)
-    scenes = [
-        describe_scene(kf, caption=c, tags=tags)
-        for kf, (c, tags) in zip(analysis.keyframes, captions, strict=True)
-    ]
-    replay = replay_per_scene(post.heatmap, analysis.scenes) if info.is_video else None
-    asr = cfg.transcripts.get(str(post.media_path)) or None
-    provenance = {
-        "captioner": captioner.name if captioner else None,
-        "asr_model": cfg.asr_name if asr else None,
-    }
-    try:
-        sample = verbalize(post, scenes, replay=replay, asr=asr, provenance=provenance)
-        control = verbalize(post, scenes, replay=replay, asr=asr, with_behavior=False, provenance=provenance)
-    except ValueError as err:
-        return _Result(post.id, failure=Failure(str(post.media_path), "verbalize", str(err), post.id))
-    meta = sample.to_json() | {
-        "control_conversations": control.conversation()["conversations"],
-        "source": post.source,
-        "url": post.url,
-        "scenes": [[s.start, s.end] for s in analysis.scenes],
-        "frame_timestamps": analysis.timestamps.round(3).tolist(),
-    }
-    return _Result(post.id, meta=meta, frames=analysis.frames)
+class FailureLog:
+    """`failures.jsonl` with one line per (input, stage): a rerun appends only failures not yet recorded.
+
+    A last line torn by a kill is dropped when the log is opened.
+    """
+
+    def __init__(self, path: Path) -> None:
+        data = path.read_bytes() if path.exists() else b""
+        if data and not data.endswith(b"\n"):
+            data = data[: data.rfind(b"\n") + 1]
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        self.keys: set[tuple[str, str]] = set()
+        for line in data.splitlines():
+            try:
+                entry = json.loads(line)
+                self.keys.add((entry["input"], entry["stage"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+        self.file = path.open("a", encoding="utf-8")
+
+    def add(self, failure: Failure) -> None:
+        key = (failure.input, failure.stage)
+        if key in self.keys:
+            return
+        self.keys.add(key)
+        self.file.write(json.dumps(dataclasses.asdict(failure), ensure_ascii=False) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
 
 
-def _work(args: tuple[Post, PrepareConfig]) -> _Result:
-    return process_post(*args)
+class MediaLedger:
+    """One outcome per media file: `written`, `already_done`, `other_part`, `dropped:<rule>`, `failed:<stage>`."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self.files = files
+        self.outcomes: dict[str, str] = {}
+
+    def record(self, media: Path | str | None, outcome: str) -> None:
+        """Set the outcome of `media` unless it already has one (a post without media has none to set)."""
+        if media is not None:
+            self.outcomes.setdefault(str(media), outcome)
+
+    def unaccounted(self) -> list[Path]:
+        return [path for path in self.files if str(path) not in self.outcomes]
+
+    def summary(self) -> dict[str, Any]:
+        """Counts per outcome: written + already_done + other_part + dropped + failed == files."""
+        counts = Counter(self.outcomes[str(path)] for path in self.files)
+        grouped: dict[str, dict[str, int]] = {"dropped": {}, "failed": {}}
+        for outcome, n in sorted(counts.items()):
+            kind, _, name = outcome.partition(":")
+            if name:
+                grouped[kind][name] = n
+        return {
+            "files": len(self.files),
+            "written": counts["written"],
+            "already_done": counts["already_done"],
+            "other_part": counts["other_part"],
+            **grouped,
+        }
+
+
+def _orphan(path: Path, cfg: PrepareConfig, used: set[Path]) -> tuple[str, Failure | None]:
+    """The outcome of a media file no imported post used, and its Failure when it is one. `used` holds
+    `<folder>/<id>` of every media file a post used."""
+    if not _in_part(path.stem, cfg.num_shards, cfg.shard_index):
+        return "other_part", None
+    reason = not_regular(path)
+    if reason is None:
+        if path.with_suffix("") in used:  # `<id>.webm` beside the `<id>.mp4` the post uses
+            return "dropped:other_file_same_id", None
+        reason = f"no post uses it (no {_POST_NOUN[cfg.source]} with id {path.stem!r} was imported)"
+    return "failed:import", Failure(str(path), "import", reason, path.stem, "media")
 
 
 def prepare(
     cfg: PrepareConfig, captioner: Captioner | None = None, progress: Callable[[int], None] | None = None
 ) -> dict[str, Any]:
-    """Run the whole preparation; returns the report (also written to `out/report.json`)."""
+    """Run the whole preparation; returns the report (also written to `out/report.json`, or
+    `out/report-partNNNN.json` for one of several parts)."""
+    ledger = MediaLedger(media_inputs(cfg))
     cfg.out.mkdir(parents=True, exist_ok=True)
     filters = Filters()
     counts: Counter[str] = Counter()
-    failures = (cfg.out / "failures.jsonl").open("a", encoding="utf-8")
     prefix = f"part{cfg.shard_index:04d}" if cfg.num_shards > 1 else "blift"
     writer = ShardWriter(cfg.out, cfg.samples_per_shard, prefix=prefix)
+    log = FailureLog(cfg.out / "failures.jsonl")
     seen: set[str] = set()
 
-    def todo() -> Iterator[tuple[Post, PrepareConfig]]:
-        for item in _posts(cfg):
+    def fail(failure: Failure, media: str | None = None) -> None:
+        counts[f"failed_{failure.stage}"] += 1
+        ledger.record(media, f"failed:{failure.stage}")
+        log.add(failure)
+
+    def todo() -> Iterator[Post]:
+        for item in _import(cfg):
             if isinstance(item, Failure):
-                counts["failed_import"] += 1
-                failures.write(json.dumps(dataclasses.asdict(item)) + "\n")
+                fail(item)
                 continue
+            media = item.media_path
             if not _in_part(item.id, cfg.num_shards, cfg.shard_index):
+                ledger.record(media, "other_part")
                 continue
             counts["imported"] += 1
             if writer.is_done(item.id):
                 counts["already_done"] += 1
+                ledger.record(media, "already_done")
+                # its hash must still shadow later copies; a done sample stays done if its file went bad
+                run_stage("filter", item, filters.remember, item)
                 continue
             if sample_key(item.id) in seen:
-                counts["failed_import"] += 1
-                failures.write(
-                    json.dumps(
-                        dataclasses.asdict(Failure(str(item.media_path), "import", "duplicate id", item.id))
-                    )
-                    + "\n"
-                )
+                fail(Failure(str(media), "import", "duplicate id", item.id), media)
                 continue
             seen.add(sample_key(item.id))
-            kept = filters(item)
-            if isinstance(kept, Dropped):
-                continue
-            yield kept, cfg
+            kept = filter_post(item, filters)
+            if isinstance(kept, Failure):
+                fail(kept, media)
+            elif isinstance(kept, Dropped):
+                ledger.record(media, f"dropped:{kept.rule}")
+            else:
+                yield kept
 
     bar = tqdm(desc=f"prepare {cfg.source}", unit="post", dynamic_ncols=True)
-    pool = (
-        multiprocessing.get_context("spawn").Pool(cfg.workers)
-        if cfg.workers > 1 and captioner is None
-        else None
-    )
     try:
-        results = (
-            pool.imap(_work, todo(), chunksize=1)
-            if pool
-            else (process_post(p, c, captioner) for p, c in todo())
-        )
-        for result in results:
+        for result in process_posts(todo(), cfg, workers=cfg.workers, captioner=captioner):
             bar.update(1)
-            if result.failure is not None:
-                counts["failed_media"] += 1
-                failures.write(json.dumps(dataclasses.asdict(result.failure)) + "\n")
-                failures.flush()
-            elif result.dropped is not None:
-                filters.report.posts_dropped[result.dropped] += 1
-                filters.report.posts_kept -= 1
-            else:
-                writer.write(result.post_id, result.meta, result.frames)
-                counts["written"] += 1
+            _handle(result, writer, filters, ledger, counts, fail)
             if progress:
                 progress(counts["written"])
         writer.close()
+        used = {Path(media).with_suffix("") for media in ledger.outcomes}
+        for path in ledger.unaccounted():
+            outcome, failure = _orphan(path, cfg, used)
+            if failure is None:
+                ledger.record(path, outcome)
+            else:
+                fail(failure, str(path))
+    except BaseException:
+        writer.abort()  # the open shard's samples are simply written again by the next run
+        raise
     finally:
         bar.close()
-        if pool:
-            pool.terminate()
-        failures.close()
+        log.close()
     report = {
         "source": cfg.source,
         "input": str(cfg.input),
+        "part": [cfg.shard_index, cfg.num_shards],
+        "media": ledger.summary(),
+        "folder": {
+            "samples": len(done_keys(cfg.out)),
+            "shards": len(shard_paths(cfg.out)),
+            "failures_logged": len(log.keys),
+        },
         "stages": dict(counts),
         "filters": filters.report.to_dict(),
     }
-    (cfg.out / f"report-{prefix}.json").write_text(json.dumps(report, indent=2))
+    name = "report.json" if cfg.num_shards == 1 else f"report-{prefix}.json"
+    tmp = cfg.out / f"{name}.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, cfg.out / name)
     return report
+
+
+def _handle(
+    result: PostResult,
+    writer: ShardWriter,
+    filters: Filters,
+    ledger: MediaLedger,
+    counts: Counter[str],
+    fail: Callable[[Failure, str | None], None],
+) -> None:
+    """Write, drop or fail one processed post."""
+    if result.failure is not None:
+        fail(result.failure, result.media)
+        return
+    if result.dropped is not None:
+        filters.report.posts_dropped[result.dropped] += 1
+        filters.report.posts_kept -= 1
+        ledger.record(result.media, f"dropped:{result.dropped}")
+        return
+    try:
+        writer.write(result.post_id, result.meta, result.frames)
+    except OSError:
+        raise  # the shard itself may be damaged: stop (the open shard is discarded)
+    except Exception as err:  # members are encoded before the tar is touched: this sample only
+        fail(Failure(str(result.media), "write", exception_reason(err), result.post_id), result.media)
+        return
+    counts["written"] += 1
+    ledger.record(result.media, "written")

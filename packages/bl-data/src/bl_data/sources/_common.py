@@ -7,6 +7,9 @@ import gzip
 import json
 import lzma
 import math
+import os
+import stat
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -15,6 +18,15 @@ from bl_data.records import Failure, Post
 
 STAGE = "import"
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+# what a damaged or cut-off stream raises mid-read (BadGzipFile and bz2's "Invalid data stream" are OSErrors)
+_STREAM_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError)
+_FILE_TYPES = {
+    stat.S_ISDIR: "a directory",
+    stat.S_ISFIFO: "a named pipe (FIFO)",
+    stat.S_ISSOCK: "a socket",
+    stat.S_ISCHR: "a character device",
+    stat.S_ISBLK: "a block device",
+}
 
 VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "mov", "m4v", "avi", "flv", "gif")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp")
@@ -51,9 +63,31 @@ def loads(data: bytes) -> Any:
         raise InvalidField("", f"invalid JSON: {err}") from err
 
 
+def not_regular(path: Path) -> str | None:
+    """Why `path` is not a regular file (after symbolic links), or None when it is one. Never opens it, so a
+    named pipe cannot block the caller."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        return f"cannot stat ({err.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_TYPES.items() if test(mode)), "not a regular file")
+    return f"{kind}, not a regular file"
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of a regular file; `InvalidField("", ...)` for anything else (never opened) or a read error."""
+    reason = not_regular(path)
+    if reason is not None:
+        raise InvalidField("", reason)
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise InvalidField("", f"unreadable ({err.strerror or err})") from err
+
+
 def _open(path: Path) -> IO[bytes]:
-    if path.suffix == ".zst":
-        raise ValueError(f"{path}: zstd files are not read directly; decompress with `zstd -d --long=31`")
     opener = _OPENERS.get(path.suffix)
     return opener(path, "rb") if opener else path.open("rb")
 
@@ -61,10 +95,38 @@ def _open(path: Path) -> IO[bytes]:
 def read_ndjson(path: Path) -> Iterator[tuple[int, str, object]]:
     """(line number, `<path>:<line>`, decoded object or a Failure) per non-blank line, streamed.
 
-    Plain, `.gz`, `.bz2` and `.xz` files are read.
+    Plain, `.gz`, `.bz2` and `.xz` files are read. A file that is not regular or cannot be opened is one
+    Failure (line 0); a stream that breaks off (truncated or corrupt compressed data) ends with a Failure
+    naming the line and the decompressed byte offset where it broke, after every line read before it.
     """
-    with _open(path) as f:
-        for number, line in enumerate(f, start=1):
+    if path.suffix == ".zst":
+        raise ValueError(f"{path}: zstd files are not read directly; decompress with `zstd -d --long=31`")
+    reason = not_regular(path)
+    if reason is None:
+        try:
+            f = _open(path)
+        except OSError as err:
+            reason = f"unreadable ({err.strerror or err})"
+    if reason is not None:
+        yield 0, str(path), failure(str(path), reason)
+        return
+    with f:
+        lines = iter(f)
+        number = offset = 0
+        while True:
+            try:
+                line = next(lines)
+            except StopIteration:
+                return
+            except _STREAM_ERRORS as err:
+                where = f"{path}:{number + 1}"
+                message = (
+                    f"stream breaks off in line {number + 1} (after byte {offset} of the decompressed data)"
+                )
+                yield number + 1, where, failure(where, f"{message}: {type(err).__name__}: {err}")
+                return
+            number += 1
+            offset += len(line)
             if not line.strip():
                 continue
             line_input = f"{path}:{number}"
@@ -170,18 +232,24 @@ def index_media(folder: Path, extensions: tuple[str, ...] = MEDIA_EXTENSIONS) ->
     When a key has several media files, the extension earliest in `extensions` wins. yt-dlp's intermediate
     `<id>.f137.mp4` files have the key `<id>.f137` and so never shadow `<id>.mp4`.
     """
-    if not folder.is_dir():
-        raise NotADirectoryError(f"media folder {folder} is not a directory")
     best: dict[str, Path] = {}
-    for path in folder.iterdir():
-        ext = path.suffix[1:].lower()
-        if ext not in extensions or not path.is_file():
+    for path in media_files(folder, extensions):
+        if not path.is_file():
             continue
+        ext = path.suffix[1:].lower()
         current = best.get(path.stem)
         rank = extensions.index
         if current is None or rank(ext) < rank(current.suffix[1:].lower()):
             best[path.stem] = path
     return best
+
+
+def media_files(folder: Path, extensions: tuple[str, ...] = MEDIA_EXTENSIONS) -> list[Path]:
+    """Every entry directly in `folder` named `*.<ext>` for one of `extensions` (any case), of any file type,
+    sorted: the media files an importer sees (`index_media` uses the regular ones)."""
+    if not folder.is_dir():
+        raise NotADirectoryError(f"media folder {folder} is not a directory")
+    return sorted(p for p in folder.iterdir() if p.suffix[1:].lower() in extensions)
 
 
 def attach_media(post: Post, media: dict[str, Path], input: str) -> Post | Failure:

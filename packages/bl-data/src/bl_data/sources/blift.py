@@ -20,6 +20,7 @@ from bl_data.sources._common import (
     attach_media,
     failure,
     index_media,
+    not_regular,
     read_ndjson,
 )
 
@@ -68,6 +69,10 @@ def read_blift(rows: Path, media_folder: Path, batch_size: int = 1024) -> Iterat
 def _rows(path: Path, batch_size: int) -> Iterator[tuple[str, object]]:
     """(input name, decoded row or Failure) for each row; an unreadable file is one Failure."""
     if path.suffix == ".parquet":
+        reason = not_regular(path)
+        if reason is not None:
+            yield str(path), failure(str(path), reason)
+            return
         try:
             index = 0
             for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):

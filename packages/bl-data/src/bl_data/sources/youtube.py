@@ -15,6 +15,7 @@ from bl_data.sources._common import (
     failure,
     index_media,
     loads,
+    read_regular,
 )
 
 _UPLOAD_DATE = re.compile(r"\d{8}")
@@ -24,7 +25,8 @@ def read_youtube(folder: Path) -> Iterator[Post | Failure]:
     """Yield a `Post` per `*.info.json` in `folder` (sorted by file name), or a `Failure` for a bad one.
 
     Required: `id`, `title`, `view_count`, `like_count` (Listing 1 needs likes/views); `like_count` above
-    `view_count` is impossible. Media is the video `<id>.<ext>` in the same folder. A post whose id was already
+    `view_count` is impossible. An `info.json` that is not a regular file (a named pipe, a directory) is a
+    Failure and is never opened. Media is the video `<id>.<ext>` in the same folder. A post whose id was already
     seen is a duplicate: the first file wins. A malformed comment is reported and skipped; the post is kept.
     """
     folder = Path(folder)
@@ -33,14 +35,11 @@ def read_youtube(folder: Path) -> Iterator[Post | Failure]:
     for path in sorted(folder.glob("*.info.json")):
         sample_id: str | None = None
         try:
-            record = Record(loads(path.read_bytes()))
+            record = Record(loads(read_regular(path)))
             sample_id = record.text("id", required=True)
             post, bad_comments = _post(record, sample_id)
         except InvalidField as err:
             yield failure(str(path), err.message, sample_id, err.field)
-            continue
-        except OSError as err:
-            yield failure(str(path), f"unreadable: {err}")
             continue
         if sample_id in seen:
             yield failure(str(path), "duplicate id", sample_id, "id")

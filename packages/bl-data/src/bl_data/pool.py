@@ -1,0 +1,98 @@
+"""The local engine's worker processes: `process_post` over a stream of posts, in order, surviving workers
+that die.
+
+    for result in process_posts(posts, StageConfig(), workers=8): ...
+
+`process_post` never raises, but a worker can still die (a crash inside a native decoder, the OOM killer).
+Then every post in flight is retried alone in a fresh process; the one that kills that process too becomes
+its `Failure`, the others their normal results, and the run goes on with a new pool.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import multiprocessing
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from .records import Failure, Post
+from .stages import Captioner, PostResult, StageConfig, exception_reason, process_post
+
+DIED = "the worker process died while processing it (a crash, or killed, e.g. out of memory)"
+
+
+def _executor(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _failed(post: Post, reason: str) -> PostResult:
+    media = str(post.media_path) if post.media_path is not None else None
+    return PostResult(post.id, media, failure=Failure(media or post.id, "media", reason, post.id))
+
+
+def _collect(post: Post, future: Future) -> PostResult:
+    """The future's result; an exception around the call (e.g. a result that cannot be pickled) fails the post."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise
+    except Exception as err:  # process_post itself never raises: this is the transport
+        return _failed(post, exception_reason(err))
+
+
+def _alone(post: Post, cfg: StageConfig) -> PostResult:
+    """`process_post` in a fresh process of its own: a post that kills it gets the `DIED` failure."""
+    with _executor(1) as single:
+        try:
+            return _collect(post, single.submit(process_post, post, cfg))
+        except BrokenProcessPool:
+            return _failed(post, DIED)
+
+
+def process_posts(
+    posts: Iterable[Post], cfg: StageConfig, *, workers: int = 1, captioner: Captioner | None = None
+) -> Iterator[PostResult]:
+    """`process_post` of each post, in input order: in this process (one worker, or with a captioner, which
+    holds a model), else in `workers` spawned processes with at most two posts per worker in flight.
+    `posts` is consumed in the calling thread only."""
+    if workers == 1 or captioner is not None:
+        for post in posts:
+            yield process_post(post, cfg, captioner)
+        return
+    # a plain StageConfig: unpickling it imports bl_data.stages only, not the caller's modules
+    cfg = StageConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(StageConfig)})
+    pool = _executor(workers)
+    pending: collections.deque[tuple[Post, Future]] = collections.deque()
+
+    def head() -> PostResult:
+        nonlocal pool
+        post, future = pending[0]
+        try:
+            result = _collect(post, future)
+        except BrokenProcessPool:
+            pool.shutdown(cancel_futures=True)
+            in_flight = list(pending)
+            pending.clear()
+            for suspect, before in in_flight:
+                if before.done() and not before.cancelled() and before.exception() is None:
+                    pending.append((suspect, before))  # finished before the pool broke
+                    continue
+                retried: Future = Future()
+                retried.set_result(_alone(suspect, cfg))
+                pending.append((suspect, retried))
+            pool = _executor(workers)
+            result = pending[0][1].result()
+        pending.popleft()
+        return result
+
+    try:
+        for post in posts:
+            pending.append((post, pool.submit(process_post, post, cfg)))
+            if len(pending) >= 2 * workers:
+                yield head()
+        while pending:
+            yield head()
+    finally:
+        pool.shutdown(cancel_futures=True)
