@@ -35,7 +35,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tokenizers import AddedToken
+from tokenizers import AddedToken, pre_tokenizers
 from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -373,11 +373,43 @@ class BehaviorLlavaProcessor:
             if i:
                 ids.append(self.config.media_token_id)
                 offsets.append((start - len(MEDIA_TOKEN), start))
-            encoding = self.tokenizer(piece, add_special_tokens=i == 0, return_offsets_mapping=True)
-            ids += encoding["input_ids"]
-            offsets += [(a + start, b + start) for a, b in encoding["offset_mapping"]]
+            piece_ids, piece_offsets = self._encode_piece(piece, specials=i == 0)
+            ids += piece_ids
+            offsets += [(a + start, b + start) for a, b in piece_offsets]
             start += len(piece) + len(MEDIA_TOKEN)
         return torch.tensor(ids, dtype=torch.long), np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+
+    def _encode_piece(self, piece: str, specials: bool) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids and character offsets of one text, as SentencePiece tokenizes a text that starts with spaces.
+
+        SentencePiece adds its "▁" prefix even to a text that starts with k spaces, and encodes the k + 1 "▁"
+        as "▁"*k then "▁word" (" ASSISTANT" -> "▁", "▁ASS"), or as one "▁"*(k+1) run when the word does not
+        start with a "▁" piece (" 1" -> "▁▁", "1"); a `tokenizers` Metaspace adds no prefix there (-> "▁ASS").
+        Such a text is encoded as its spaces and the text from its last space on, put together that way.
+        """
+
+        def encode(text: str, with_specials: bool, shift: int) -> tuple[list[int], list[tuple[int, int]]]:
+            enc = self.tokenizer(text, add_special_tokens=with_specials, return_offsets_mapping=True)
+            return enc["input_ids"], [(a + shift, b + shift) for a, b in enc["offset_mapping"]]
+
+        spaces = len(piece) - len(piece.lstrip(" "))
+        if not (spaces and spaces < len(piece) and self._sentencepiece_prefix):
+            return encode(piece, specials, 0)
+        rest_ids, rest_offsets = encode(piece[spaces - 1 :], False, spaces - 1)  # "▁word…"
+        if self.tokenizer.convert_ids_to_tokens(rest_ids[0]) == "▁":  # the word has no "▁" piece
+            head_ids, head_offsets = encode(" " * (spaces + 1), specials, 0)  # the whole "▁" run
+            head_offsets = [(min(a, spaces), min(b, spaces)) for a, b in head_offsets]
+            rest_ids, rest_offsets = rest_ids[1:], rest_offsets[1:]
+        else:
+            head_ids, head_offsets = encode(piece[:spaces], specials, 0)
+        return head_ids + rest_ids, head_offsets + rest_offsets
+
+    @property
+    def _sentencepiece_prefix(self) -> bool:
+        """Whether the tokenizer starts a text with SentencePiece's "▁" (a prepending Metaspace)."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        pre = getattr(backend, "pre_tokenizer", None)
+        return isinstance(pre, pre_tokenizers.Metaspace) and pre.prepend_scheme in ("always", "first")
 
     def _encode_queries(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Q-Former tokens of each prompt: ids / mask [Q, Lq] (left-truncated)."""
