@@ -193,7 +193,8 @@ def load_llama_tokenizer(llamavid_dir: Path):
 
     The released `config.json` says `model_type: "llava"`, for which `AutoTokenizer` builds a generic tokenizer
     that drops the SentencePiece prefix of the first word. A `tokenizer_config.json` without `legacy` was
-    written before transformers 4.31 introduced the flag, so it gets the legacy behaviour it was trained with.
+    written before transformers 4.31 introduced the flag, so it gets the legacy behaviour it was trained with
+    (and the slow tokenizer's bos, unless `add_bos_token` says otherwise).
     """
     from transformers import LlamaTokenizer
 
@@ -204,7 +205,9 @@ def load_llama_tokenizer(llamavid_dir: Path):
         raise ValueError(
             f"{config_path}: tokenizer_class {settings['tokenizer_class']!r} is not a LLaMA tokenizer"
         )
-    return LlamaTokenizer.from_pretrained(llamavid_dir, legacy=settings.get("legacy", True))
+    return LlamaTokenizer.from_pretrained(
+        llamavid_dir, legacy=settings.get("legacy", True), add_bos_token=settings.get("add_bos_token", True)
+    )
 
 
 def save_processor(llamavid_dir: Path, bert_vocab: Path, out_dir: Path, config: BehaviorLlavaConfig) -> Path:
