@@ -159,7 +159,9 @@ def test_vision_weights_are_required(released_checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize("legacy", [True, False])
-def test_processor_tokenizer_equals_llama_tokenizer(released_checkpoint, tmp_path, llama_spm_model, bert_vocab_path, legacy):
+def test_processor_tokenizer_equals_llama_tokenizer(
+    released_checkpoint, tmp_path, llama_spm_model, bert_vocab_path, legacy
+):
     """A released directory (`model_type: "llava"`, tokenizer.model + tokenizer_config.json): the written
     processor tokenizes like `LlamaTokenizer` on those files, `legacy` kept through save and load."""
     import shutil
@@ -176,7 +178,11 @@ def test_processor_tokenizer_equals_llama_tokenizer(released_checkpoint, tmp_pat
     target = save_processor(ckpt, bert_vocab_path, tmp_path / "out", model.config)
     processor = BehaviorLlavaProcessor.from_pretrained(target, model.config)
     reference = LlamaTokenizer.from_pretrained(ckpt)
-    assert reference.legacy is legacy and processor.tokenizer.legacy is legacy and processor.preprocess == "llamavid"
+    assert (
+        reference.legacy is legacy
+        and processor.tokenizer.legacy is legacy
+        and processor.preprocess == "llamavid"
+    )
     for text in ["A cat.", "USER: hi ASSISTANT: A cat.</s>USER: and now?", "x\n\ny  z"]:
         assert processor.tokenizer(text)["input_ids"] == reference(text)["input_ids"]
     pieces = processor.tokenizer.convert_ids_to_tokens(processor.tokenizer("A cat.</s>USER")["input_ids"])

@@ -109,7 +109,9 @@ def tokenizers(request, llama_spm_model, tmp_path_factory, bert_tokenizer):
 
 
 def query_texts(processor, out) -> list[list[int]]:
-    return [q[m.bool()].tolist() for q, m in zip(out["query_input_ids"], out["query_attention_mask"], strict=True)]
+    return [
+        q[m.bool()].tolist() for q, m in zip(out["query_input_ids"], out["query_attention_mask"], strict=True)
+    ]
 
 
 def test_eval_prompt(tokenizers, bert_tokenizer):
@@ -118,7 +120,9 @@ def test_eval_prompt(tokenizers, bert_tokenizer):
     question = "What is the man doing?"
     out = processor.prompt_for_generation(f"<video>\n{question}", [video(3)])
     prompt = f"{SYSTEM} USER: <image>\n{question} ASSISTANT:"
-    expected = expand(ids := slow.image_tokens(prompt), ids, [CONFIG.media_tokens(3, True)], CONFIG.media_token_id)
+    expected = expand(
+        ids := slow.image_tokens(prompt), ids, [CONFIG.media_tokens(3, True)], CONFIG.media_token_id
+    )
     assert out["input_ids"].tolist() == expected
     # written down: "USER: " ends in "▁", the piece after the placeholder starts with its own "▁"
     pieces = processor.tokenizer.convert_ids_to_tokens(out["input_ids"].tolist())
@@ -185,7 +189,9 @@ def test_still_image_sample(tokenizers, bert_tokenizer):
     first = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
     assert processor.tokenizer.convert_ids_to_tokens(labels[first : first + 2]) == ["▁", "2"]  # after ":"
     assert query_texts(processor, out) == [bert_tokenizer("What is in this picture?")["input_ids"]]
-    torch.testing.assert_close(out["pixel_values"], preprocess_frames(pixels, pad_to_square=True), rtol=0, atol=0)
+    torch.testing.assert_close(
+        out["pixel_values"], preprocess_frames(pixels, pad_to_square=True), rtol=0, atol=0
+    )
     assert not torch.equal(out["pixel_values"], preprocess_frames(pixels))
 
 
@@ -201,7 +207,9 @@ def test_default_seed_is_the_sample_id(tokenizers):
         ],
     }  # fmt: skip
     default = processor(sample, [video(1)])
-    assert torch.equal(default["input_ids"], processor(sample, [video(1)], seed=sample_seed("many-turns"))["input_ids"])
+    assert torch.equal(
+        default["input_ids"], processor(sample, [video(1)], seed=sample_seed("many-turns"))["input_ids"]
+    )
     other = processor(sample, [video(1)], seed=sample_seed("many-turns") + 1)
     assert not torch.equal(default["input_ids"], other["input_ids"])  # 11 sides: 1 / 2048 chance to agree
 

@@ -222,7 +222,9 @@ def save_processor(llamavid_dir: Path, bert_vocab: Path, out_dir: Path, config: 
     tokenizer = load_llama_tokenizer(llamavid_dir)
     qformer_tokenizer = BertTokenizerFast(vocab=str(bert_vocab), truncation_side="left")
     target = Path(out_dir) / "processor"
-    BehaviorLlavaProcessor(tokenizer, qformer_tokenizer, config, preprocess="llamavid").save_pretrained(target)
+    BehaviorLlavaProcessor(tokenizer, qformer_tokenizer, config, preprocess="llamavid").save_pretrained(
+        target
+    )
     return target
 
 
