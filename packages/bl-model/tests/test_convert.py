@@ -156,3 +156,61 @@ def test_vision_weights_are_required(released_checkpoint, tmp_path):
     model, ckpt, _, _ = released_checkpoint
     with pytest.raises(CheckpointKeyError, match=r"missing: vision_tower\.eva\.cls_token"):
         convert(ckpt, None, tmp_path / "out", model.config)
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+def test_processor_tokenizer_equals_llama_tokenizer(
+    released_checkpoint, tmp_path, llama_spm_model, bert_vocab_path, legacy
+):
+    """A released directory (`model_type: "llava"`, tokenizer.model + tokenizer_config.json): the written
+    processor tokenizes like `LlamaTokenizer` on those files, `legacy` kept through save and load."""
+    import shutil
+
+    from transformers import LlamaTokenizer
+
+    from bl_model import BehaviorLlavaProcessor
+    from bl_model.convert import save_processor
+
+    model, ckpt, _, _ = released_checkpoint
+    shutil.copyfile(llama_spm_model, ckpt / "tokenizer.model")
+    settings = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "legacy": legacy}
+    (ckpt / "tokenizer_config.json").write_text(json.dumps(settings))
+    target = save_processor(ckpt, bert_vocab_path, tmp_path / "out", model.config)
+    processor = BehaviorLlavaProcessor.from_pretrained(target, model.config)
+    reference = LlamaTokenizer.from_pretrained(ckpt)
+    assert (
+        reference.legacy is legacy
+        and processor.tokenizer.legacy is legacy
+        and processor.preprocess == "llamavid"
+    )
+    for text in ["A cat.", "USER: hi ASSISTANT: A cat.</s>USER: and now?", "x\n\ny  z"]:
+        assert processor.tokenizer(text)["input_ids"] == reference(text)["input_ids"]
+    pieces = processor.tokenizer.convert_ids_to_tokens(processor.tokenizer("A cat.</s>USER")["input_ids"])
+    assert pieces == ["<s>", "▁A", "▁cat", ".", "</s>", *(["▁US", "ER"] if legacy else ["USER"])]
+
+
+def test_head_dim_is_derived_without_config(released_checkpoint, tmp_path, monkeypatch):
+    """No --config: the LLM shape comes from config.json, with head_dim = hidden / heads (16 here), not the
+    13B base's 128; a stated head_dim wins."""
+    import bl_model.convert as convert_module
+
+    model, ckpt, eva, _ = released_checkpoint
+    text = model.config.text_config
+    assert text.head_dim == 16
+    base = bl_model.tiny(image_compress="grid:2")
+    base.text_config = type(text)(**(text.to_dict() | {"hidden_size": 5120, "num_attention_heads": 40,
+                                                      "num_key_value_heads": 40, "head_dim": 128}))  # fmt: skip
+    monkeypatch.setattr(convert_module, "llama_vid_13b", lambda: base)
+    stated = {k: getattr(text, k) for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                            "num_attention_heads", "num_key_value_heads")}  # fmt: skip
+    config_json = {"model_type": "llava", "compress_type": "grid:2", **stated}
+    (ckpt / "config.json").write_text(json.dumps(config_json))
+    main(["--llamavid", str(ckpt), "--eva", str(eva), "--out", str(tmp_path / "out")])
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    assert loaded.config.text_config.head_dim == 16
+    ids = torch.randint(0, 32000, (1, 9))
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, loaded(input_ids=ids).logits)
+    (ckpt / "config.json").write_text(json.dumps(config_json | {"head_dim": 8}))
+    with pytest.raises(RuntimeError, match="size mismatch"):  # a stated head size is used as stated
+        convert(ckpt, eva, tmp_path / "out8")

@@ -76,8 +76,9 @@ def ancestor_media_tokens(model, media: MediaBatch) -> torch.Tensor:
     return torch.cat(out)
 
 
-@pytest.mark.parametrize("image_compress", ["mean", "grid:2"])
+@pytest.mark.parametrize("image_compress", ["mean", "grid:2", "grid:6"])
 def test_media_tokens_match_ancestor_computation(image_compress):
+    """grid:6 on the 16 x 16 patch grid: stride 16 // 6 = 2, so 8 x 8 content tokens, as LLaMA-VID pools."""
     model = make_model(image_compress=image_compress)
     media, slots = make_media(model.config)
     with torch.no_grad():
@@ -197,3 +198,29 @@ def test_label_nll_is_the_mean_loss_times_the_labelled_tokens():
     total, count = model.label_nll(input_ids=ids, labels=labels, **vars(media))
     assert count == int((labels[:, 1:] != -100).sum())
     torch.testing.assert_close(torch.tensor(total / count), loss, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("k", "tokens"), [(3, 9), (6, 64)])
+def test_grid_token_count_floors_the_stride(k, tokens):
+    """A 16 x 16 patch grid pooled with kernel = stride = 16 // k gives (16 // (16 // k))**2 tokens."""
+    from bl_model.configuration import CompressMode
+
+    assert CompressMode.parse(f"grid:{k}").num_tokens(256) == tokens
+    model = make_model(image_compress=f"grid:{k}")
+    media = MediaBatch(
+        pixel_values=torch.randn(1, 3, 224, 224),
+        media_frame_counts=torch.tensor([1]),
+        media_is_video=torch.tensor([False]),
+        query_input_ids=torch.randint(1000, 2000, (1, 4)),
+        query_attention_mask=torch.ones(1, 4, dtype=torch.long),
+        query_media_index=torch.tensor([0]),
+    )
+    with torch.no_grad():
+        assert model.encode_media(media).shape[0] == model.config.media_tokens(1, False) == 1 + tokens
+
+
+def test_grid_wider_than_the_patch_grid_is_an_error():
+    from bl_model.configuration import CompressMode
+
+    with pytest.raises(ValueError, match="at least 17 wide"):
+        CompressMode.parse("grid:17").num_tokens(256)

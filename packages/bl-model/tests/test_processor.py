@@ -88,11 +88,13 @@ def test_three_turns_two_videos(make_processor):
     media_runs = runs(ids == MEDIA_ID)
     assert [end - start for start, end in media_runs] == [2 * 3, 2 * 2]
 
-    # Prompt layout, written independently of the template code.
+    # Prompt layout, written independently of the template code; the text after a placeholder is tokenized
+    # as a text of its own (LLaVA's tokenizer_image_token), so it starts with a "▁" (decoded " "), which
+    # SentencePiece adds before " ASSISTANT" too.
     expected = (
-        f"{SYSTEM} USER: <media>\nWhat happens in the video? ASSISTANT: {ANSWERS[0]}</s>"
+        f"{SYSTEM} USER: <media> \nWhat happens in the video? ASSISTANT: {ANSWERS[0]}</s>"
         f"USER: Why is he riding so fast? ASSISTANT: {ANSWERS[1]}</s>"
-        f"USER: And in this clip? <media> ASSISTANT: {ANSWERS[2]}</s>"
+        f"USER: And in this clip? <media>  ASSISTANT: {ANSWERS[2]}</s>"
     )
     collapsed = collapse_media(ids)
     assert collapsed[0] == 1  # bos
@@ -305,7 +307,9 @@ def test_vicuna_template_render():
     assert template is TEMPLATES["vicuna_v1"] and template.sep == " " and template.sep2 == "</s>"
     rendered = template.render(["q1", "a1", "q2", "a2"], system="SYS")
     assert rendered.text == "SYS USER: q1 ASSISTANT: a1</s>USER: q2 ASSISTANT: a2</s>"
-    assert [rendered.text[s:e] for s, e in rendered.supervised_spans] == ["a1</s>", "a2</s>"]
+    # LLaVA supervises everything after "ASSISTANT:", the space included
+    assert [rendered.text[s:e] for s, e in rendered.supervised_spans] == [" a1</s>", " a2</s>"]
+    assert [rendered.text[s : s + 2] for s in rendered.answer_starts] == ["a1", "a2"]
     assert template.render(["q1"]).text == f"{SYSTEM} USER: q1 ASSISTANT:"
     plain = get_template("plain").render(["<media>\nDescribe.", "A car."])
     assert plain.text == "<media>A car.\n" and [plain.text[s:e] for s, e in plain.supervised_spans] == [
@@ -351,7 +355,7 @@ def test_generation_prompt(make_processor):
     assert "labels" not in out
     assert (
         processor.tokenizer.decode(collapse_media(out["input_ids"])[1:])
-        == f"{SYSTEM} USER: <media>\nWhat happens? ASSISTANT:"
+        == f"{SYSTEM} USER: <media> \nWhat happens? ASSISTANT:"  # "▁" after the placeholder
     )
     assert (out["input_ids"] == MEDIA_ID).sum() == 4 and out["pixel_values"].shape == (2, 3, 224, 224)
     assert (

@@ -75,16 +75,22 @@ class CompressMode:
         raise ValueError(f"compress mode must be 'mean', 'none' or 'grid:k' with k > 1, got {spec!r}")
 
     def num_tokens(self, num_patches: int) -> int:
+        """Content tokens per frame. `grid:k` pools an s x s patch grid with kernel = stride = s // k, as
+        LLaMA-VID does, so it gives (s // (s // k))**2 tokens: k*k when k divides s, more otherwise."""
         side = round(num_patches**0.5)
         if self.kind == "mean":
             return 1
         if self.kind == "none":
             return num_patches
-        if side * side != num_patches or side % self.grid:
+        if side * side != num_patches or self.grid > side:
             raise ValueError(
-                f"grid:{self.grid} needs a square patch grid divisible by {self.grid}, got N={num_patches}"
+                f"grid:{self.grid} needs a square patch grid at least {self.grid} wide, got N={num_patches}"
             )
-        return self.grid * self.grid
+        return (side // self.grid_stride(side)) ** 2
+
+    def grid_stride(self, side: int) -> int:
+        """Pooling kernel and stride of `grid:k` on an s x s patch grid: s // k (floored, as LLaMA-VID)."""
+        return side // self.grid
 
 
 @dataclass(frozen=True)

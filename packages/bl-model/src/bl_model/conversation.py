@@ -17,10 +17,15 @@ MEDIA_TOKEN = "<media>"
 
 @dataclass(frozen=True)
 class RenderedPrompt:
-    """A rendered prompt and the `[start, end)` character spans that carry labels."""
+    """A rendered prompt, the `[start, end)` character spans that carry labels, and where each answer starts.
+
+    As LLaVA's masking (which ignores the instruction up to the assistant role's colon), a `two`-style span
+    starts at the space before its answer, so a lone "▁" token there is supervised too.
+    """
 
     text: str
     supervised_spans: tuple[tuple[int, int], ...]
+    answer_starts: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class ConversationTemplate:
         """
         parts: list[str] = []
         spans: list[tuple[int, int]] = []
+        answer_starts: list[int] = []
         length = 0
 
         def write(piece: str) -> None:
@@ -65,13 +71,16 @@ class ConversationTemplate:
                     write(MEDIA_TOKEN * message.count(MEDIA_TOKEN) + self.sep)
                 continue
             if self.style == "two":
-                write(f"{self.roles[1]}: ")
+                write(f"{self.roles[1]}:")
             start = length
+            if self.style == "two":
+                write(" ")
+            answer_starts.append(length)
             write(message + self.sep2)
             spans.append((start, length))
         if len(messages) % 2 == 1 and self.style == "two":
             write(f"{self.roles[1]}:")
-        return RenderedPrompt("".join(parts), tuple(spans))
+        return RenderedPrompt("".join(parts), tuple(spans), tuple(answer_starts))
 
 
 TEMPLATES: dict[str, ConversationTemplate] = {

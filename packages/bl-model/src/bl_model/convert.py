@@ -3,7 +3,9 @@
     uv run python -m bl_model.convert --llamavid DIR --eva PATH --out DIR [--config CONFIG_JSON] [--bert-vocab VOCAB]
 
 With `--bert-vocab` (bert-base-uncased's vocab.txt) the processor is written too, to `DIR/processor`: the
-LLaMA tokenizer from the checkpoint directory plus the Q-Former's BERT tokenizer.
+checkpoint's `LlamaTokenizer` (its `legacy` setting kept) plus the Q-Former's BERT tokenizer, preprocessing
+training samples the way LLaMA-VID did (`preprocess="llamavid"`). Without `--config` the LLM shape comes
+from the checkpoint's `config.json` (`head_dim` as stated, else hidden_size / num_attention_heads).
 
 LLaMA-VID key layout (`llamavid/model/llamavid_arch.py`): `model.vlm_att_query`, `model.vlm_att_encoder.bert.*`
 (LAVIS Q-Former), `model.vlm_att_ln.*`, `model.vlm_att_{,key_,val_}projector.*`, `model.mm_projector.*`,
@@ -150,6 +152,8 @@ def config_from_llamavid(config_json: dict, llamavid: dict[str, torch.Tensor]) -
     )  # fmt: skip
     base = llama_vid_13b()
     text = base.text_config.to_dict() | {k: config_json[k] for k in text_keys if k in config_json}
+    # the checkpoint's head size when it states one, else LLaMA's hidden_size / num_attention_heads
+    text["head_dim"] = config_json.get("head_dim") or text["hidden_size"] // text["num_attention_heads"]
     qformer = base.qformer_config.to_dict()
     qformer["vocab_size"] = llamavid["model.vlm_att_encoder.bert.embeddings.word_embeddings.weight"].shape[0]
     layer_ids = {int(m.group(1)) for k in llamavid if (m := re.search(r"bert\.encoder\.layer\.(\d+)\.", k))}
@@ -184,18 +188,43 @@ def convert(
     return notes
 
 
+def load_llama_tokenizer(llamavid_dir: Path):
+    """The checkpoint's prompt tokenizer as the `LlamaTokenizer` it was saved as, with its `legacy` setting.
+
+    The released `config.json` says `model_type: "llava"`, for which `AutoTokenizer` builds a generic tokenizer
+    that drops the SentencePiece prefix of the first word. A `tokenizer_config.json` without `legacy` was
+    written before transformers 4.31 introduced the flag, so it gets the legacy behaviour it was trained with
+    (and the slow tokenizer's bos, unless `add_bos_token` says otherwise).
+    """
+    from transformers import LlamaTokenizer
+
+    llamavid_dir = Path(llamavid_dir)
+    config_path = llamavid_dir / "tokenizer_config.json"
+    settings = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    if settings.get("tokenizer_class", "LlamaTokenizer") not in ("LlamaTokenizer", "LlamaTokenizerFast"):
+        raise ValueError(
+            f"{config_path}: tokenizer_class {settings['tokenizer_class']!r} is not a LLaMA tokenizer"
+        )
+    return LlamaTokenizer.from_pretrained(
+        llamavid_dir, legacy=settings.get("legacy", True), add_bos_token=settings.get("add_bos_token", True)
+    )
+
+
 def save_processor(llamavid_dir: Path, bert_vocab: Path, out_dir: Path, config: BehaviorLlavaConfig) -> Path:
-    """Write `out_dir/processor`: the checkpoint's LLaMA tokenizer and a bert-base-uncased Q-Former tokenizer."""
-    from transformers import AutoTokenizer, BertTokenizerFast
+    """Write `out_dir/processor`: the checkpoint's LLaMA tokenizer and a bert-base-uncased Q-Former tokenizer,
+    with LLaMA-VID's training preprocessing (`preprocess="llamavid"`)."""
+    from transformers import BertTokenizerFast
 
     from .processing import BehaviorLlavaProcessor
 
     if not Path(bert_vocab).is_file():
         raise FileNotFoundError(f"bert vocab not found: {bert_vocab}")
-    tokenizer = AutoTokenizer.from_pretrained(llamavid_dir)
+    tokenizer = load_llama_tokenizer(llamavid_dir)
     qformer_tokenizer = BertTokenizerFast(vocab=str(bert_vocab), truncation_side="left")
     target = Path(out_dir) / "processor"
-    BehaviorLlavaProcessor(tokenizer, qformer_tokenizer, config).save_pretrained(target)
+    BehaviorLlavaProcessor(tokenizer, qformer_tokenizer, config, preprocess="llamavid").save_pretrained(
+        target
+    )
     return target
 
 

@@ -172,8 +172,8 @@ class BehaviorLlavaForCausalLM(BehaviorLlavaPreTrainedModel):
         T, N, C = x.shape
         side = round(N**0.5)
         grid = x.transpose(1, 2).reshape(T, C, side, side)  # (T, C, s, s)
-        pooled = F.avg_pool2d(grid, kernel_size=side // mode.grid)  # (T, C, k, k)
-        return pooled.flatten(2).transpose(1, 2)  # (T, k*k, C)
+        pooled = F.avg_pool2d(grid, kernel_size=mode.grid_stride(side))  # (T, C, g, g), g = s // (s // k)
+        return pooled.flatten(2).transpose(1, 2)  # (T, g*g, C)
 
     def encode_media(self, media: MediaBatch) -> torch.Tensor:
         """-> (total placeholder tokens, H): each placeholder's tokens, frame by frame [ctx, content…]."""

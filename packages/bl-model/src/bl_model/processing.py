@@ -1,24 +1,41 @@
 """`BehaviorLlavaProcessor`: LLaMA-VID conversations + media -> model tensors, and the batch collator.
 
-Each `<image>` / `<video>` placeholder of a human turn is written as one added `<media>` token, the whole
-prompt is tokenized once (with character offsets), and every `<media>` id is then expanded into exactly
+Each `<image>` / `<video>` placeholder of a human turn is written as one added `<media>` token. As LLaVA's
+`tokenizer_image_token`, the text between placeholders is tokenized piece by piece (each piece starts a new
+SentencePiece text, so it gets its "▁" prefix whatever the tokenizer's `legacy` setting) and the pieces are
+joined with the `<media>` id, after one bos. Every `<media>` id is then expanded into exactly
 `config.media_tokens(T, is_video)` copies, which the model fills with its visual tokens. Labels come from
-the offsets: a token is supervised iff it covers a character of an assistant message or its closing
-separator. Nothing is truncated: over-long samples and too many frames are errors.
+the pieces' character offsets: a token is supervised iff it covers a character of an assistant message, its
+closing separator or the space before it. Nothing is truncated: over-long samples and too many frames are
+errors.
+
+Two ways to read a training sample (`preprocess`):
+- `"as_written"`: media are shown where placeholders are written, one media item per placeholder; each
+  placeholder's Q-Former prompt is its turn's text without placeholders.
+- `"llamavid"`: LLaMA-VID's training preprocessing (`preprocess_multimodal` + `preprocess_imgsp_v1`). A
+  sample has at most one media item; the human turn that writes its placeholder gets it moved to the front
+  (`"<video>\ntext"`), and every later human turn gets it too, in front or at the end (`"text\n<video>"`)
+  at random, drawn from the sample's seed. Each of these turns has its own Q-Former prompt: the turn's text
+  without placeholders and with its newlines removed (`"clip\nthen"` -> `"clipthen"`), so every answer is
+  conditioned on context tokens computed from its own question.
+Generation prompts are always read as written (LLaMA-VID's evaluation writes `"<image>\nquestion"`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tokenizers import AddedToken
+from tokenizers import AddedToken, pre_tokenizers
 from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -32,6 +49,8 @@ QFORMER_BOS = "[DEC]"
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 _PLACEHOLDER = re.compile("|".join(map(re.escape, PLACEHOLDER_IS_VIDEO)))
 _ROLES = ("human", "gpt")
+Preprocess = Literal["as_written", "llamavid"]
+PREPROCESS_MODES: tuple[Preprocess, ...] = ("as_written", "llamavid")
 
 
 Supervise = Callable[[str], Sequence[tuple[int, int]]]
@@ -64,6 +83,33 @@ class Media:
         return cls(frames if is_video else frames[0], is_video=is_video)
 
 
+def sample_seed(sample_id: str) -> int:
+    """A sample's default seed: stable across runs and processes (unlike `hash`)."""
+    return int.from_bytes(hashlib.sha256(sample_id.encode()).digest()[:8], "little")
+
+
+def llamavid_turns(messages: Sequence[str], rng: random.Random) -> tuple[list[str], list[str]]:
+    """LLaMA-VID's training turns: (messages with the media shown in every human turn from the first that
+    writes a placeholder on, the Q-Former prompt of each human turn that shows it).
+
+    A turn that writes placeholders keeps one, moved to the front (`"<video>\ntext"`, stripped); a later turn
+    gets it in front or at the end (`"text\n<video>"`), `rng.randint(0, 1) == 0` choosing the front.
+    """
+    rewritten, prompts = [], []
+    shown: str | None = None  # the placeholder, once a human turn has written it
+    for turn, text in enumerate(messages):
+        if turn % 2 == 0 and (found := _PLACEHOLDER.search(text)):
+            shown, bare = found.group(), _PLACEHOLDER.sub("", text).strip()
+            rewritten.append(f"{shown}\n{bare}".strip())
+            prompts.append(bare.replace("\n", ""))
+        elif turn % 2 == 0 and shown is not None:
+            rewritten.append(f"{shown}\n{text}" if rng.randint(0, 1) == 0 else f"{text}\n{shown}")
+            prompts.append(text.replace("\n", ""))
+        else:
+            rewritten.append(text)
+    return rewritten, prompts
+
+
 class BehaviorLlavaProcessor:
     """Turns one LLaMA-VID sample (or a generation prompt) and its media into model inputs.
 
@@ -77,7 +123,9 @@ class BehaviorLlavaProcessor:
         template: conversation template name (`vicuna_v1` or `plain`).
         max_length: largest LLM sequence after media expansion; longer samples raise, never truncate.
         max_frames: most frames one media item may have; more raise, frames are never dropped.
-        pad_to_square: pad still images to a square before resizing (LLaVA "pad"); videos are never padded.
+        pad_to_square: pad still images to a square with the mean colour before resizing (LLaVA's
+            `image_aspect_ratio pad`, what LLaMA-VID stage 2 trained with); videos are never padded.
+        preprocess: how training samples are read: `"as_written"` or `"llamavid"` (module docstring).
     """
 
     def __init__(
@@ -89,8 +137,11 @@ class BehaviorLlavaProcessor:
         template: str = "vicuna_v1",
         max_length: int = 2048,
         max_frames: int = 300,
-        pad_to_square: bool = False,
+        pad_to_square: bool = True,
+        preprocess: Preprocess = "as_written",
     ):
+        if preprocess not in PREPROCESS_MODES:
+            raise ValueError(f"unknown preprocess {preprocess!r}; valid: {list(PREPROCESS_MODES)}")
         self.template = get_template(template)
         if MEDIA_TOKEN not in tokenizer.get_added_vocab():
             tokenizer.add_tokens(
@@ -111,6 +162,7 @@ class BehaviorLlavaProcessor:
         self.max_length = max_length
         self.max_frames = max_frames
         self.pad_to_square = pad_to_square
+        self.preprocess = preprocess
 
     @property
     def pad_token_id(self) -> int:
@@ -121,16 +173,21 @@ class BehaviorLlavaProcessor:
         return 0
 
     def __call__(
-        self, sample: Mapping, media: Sequence[Media], supervise: Supervise | None = None
+        self,
+        sample: Mapping,
+        media: Sequence[Media],
+        supervise: Supervise | None = None,
+        seed: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """Encode one training sample.
 
         Args:
             sample: `{"id": str, "conversations": [{"from": "human" | "gpt", "value": str}, ...]}` with an
                 optional `"system"` text; human values hold `<image>` / `<video>` placeholders.
-            media: the sample's media, consumed in placeholder order.
+            media: the sample's media, consumed in placeholder order (`"llamavid"`: at most one item).
             supervise: label only these `[start, end)` character spans of each assistant message (e.g. the
                 comments of a behaviour block, for their perplexity); default: every answer and its "</s>".
+            seed: draws the `"llamavid"` sides of the media in later turns; default `sample_seed(id)`.
 
         Returns:
             input_ids [L], labels [L] (-100 outside assistant text), pixel_values [S, 3, 224, 224]
@@ -154,8 +211,23 @@ class BehaviorLlavaProcessor:
         if len(conversations) % 2:
             raise ValueError(f"sample {sample_id}: the last turn must be from 'gpt' to be trained on")
         messages = [turn["value"] for turn in conversations]
+        prompts = None
+        if self.preprocess == "llamavid":
+            if len(media) > 1:
+                raise ValueError(
+                    f"sample {sample_id}: {len(media)} media items; llamavid preprocessing shows one item in "
+                    "every human turn (use preprocess='as_written' for several)"
+                )
+            rng = random.Random(sample_seed(sample_id) if seed is None else seed)
+            messages, prompts = llamavid_turns(messages, rng)
         return self._encode(
-            sample_id, messages, media, sample.get("system"), with_labels=True, supervise=supervise
+            sample_id,
+            messages,
+            media,
+            sample.get("system"),
+            with_labels=True,
+            supervise=supervise,
+            prompts=prompts,
         )
 
     def prompt_for_generation(
@@ -182,7 +254,10 @@ class BehaviorLlavaProcessor:
         *,
         with_labels: bool,
         supervise: Supervise | None = None,
+        prompts: Sequence[str] | None = None,
     ) -> dict[str, torch.Tensor]:
+        """`prompts`: each placeholder's Q-Former prompt with every placeholder showing media 0 (`llamavid`);
+        None: one media item per placeholder, prompted by its turn's text without placeholders."""
         media = list(media)
         if any(MEDIA_TOKEN in text for text in [*messages, system or ""]):
             raise ValueError(f"sample {sample_id}: the text contains the reserved token {MEDIA_TOKEN}")
@@ -198,15 +273,15 @@ class BehaviorLlavaProcessor:
                     "subsample it to fewer frames or raise max_frames (frames are never dropped)"
                 )
 
-        prompts: list[str] = []  # Q-Former prompt of each placeholder, in text order (= media order)
+        shown: list[int] = []  # media index of each placeholder, in text order
+        queries: list[str] = []  # Q-Former prompt of each placeholder
         rewritten: list[str] = []
         for turn, text in enumerate(messages):
             if turn % 2:
                 rewritten.append(text)
                 continue
-            turn_prompt = _PLACEHOLDER.sub("", text).strip()
             for match in _PLACEHOLDER.finditer(text):
-                index = len(prompts)
+                index = 0 if prompts is not None else len(shown)
                 if index >= len(media):
                     raise ValueError(
                         f"sample {sample_id}: more placeholders than media ({len(media)} media items given)"
@@ -217,32 +292,28 @@ class BehaviorLlavaProcessor:
                         f"sample {sample_id}: placeholder {match.group()} (turn {turn}) is matched with media "
                         f"{index}, which is {kind}"
                     )
-                prompts.append(turn_prompt)
+                shown.append(index)
+                queries.append(
+                    _PLACEHOLDER.sub("", text).strip() if prompts is None else prompts[len(queries)]
+                )
             rewritten.append(_PLACEHOLDER.sub(MEDIA_TOKEN, text))
-        if len(prompts) < len(media):
+        if len(set(shown)) < len(media):
             raise ValueError(
-                f"sample {sample_id}: {len(media)} media items but only {len(prompts)} placeholders "
-                f"({len(media) - len(prompts)} media unused)"
+                f"sample {sample_id}: {len(media)} media items but only {len(set(shown))} placeholders "
+                f"({len(media) - len(set(shown))} media unused)"
             )
 
         rendered = self.template.render(rewritten, system)
-        encoding = self.tokenizer(rendered.text, return_offsets_mapping=True)
-        ids = torch.tensor(encoding["input_ids"], dtype=torch.long)  # (L0,)
-        offsets = np.asarray(encoding["offset_mapping"], dtype=np.int64).reshape(-1, 2)  # (L0, 2) char spans
-
+        ids, offsets = self._tokenize(rendered.text)  # (L0,), (L0, 2) char spans
         is_media = ids == self.config.media_token_id  # (L0,)
-        if int(is_media.sum()) != len(media):
+        if int(is_media.sum()) != len(shown):
             raise ValueError(
-                f"sample {sample_id}: the tokenizer produced {int(is_media.sum())} {MEDIA_TOKEN} tokens for "
-                f"{len(media)} placeholders"
+                f"sample {sample_id}: the text holds {int(is_media.sum())} {MEDIA_TOKEN} ids for "
+                f"{len(shown)} placeholders (is {MEDIA_TOKEN} in the tokenizer's vocabulary as text?)"
             )
         repeats = torch.ones_like(ids)  # (L0,) copies of each token after expansion
         repeats[is_media] = torch.tensor(
-            [
-                self.config.media_tokens(count, item.is_video)
-                for item, count in zip(media, frame_counts, strict=True)
-            ],
-            dtype=torch.long,
+            [self.config.media_tokens(frame_counts[m], media[m].is_video) for m in shown], dtype=torch.long
         )
         input_ids = ids.repeat_interleave(repeats)  # (L,)
         if input_ids.numel() > self.max_length:
@@ -255,11 +326,11 @@ class BehaviorLlavaProcessor:
         if with_labels:
             supervised = np.zeros(len(rendered.text), dtype=np.int64)  # (chars,) 1 on supervised characters
             spans = rendered.supervised_spans
-            if supervise is not None:  # sub-spans of each answer; a span starts where its message starts
+            if supervise is not None:  # sub-spans of each answer, relative to where its message starts
                 answers = messages[1::2]
                 spans = [
                     (s + a, s + b)
-                    for (s, _), text in zip(spans, answers, strict=True)
+                    for s, text in zip(rendered.answer_starts, answers, strict=True)
                     for a, b in supervise(text)
                 ]
             for start, end in spans:
@@ -284,11 +355,64 @@ class BehaviorLlavaProcessor:
         out["pixel_values"] = pixel_values
         out["media_frame_counts"] = torch.tensor(frame_counts, dtype=torch.long)  # (M,)
         out["media_is_video"] = torch.tensor([item.is_video for item in media], dtype=torch.bool)  # (M,)
-        out.update(self._encode_queries(prompts))
+        out.update(self._encode_queries(queries))
+        out["query_media_index"] = torch.tensor(shown, dtype=torch.long)  # (Q,) media of each placeholder
         return out
 
+    def _tokenize(self, text: str) -> tuple[torch.Tensor, np.ndarray]:
+        """LLaVA's `tokenizer_image_token` on a prompt with `<media>` placeholders. -> ids (L0,), offsets (L0, 2).
+
+        The pieces between placeholders are tokenized separately (each a text of its own, so with the
+        SentencePiece "▁" prefix), the first with the tokenizer's special tokens (bos), the rest without;
+        the placeholder ids join them. Offsets are character spans in `text`.
+        """
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        start = 0
+        for i, piece in enumerate(text.split(MEDIA_TOKEN)):
+            if i:
+                ids.append(self.config.media_token_id)
+                offsets.append((start - len(MEDIA_TOKEN), start))
+            piece_ids, piece_offsets = self._encode_piece(piece, specials=i == 0)
+            ids += piece_ids
+            offsets += [(a + start, b + start) for a, b in piece_offsets]
+            start += len(piece) + len(MEDIA_TOKEN)
+        return torch.tensor(ids, dtype=torch.long), np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+
+    def _encode_piece(self, piece: str, specials: bool) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids and character offsets of one text, as SentencePiece tokenizes a text that starts with spaces.
+
+        SentencePiece adds its "▁" prefix even to a text that starts with k spaces, and encodes the k + 1 "▁"
+        as "▁"*k then "▁word" (" ASSISTANT" -> "▁", "▁ASS"), or as one "▁"*(k+1) run when the word does not
+        start with a "▁" piece (" 1" -> "▁▁", "1"); a `tokenizers` Metaspace adds no prefix there (-> "▁ASS").
+        Such a text is encoded as its spaces and the text from its last space on, put together that way.
+        """
+
+        def encode(text: str, with_specials: bool, shift: int) -> tuple[list[int], list[tuple[int, int]]]:
+            enc = self.tokenizer(text, add_special_tokens=with_specials, return_offsets_mapping=True)
+            return enc["input_ids"], [(a + shift, b + shift) for a, b in enc["offset_mapping"]]
+
+        spaces = len(piece) - len(piece.lstrip(" "))
+        if not (spaces and spaces < len(piece) and self._sentencepiece_prefix):
+            return encode(piece, specials, 0)
+        rest_ids, rest_offsets = encode(piece[spaces - 1 :], False, spaces - 1)  # "▁word…"
+        if self.tokenizer.convert_ids_to_tokens(rest_ids[0]) == "▁":  # the word has no "▁" piece
+            head_ids, head_offsets = encode(" " * (spaces + 1), specials, 0)  # the whole "▁" run
+            head_offsets = [(min(a, spaces), min(b, spaces)) for a, b in head_offsets]
+            rest_ids, rest_offsets = rest_ids[1:], rest_offsets[1:]
+        else:
+            head_ids, head_offsets = encode(piece[:spaces], specials, 0)
+        return head_ids + rest_ids, head_offsets + rest_offsets
+
+    @property
+    def _sentencepiece_prefix(self) -> bool:
+        """Whether the tokenizer starts a text with SentencePiece's "▁" (a prepending Metaspace)."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        pre = getattr(backend, "pre_tokenizer", None)
+        return isinstance(pre, pre_tokenizers.Metaspace) and pre.prepend_scheme in ("always", "first")
+
     def _encode_queries(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        """Q-Former tokens of each prompt: ids / mask [Q, Lq] (left-truncated), media index [Q]."""
+        """Q-Former tokens of each prompt: ids / mask [Q, Lq] (left-truncated)."""
         if prompts:
             encoding = self.qformer_tokenizer(
                 prompts,
@@ -300,11 +424,7 @@ class BehaviorLlavaProcessor:
             query_ids, query_mask = encoding["input_ids"], encoding["attention_mask"]
         else:
             query_ids = query_mask = torch.zeros(0, 0, dtype=torch.long)
-        return {
-            "query_input_ids": query_ids.long(),
-            "query_attention_mask": query_mask.long(),
-            "query_media_index": torch.arange(len(prompts), dtype=torch.long),  # placeholder q uses media q
-        }
+        return {"query_input_ids": query_ids.long(), "query_attention_mask": query_mask.long()}
 
     def collate(self, outputs: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """Batch per-sample outputs of `__call__` (or `prompt_for_generation`).
@@ -352,12 +472,17 @@ class BehaviorLlavaProcessor:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(directory / "tokenizer")
+        if hasattr(self.tokenizer, "legacy"):  # transformers 5 leaves it out, and reloads legacy=False
+            config_path = directory / "tokenizer" / "tokenizer_config.json"
+            saved = json.loads(config_path.read_text())
+            config_path.write_text(json.dumps(saved | {"legacy": self.tokenizer.legacy}, indent=2) + "\n")
         self.qformer_tokenizer.save_pretrained(directory / "qformer_tokenizer")
         settings = {
             "template": self.template.name,
             "max_length": self.max_length,
             "max_frames": self.max_frames,
             "pad_to_square": self.pad_to_square,
+            "preprocess": self.preprocess,
         }
         (directory / PROCESSOR_CONFIG_NAME).write_text(json.dumps(settings, indent=2) + "\n")
 
