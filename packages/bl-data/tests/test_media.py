@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from scenedetect import AdaptiveDetector, ContentDetector, SceneManager, open_video
 
+from bl_data import media
 from bl_data.media import (
     MediaError,
     analyze_media,
@@ -178,6 +179,26 @@ def test_analyze_media_equals_reference(reference_clips, bikes_mp4, name, max_si
     assert len(result.keyframes) == len(keyframes)
     for got, want in zip(result.keyframes, keyframes, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_keyframes_come_from_the_one_pass_and_from_a_second_pass_past_the_memory_bound(bikes_mp4, monkeypatch):
+    """Keyframes are held back within `_HELD_BYTES`; past it a second pass picks them, with equal results."""
+    want = analyze_media(bikes_mp4, max_side=320)
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("a second decode pass for keyframes")
+
+    monkeypatch.setattr(media, "_KeyframePicker", no_second_pass)
+    analyze_media(bikes_mp4, max_side=320)  # the default bound holds every midpoint of bikes.mp4
+    monkeypatch.undo()
+    monkeypatch.setattr(media, "_HELD_BYTES", 1)  # one frame held: every keyframe but the last needs the pass
+    got = analyze_media(bikes_mp4, max_side=320)
+    assert got.scenes == want.scenes and len(got.keyframes) == len(want.keyframes) >= 5
+    for a, b in zip(got.keyframes, want.keyframes, strict=True):
+        np.testing.assert_array_equal(a, b)
+    _, _, keyframes = reference_analysis(bikes_mp4, 320)
+    for a, b in zip(got.keyframes, keyframes, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_analyze_media_equals_separate_calls(bikes_mp4):

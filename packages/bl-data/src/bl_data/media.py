@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -313,9 +314,14 @@ class _SceneCutter:
             cuts += emitted
         return new
 
+    @property
+    def chosen(self) -> int:
+        """The detector whose cuts make the scenes: adaptive, or the fallback when adaptive found none."""
+        return 0 if self.cuts[0] else 1
+
     def scenes(self, end: float) -> list[Scene]:
-        """Scenes [start, end) from the adaptive cuts, or the fallback's when adaptive found none."""
-        chosen = self.cuts[0] or self.cuts[1]
+        """Scenes [start, end) from the chosen detector's cuts."""
+        chosen = self.cuts[self.chosen]
         times = sorted({round(cut.seconds, 6) for cut in chosen} - {0.0})
         bounds = [0.0, *(t for t in times if t < end), end]
         return [Scene(i, start, stop) for i, (start, stop) in enumerate(itertools.pairwise(bounds))]
@@ -403,12 +409,94 @@ class _KeyframePicker:
         return self.keyframes
 
 
+_HELD_BYTES = 256 << 20
+"""At most this much decoded video is held back for keyframes (~180 frames at 720p, ~80 at 1080p)."""
+
+
+class _HeldKeyframes:
+    """Scene keyframes picked in the scene pass from decoded frames held back (converted only when picked).
+
+    A detector's cut closes its scene [start, cut); the keyframe is the frame on screen at the midpoint
+    (`_KeyframePicker`'s rule). A detector emits a cut at most `event_buffer_length` frames after the
+    frame it names, so frames before the earliest midpoint still possible are released as the pass goes.
+    When more than `_HELD_BYTES` would be held, the oldest frames go and the keyframes that needed them
+    come back as None, for a second pass to pick. The fallback detector is followed until the adaptive
+    one cuts (from then on its scenes are not used).
+    """
+
+    def __init__(self, detectors: list[ContentDetector], size: tuple[int, int]):
+        self.rgb = _RGB(size)
+        self.lags = [detector.event_buffer_length + 1 for detector in detectors]
+        self.recent: deque[float] = deque(maxlen=max(self.lags))  # times of the latest frames
+        self.held: deque[tuple[float, av.VideoFrame]] = deque()
+        self.frame_bytes = 0
+        self.released = False  # whether held[0] may not be the first frame
+        self.active = [True] * len(detectors)
+        self.bounds: list[list[float]] = [[] for _ in detectors]  # each detector's cuts so far
+        self.picked: list[list[np.ndarray | None]] = [[] for _ in detectors]  # one per closed scene
+        self.in_order = True
+
+    def feed(self, t: float, frame: av.VideoFrame, cuts: list[list[FrameTimecode]]) -> None:
+        if not self.frame_bytes:
+            self.frame_bytes = sum(plane.buffer_size for plane in frame.planes)
+        self.held.append((t, frame))
+        self.recent.append(t)
+        self._close(cuts, ended=False)
+        keep = min(
+            (start + self.recent[-min(lag, len(self.recent))]) / 2
+            for start, lag, active in zip(self._starts(), self.lags, self.active, strict=True)
+            if active
+        )
+        while len(self.held) > 1 and (
+            self.held[1][0] <= keep + _EPS or len(self.held) * self.frame_bytes > _HELD_BYTES
+        ):
+            self.held.popleft()
+            self.released = True
+
+    def close(self, cuts: list[list[FrameTimecode]]) -> None:
+        """The detectors' cuts after the last frame."""
+        self._close(cuts, ended=True)
+
+    def keyframes(self, scenes: list[Scene], chosen: int) -> list[np.ndarray | None]:
+        """One keyframe (or None: not held) per scene of the `chosen` detector's `scenes`."""
+        if not self.in_order or [scene.start for scene in scenes[1:]] != self.bounds[chosen]:
+            return [None] * len(scenes)
+        last = scenes[-1]
+        return [*self.picked[chosen], self._pick((last.start + last.end) / 2, ended=True)]
+
+    def _starts(self) -> list[float]:
+        return [bounds[-1] if bounds else 0.0 for bounds in self.bounds]
+
+    def _close(self, cuts: list[list[FrameTimecode]], ended: bool) -> None:
+        if cuts[0]:
+            self.active[1:] = [False] * (len(self.active) - 1)
+            self.picked[1:] = [[] for _ in self.picked[1:]]
+        for d, (start, emitted) in enumerate(zip(self._starts(), cuts, strict=True)):
+            for cut in (round(c.seconds, 6) for c in emitted):
+                self.in_order &= cut >= start
+                if cut <= start or not self.active[d]:
+                    continue
+                self.picked[d].append(self._pick((start + cut) / 2, ended))
+                self.bounds[d].append(cut)
+                start = cut
+
+    def _pick(self, midpoint: float, ended: bool) -> np.ndarray | None:
+        """The last held frame at or before `midpoint` (the first frame if none), when it is known."""
+        on_screen = [i for i, (t, _) in enumerate(self.held) if t <= midpoint + _EPS]
+        if not on_screen:
+            return None if self.released or not self.held else self.rgb(self.held[0][1])
+        if on_screen[-1] == len(self.held) - 1 and not ended:
+            return None  # the next frame, not decoded yet, may still be at or before the midpoint
+        return self.rgb(self.held[on_screen[-1]][1])
+
+
 def _decode_pass(
     source: MediaSource,
     *,
     cutter: _SceneCutter | None = None,
     sampler: _Sampler | None = None,
     picker: _KeyframePicker | None = None,
+    held: _HeldKeyframes | None = None,
 ) -> float:
     """Feed every frame to the given consumers; stop early when only a picker is fed and it is done.
 
@@ -423,7 +511,9 @@ def _decode_pass(
             timecode = clock.timecode(frame)
             last = timecode.seconds
             if cutter is not None:
-                cutter.feed(timecode, frame)
+                cuts = cutter.feed(timecode, frame)
+                if held is not None:
+                    held.feed(last, frame, cuts)
             if sampler is not None:
                 sampler.feed(last, frame)
             if picker is not None:
@@ -431,7 +521,9 @@ def _decode_pass(
                 if picker.done and cutter is None and sampler is None:
                     break
         if cutter is not None:
-            cutter.finish()
+            cuts = cutter.finish()
+            if held is not None:
+                held.close(cuts)
     if last is None:
         raise MediaError(_name(source), "corrupt or truncated video stream (no decodable frames)")
     return last + float(1 / rate)
@@ -514,11 +606,12 @@ def analyze_media(
     downscale: str | float = "auto",
     keyframes: bool = True,
 ) -> MediaAnalysis:
-    """Probe, scenes and sampled frames from one decode pass, then (optionally) the scene keyframes.
+    """Probe, scenes, sampled frames and (optionally) the scene keyframes from one decode pass.
 
-    Same results as `detect_scenes`, `sample_frames` and `scene_keyframes` with these arguments. The
-    keyframes need a second pass (stopping at the last midpoint): a scene's midpoint is known only once
-    the scene has ended, and keeping every frame of the open scene would cost unbounded memory.
+    Same results as `detect_scenes`, `sample_frames` and `scene_keyframes` with these arguments. A
+    scene's midpoint is known only once the scene has ended, so the decoded frames from the earliest
+    possible midpoint on are held back (`_HeldKeyframes`, at most `_HELD_BYTES`); keyframes of scenes
+    longer than that allows are picked by a second pass that stops at the last of them.
     """
     info = probe(source)
     if not info.is_video:
@@ -529,11 +622,16 @@ def analyze_media(
     size = _output_size(info.width, info.height, max_side)
     sampler = _Sampler(None if fps is None else 1.0 / fps, max_frames, info.duration, size)
     cutter = _SceneCutter(info.width, info.height, min_scene_len, downscale)
-    scenes = cutter.scenes(_decode_pass(source, cutter=cutter, sampler=sampler))
+    held = _HeldKeyframes(cutter.detectors, size) if keyframes else None
+    scenes = cutter.scenes(_decode_pass(source, cutter=cutter, sampler=sampler, held=held))
     frames, timestamps = sampler.result()
-    picked: list[np.ndarray] = []
-    if keyframes:
-        picker = _KeyframePicker([(s.start + s.end) / 2 for s in scenes], size)
+    if held is None:
+        return MediaAnalysis(info, scenes, frames, timestamps, [])
+    picked = held.keyframes(scenes, cutter.chosen)
+    missing = [i for i, keyframe in enumerate(picked) if keyframe is None]
+    if missing:  # frames released before their scene closed: a second pass up to the last of them
+        picker = _KeyframePicker([(scenes[i].start + scenes[i].end) / 2 for i in missing], size)
         _decode_pass(source, picker=picker)
-        picked = picker.result()
+        for i, keyframe in zip(missing, picker.result(), strict=True):
+            picked[i] = keyframe
     return MediaAnalysis(info, scenes, frames, timestamps, picked)
