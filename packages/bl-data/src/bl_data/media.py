@@ -224,6 +224,7 @@ class _DetectorInput:
         self.size = (max(1, round(width / factor)), max(1, round(height / factor))) if factor > 1 else None
         self.reformatter = VideoReformatter()  # one SwsContext for all frames
         self.small: av.VideoFrame | None = None
+        self.targets: list[np.ndarray] = []  # views of the small frame's planes, resized into
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         if self.size is None:
@@ -233,9 +234,11 @@ class _DetectorInput:
             return cv2.resize(image, self.size, interpolation=cv2.INTER_LINEAR)
         if self.small is None or self.small.format.name != frame.format.name:
             self.small = av.VideoFrame(*self.size, frame.format.name)
+            self.targets = [_plane(plane) for plane in self.small.planes]
         self.small.colorspace, self.small.color_range = frame.colorspace, frame.color_range
-        for src, dst in zip(frame.planes, self.small.planes, strict=True):
-            _plane(dst)[:] = cv2.resize(_plane(src), (dst.width, dst.height), interpolation=cv2.INTER_LINEAR)
+        for src, target in zip(frame.planes, self.targets, strict=True):
+            size = (target.shape[1], target.shape[0])
+            cv2.resize(_plane(src), size, dst=target, interpolation=cv2.INTER_LINEAR)
         return self.reformatter.reformat(self.small, format="bgr24", threads=1).to_ndarray()
 
 
@@ -250,15 +253,19 @@ class _Score:
 
     def __init__(self):
         assert self.weights.delta_edges == 0.0  # edges are not computed
-        self.last: np.ndarray | None = None
+        self.hsv: list[np.ndarray] = []  # this frame's and the previous frame's, (h, w, 3) uint8
+        self.diff: np.ndarray | None = None
 
     def __call__(self, bgr: np.ndarray) -> float:
-        hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)  # (h, w, 3) uint8
-        last, self.last = self.last, hsv
-        if last is None:
+        if not self.hsv:
+            self.hsv = [cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV), np.empty_like(bgr)]
+            self.diff = np.empty_like(bgr)
             return 0.0
+        last, hsv = self.hsv
+        cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV, dst=hsv)
+        self.hsv.reverse()
         pixels = float(hsv.shape[0] * hsv.shape[1])
-        hue, sat, lum, _ = cv2.sumElems(cv2.absdiff(hsv, last))
+        hue, sat, lum, _ = cv2.sumElems(cv2.absdiff(hsv, last, dst=self.diff))
         components = ContentDetector.Components(hue / pixels, sat / pixels, lum / pixels, 0.0)
         return sum(c * w for c, w in zip(components, self.weights, strict=True)) / sum(
             abs(w) for w in self.weights
@@ -348,7 +355,7 @@ class _RGB:
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         width, height = self.size
         return self.reformatter.reformat(
-            frame, width=width, height=height, format="rgb24", interpolation="AREA"
+            frame, width=width, height=height, format="rgb24", interpolation="AREA", threads=1
         ).to_ndarray()
 
 
