@@ -138,8 +138,10 @@ def reference_analysis(path: Path, max_side: int | None) -> tuple[list[tuple[flo
         scale = min(1.0, max_side / max(stream.width, stream.height)) if max_side else 1.0
         size = (round(stream.width * scale), round(stream.height * scale))
         decoded = [
-            (float((f.pts - start) * f.time_base), f.to_ndarray(width=size[0], height=size[1], format="rgb24",
-                                                                 interpolation="AREA"))
+            (
+                float((f.pts - start) * f.time_base),
+                f.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="AREA"),
+            )
             for f in container.decode(stream)
         ]
     times = np.array([t for t, _ in decoded])
@@ -164,8 +166,15 @@ def reference_clips(clips, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 
 @pytest.mark.parametrize(
     ("name", "max_side"),
-    [("cuts", None), ("flicker", None), ("single", 160), ("pan360p", None), ("pan720p", 448), ("bikes", None),
-     ("bikes", 448)],
+    [
+        ("cuts", None),
+        ("flicker", None),
+        ("single", 160),
+        ("pan360p", None),
+        ("pan720p", 448),
+        ("bikes", None),
+        ("bikes", 448),
+    ],
 )
 def test_analyze_media_equals_reference(reference_clips, bikes_mp4, name, max_side):
     """Cuts, 1 fps frames and keyframes equal the plain per-frame reference, bit for bit."""
@@ -181,7 +190,9 @@ def test_analyze_media_equals_reference(reference_clips, bikes_mp4, name, max_si
         np.testing.assert_array_equal(got, want)
 
 
-def test_keyframes_come_from_the_one_pass_and_from_a_second_pass_past_the_memory_bound(bikes_mp4, monkeypatch):
+def test_keyframes_come_from_the_one_pass_and_from_a_second_pass_past_the_memory_bound(
+    bikes_mp4, monkeypatch
+):
     """Keyframes are held back within `_HELD_BYTES`; past it a second pass picks them, with equal results."""
     want = analyze_media(bikes_mp4, max_side=320)
 
