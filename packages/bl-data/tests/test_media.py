@@ -225,6 +225,50 @@ def test_analyze_media_equals_separate_calls(bikes_mp4):
         np.testing.assert_array_equal(got, want)
 
 
+def _encode(path: Path, image: np.ndarray, rotation: int = 0) -> Path:
+    """1 s of `image` (H, W, 3) RGB at 10 fps, H.264; `rotation`: display matrix, degrees counterclockwise."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "yuv420p"
+        stream.options = {"crf": "10"}
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for _ in range(10):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def test_display_rotation_is_applied(tmp_path):
+    """A phone video: portrait content stored landscape with a 90° display matrix comes out upright."""
+    y, x = np.mgrid[0:96, 0:64]
+    portrait = np.stack([x * 4, y * 2, np.where((x < 24) & (y < 32), 250, 20)], -1).astype(
+        np.uint8
+    )  # (96, 64, 3)
+    upright = analyze_media(_encode(tmp_path / "upright.mp4", portrait), fps=2.0)
+    # stored turned a quarter counterclockwise; the matrix says: turn it a quarter clockwise (-90) to display
+    phone = _encode(tmp_path / "phone.mp4", np.rot90(portrait), rotation=-90)
+    with av.open(str(phone)) as container:
+        assert next(container.decode(video=0)).rotation == -90
+    info = probe(phone)
+    assert (info.width, info.height) == (96, 64)  # as coded
+    result = analyze_media(phone, fps=2.0)
+    assert result.frames.shape == upright.frames.shape == (2, 96, 64, 3)
+    assert result.frames.flags.c_contiguous and result.keyframes[0].shape == (96, 64, 3)
+    error = np.abs(result.frames.astype(int) - upright.frames).mean()
+    assert error < 3, error  # the same picture up to coding noise
+    assert np.abs(result.frames[0].astype(int) - portrait).mean() < 3
+    for wrong in (
+        np.rot90(portrait, 2),
+        portrait[::-1],
+        portrait[:, ::-1],
+    ):  # turned the wrong way or mirrored
+        assert np.abs(result.frames[0].astype(int) - wrong).mean() > 20
+    np.testing.assert_array_equal(result.keyframes[0], result.frames[1])  # both the frame at 0.5 s
+    frames, _ = sample_frames(phone, fps=2.0, max_side=48)
+    assert frames.shape == (2, 48, 32, 3)
+
+
 @pytest.mark.parametrize("ext", ["jpg", "png", "webp"])
 def test_image_is_one_frame_media(tmp_path, ext):
     pixels = np.zeros((40, 60, 3), np.uint8)

@@ -1,7 +1,9 @@
 """Media decoding with PyAV: probe, scene cuts (pyscenedetect), frames at a fixed rate, scene keyframes.
 
 Every function decodes sequentially, never seeking per frame, single-threaded (the pipeline parallelises
-across processes). Frames come back as RGB `uint8` arrays of shape (H, W, 3), stacks as (T, H, W, 3).
+across processes). Frames come back as RGB `uint8` arrays of shape (H, W, 3), stacks as (T, H, W, 3),
+upright: a display matrix rotation (phone videos) is applied, so H and W are those displayed (`MediaInfo`
+gives the size as coded). Scene detection runs on the frames as coded (the cuts do not depend on it).
 An image file (jpg, png, webp, ...) is 1-frame media with one zero-length scene; a video without an
 audio track is normal. A bad input raises `MediaError` naming the file and the reason.
 
@@ -55,7 +57,7 @@ class MediaInfo:
 
     duration: float  # seconds
     fps: float  # average frame rate
-    width: int
+    width: int  # as coded, before any display rotation
     height: int
     has_audio: bool
     is_video: bool  # False for a still image
@@ -342,7 +344,8 @@ def _output_size(width: int, height: int, max_side: int | None) -> tuple[int, in
 
 
 class _RGB:
-    """Converts frames to (H, W, 3) uint8 RGB at `size` (width, height), resampling by area.
+    """Converts frames to (H, W, 3) uint8 RGB at `size` (width, height), resampling by area, then turned
+    upright: a display matrix rotation (a phone video's 90°) is applied in quarter turns.
 
     One reusable SwsContext: `VideoFrame.to_ndarray` builds a new one per frame, which costs more than
     decoding a 360p frame.
@@ -354,9 +357,11 @@ class _RGB:
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         width, height = self.size
-        return self.reformatter.reformat(
+        rgb = self.reformatter.reformat(
             frame, width=width, height=height, format="rgb24", interpolation="AREA", threads=1
         ).to_ndarray()
+        turns = round(frame.rotation / 90) % 4  # display matrix: degrees counterclockwise
+        return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 class _Sampler:
