@@ -310,7 +310,10 @@ class _SceneCutter:
     def feed(self, timecode: FrameTimecode, frame: av.VideoFrame) -> list[list[FrameTimecode]]:
         """Returns the cuts each detector emitted on this frame."""
         score = self.score(self.input(frame))
-        new = [detector.process_frame(timecode, score) for detector in self.detectors]
+        new = [
+            d.process_frame(timecode, score) if live else []
+            for d, live in zip(self.detectors, self._live(), strict=True)
+        ]
         for cuts, emitted in zip(self.cuts, new, strict=True):
             cuts += emitted
         self.last = timecode
@@ -318,10 +321,17 @@ class _SceneCutter:
 
     def finish(self) -> list[list[FrameTimecode]]:
         """The detectors' post-processing cuts, after the last frame."""
-        new = [[] if self.last is None else d.post_process(self.last) for d in self.detectors]
+        new = [
+            d.post_process(self.last) if live and self.last is not None else []
+            for d, live in zip(self.detectors, self._live(), strict=True)
+        ]
         for cuts, emitted in zip(self.cuts, new, strict=True):
             cuts += emitted
         return new
+
+    def _live(self) -> list[bool]:
+        """The fallback detector stops once the adaptive one has cut: its cuts would not be used."""
+        return [True, not self.cuts[0]]
 
     @property
     def chosen(self) -> int:
