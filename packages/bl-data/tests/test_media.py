@@ -5,10 +5,11 @@ import math
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from scenedetect import AdaptiveDetector, ContentDetector, SceneManager, open_video
+from scenedetect import AdaptiveDetector, ContentDetector, SceneManager, StatsManager, open_video
 
 from bl_data import media
 from bl_data.media import (
@@ -88,6 +89,44 @@ def test_cuts_equal_pyscenedetect_recipe(clips, bikes_mp4, name):
     """The one-pass detector feeds the same frames as SceneManager: the cuts are identical."""
     path = bikes_mp4 if name == "bikes" else clips[name]
     assert cut_times(detect_scenes(path)) == recipe_cuts(path)
+
+
+def _detector_inputs(path: Path) -> tuple[list, np.ndarray, np.ndarray]:
+    """Timecodes, the detectors' frames as made here, and as pyscenedetect makes them (full BGR, linear resize)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        make = media._DetectorInput(stream.width, stream.height, "auto")
+        clock = media._Clock(stream, stream.guessed_rate)
+        frames = list(container.decode(stream))
+        ours = np.stack([make(f) for f in frames])
+        theirs = np.stack(
+            [
+                cv2.resize(f.to_ndarray(format="bgr24"), make.size, interpolation=cv2.INTER_LINEAR)
+                for f in frames
+            ]
+        )
+        return [clock.timecode(f) for f in frames], ours, theirs
+
+
+@pytest.mark.parametrize("name", ["pan360p", "bikes"])
+def test_detector_frames_within_tolerance_and_score_is_content_detectors(reference_clips, bikes_mp4, name):
+    """The small frames (planes resized, then converted) are within a few levels of pyscenedetect's
+    (converted, then resized), and the shared score is ContentDetector's own on the same frames."""
+    timecodes, ours, theirs = _detector_inputs(bikes_mp4 if name == "bikes" else reference_clips[name])
+    error = np.abs(ours.astype(int) - theirs)
+    print(
+        name, "detector frame error: mean", error.mean(), "p99", np.percentile(error, 99), "max", error.max()
+    )
+    assert error.mean() <= 1.0 and np.percentile(error, 99) <= 8
+    detector, stats, score = ContentDetector(), StatsManager(), media._Score()
+    detector.stats_manager = stats
+    scores = []
+    for timecode, image in zip(timecodes, theirs, strict=True):
+        detector.process_frame(timecode, image)
+        scores.append(score(image))
+    assert scores[0] == 0.0  # no previous frame (ContentDetector records nothing for it)
+    want = [stats.get_metrics(tc, [ContentDetector.FRAME_SCORE_KEY])[0] for tc in timecodes[1:]]
+    assert scores[1:] == want and max(want) > 20  # bit for bit, and cuts among them
 
 
 def test_real_clip_cuts(bikes_mp4):
