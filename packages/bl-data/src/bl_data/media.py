@@ -463,9 +463,11 @@ class _HeldKeyframes:
             self.frame_bytes = sum(plane.buffer_size for plane in frame.planes)
         self.held.append((t, frame))
         self.recent.append(t)
-        self._close(cuts, ended=False)
+        if any(cuts):
+            self._close(cuts, ended=False)
+        recent = len(self.recent)
         keep = min(
-            (start + self.recent[-min(lag, len(self.recent))]) / 2
+            (start + self.recent[-min(lag, recent)]) / 2
             for start, lag, active in zip(self._starts(), self.lags, self.active, strict=True)
             if active
         )
