@@ -216,9 +216,9 @@ class _DetectorInput:
 
     pyscenedetect converts the full frame to BGR and resizes it (linear). For 8-bit planar YUV this
     resizes each plane (linear) into a small frame of the same format and converts that with the same
-    swscale conversion, 4-8x less work; pixels differ from pyscenedetect's by a few levels (the
-    conversion and the resize are swapped), the cuts are the same on the tested clips. Other formats
-    take pyscenedetect's route.
+    swscale conversion (no full-size conversion; about half the cost at 360p). Pixels differ from
+    pyscenedetect's by a few levels (conversion and resize swapped: mean <= 1, 99th percentile <= 8 on
+    the tested clips), the cuts are the same there. Other formats take pyscenedetect's route.
     """
 
     def __init__(self, width: int, height: int, downscale: str | float):
