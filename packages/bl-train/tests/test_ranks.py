@@ -14,7 +14,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bl_model import BehaviorLlavaForCausalLM
 from bl_train.engine import _latest_checkpoint as latest_checkpoint
 
 from .conftest import CONFIGS, _overrides
@@ -25,9 +24,13 @@ STEPS = 6
 TIMEOUT = 900
 
 
-def torchrun(nproc: int, out: Path, demo_root: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+def torchrun(
+    nproc: int, out: Path, demo_root: Path, *extra: str, env: dict | None = None
+) -> subprocess.Popen:
     """`torchrun --nproc-per-node nproc apps/train --recipe configs/demo.yaml ...` on a free port."""
-    clean = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    clean = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    }
     args = _overrides(demo_root, out, "--train.max_steps", str(STEPS), "--train.save_every", "2",
                       "--train.eval_every", "0", "--data.num_workers", "0", *extra)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +82,9 @@ def runs(demo_root, tmp_path_factory):
         "faults": (2, ["--train.micro_batch_size", "2"],
                    {"BL_TRAIN_FAULTS": "nonfinite@rank1:step2,empty@rank1:step4"}),
     }  # fmt: skip
-    procs = {name: torchrun(n, base / name, demo_root, *extra, env=env) for name, (n, extra, env) in plan.items()}
+    procs = {
+        name: torchrun(n, base / name, demo_root, *extra, env=env) for name, (n, extra, env) in plan.items()
+    }
     return {name: (base / name, finish(proc, base / name)) for name, proc in procs.items()}
 
 
@@ -127,7 +132,9 @@ def test_killed_two_rank_run_resumes_exactly_and_refuses_another_world_size(runs
     killed.wait()
     assert max(losses(out)) < STEPS  # it really was interrupted
 
-    wrong = torchrun(1, tmp_path / "wrong", demo_root, "--train.output_dir", str(out), "--train.resume", "auto")
+    wrong = torchrun(
+        1, tmp_path / "wrong", demo_root, "--train.output_dir", str(out), "--train.resume", "auto"
+    )
     wrong.wait(timeout=TIMEOUT)
     text = (tmp_path / "wrong.log").read_text()
     assert wrong.returncode != 0 and "written by 2 ranks but this run has 1" in text, text[-3000:]

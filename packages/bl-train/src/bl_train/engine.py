@@ -33,7 +33,6 @@ from .evaluate import evaluate_behavior
 from .ranks import all_sum, check_world_size, injected_faults, label_tokens
 from .schedule import warmup_cosine
 
-
 _GATHERED = "zero3_gathered.bin"  # ZeRO-3's consolidated weights, read back by the export, then removed
 
 
@@ -248,6 +247,7 @@ class Trainer:
                         "loss": None if result.skipped else result.loss,
                         "lr": lr,
                         "tokens_per_s": rate,
+                        "elapsed_s": time.perf_counter() - tic,
                         "skipped": sum(skipped.values()),
                         "skipped_steps": summary.skipped_steps,
                     }

@@ -41,9 +41,7 @@ def injected_faults(rank: int) -> set[tuple[str, int]]:
     for item in filter(None, (s.strip() for s in spec.split(","))):
         match = _FAULT.fullmatch(item)
         if match is None:
-            raise ValueError(
-                f"{FAULT_ENV}: {item!r} is not nonfinite@rankR:stepS or empty@rankR:stepS"
-            )
+            raise ValueError(f"{FAULT_ENV}: {item!r} is not nonfinite@rankR:stepS or empty@rankR:stepS")
         if int(match[2]) == rank:
             faults.add((match[1], int(match[3])))
     return faults
