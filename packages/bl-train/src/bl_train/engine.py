@@ -140,6 +140,7 @@ class Trainer:
         self.out = Path(recipe.train.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
         self._heldout: ShardIndex | None = None
+        self.engine = None  # the DeepSpeed engine of the last `run` (its module is what `final/` exports)
         self._wandb = None
 
     def _data(self, processor: BehaviorLlavaProcessor) -> MixedDataset:
