@@ -128,3 +128,23 @@ def test_non_finite_losses_skip_steps_then_stop_training(demo_recipe, monkeypatc
         Trainer(
             demo_recipe("--train.max_steps", "10", "--train.eval_every", "0", "--train.max_bad_steps", "3")
         ).run()
+
+
+@pytest.mark.parametrize(
+    "zero",
+    [("--deepspeed.stage", "2", "--deepspeed.offload_optimizer", "cpu"),
+     ("--deepspeed.stage", "3", "--deepspeed.offload_optimizer", "cpu", "--deepspeed.offload_param", "cpu")],
+    ids=["zero2-offload-optimizer", "zero3-offload-param"],
+)  # fmt: skip
+def test_final_export_loads_and_matches_the_engine_module(demo_recipe, zero):
+    recipe = demo_recipe("--train.max_steps", "2", "--train.eval_every", "0", "--data.num_workers", "0", *zero)
+    trainer = Trainer(recipe)
+    summary = trainer.run()
+    processor = BehaviorLlavaProcessor.from_pretrained(recipe.data.processor, trainer.engine.module.config)
+    batch = collate(processor, [trainer._data(processor).get(0, i)[0] for i in range(2)], packing=False)
+    reloaded = BehaviorLlavaForCausalLM.from_pretrained(summary.final_dir).eval()
+    trained = BehaviorLlavaForCausalLM.from_pretrained(recipe.model.pretrained)
+    assert any(not torch.equal(a, b) for a, b in zip(reloaded.parameters(), trained.parameters(), strict=True))
+    with torch.no_grad():
+        expected = trainer.engine.module.eval()(**batch).logits  # ZeRO-3 gathers the partitions in its hooks
+        torch.testing.assert_close(reloaded(**batch).logits, expected, rtol=1e-5, atol=1e-5)

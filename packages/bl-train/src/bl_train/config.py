@@ -115,6 +115,11 @@ class Recipe:
             raise ValueError(
                 f"deepspeed.offload_param={ds.offload_param!r} needs ZeRO stage 3, got stage {ds.stage}"
             )
+        if ds.stage == 3 and t.eval_every:
+            raise ValueError(
+                "train.eval_every needs ZeRO stage <= 2: under stage 3 every forward gathers weights from all "
+                "ranks, so ranks generating answers of different lengths would wait on each other forever"
+            )
         if ds.offload_optimizer != "none" and ds.stage == 0:
             raise ValueError("deepspeed.offload_optimizer needs ZeRO stage >= 1")
         if t.micro_batch_size < 1 or t.grad_accum < 1:

@@ -25,6 +25,8 @@ def deepspeed_config(recipe: Recipe, world_size: int) -> dict[str, Any]:
         zero["offload_optimizer"] = {"device": ds.offload_optimizer, "pin_memory": True}
     if ds.offload_param != "none":
         zero["offload_param"] = {"device": ds.offload_param, "pin_memory": True}
+    if ds.stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True  # the HF export needs whole weights
     config = {
         "train_batch_size": t.micro_batch_size * t.grad_accum * world_size,
         "train_micro_batch_size_per_gpu": t.micro_batch_size,

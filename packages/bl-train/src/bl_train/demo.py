@@ -4,6 +4,7 @@ text with `tokenizers` (no hub), and a tiny model initialised for them. Built on
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +120,12 @@ def build_demo_data(
     BehaviorLlavaForCausalLM(config).save_pretrained(root / "model")
     ready.write_text("demo data complete\n")
     return root
+
+
+def wait_for_demo_data(root: str | Path, timeout_s: float = 1800.0) -> None:
+    """For ranks > 0: wait until rank 0's `build_demo_data(root)` has finished."""
+    deadline = time.monotonic() + timeout_s
+    while not (Path(root) / "READY").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"demo data under {root} not ready after {timeout_s:.0f} s (rank 0 builds it)")
+        time.sleep(1.0)

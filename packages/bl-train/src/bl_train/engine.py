@@ -7,6 +7,7 @@ The same loop trains the tiny demo on one CPU process (gloo) and the 13B recipe 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -29,7 +30,10 @@ from .config import Recipe
 from .data import MixedDataset, steps_for
 from .deepspeed_config import deepspeed_config
 from .evaluate import evaluate_behavior
+from .ranks import all_sum, check_world_size, injected_faults, label_tokens
 from .schedule import warmup_cosine
+
+_GATHERED = "zero3_gathered.bin"  # ZeRO-3's consolidated weights, read back by the export, then removed
 
 
 class TrainingDiverged(RuntimeError):
@@ -38,11 +42,32 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainSummary:
-    steps: int
-    losses: list[float] = field(default_factory=list)  # per micro-step, NaN for skipped ones
+    steps: int  # optimizer steps' worth of data consumed (skipped steps included)
+    losses: list[float] = field(default_factory=list)  # global loss per step of this run, NaN for skipped ones
     skipped_samples: dict[str, int] = field(default_factory=dict)
-    bad_steps: int = 0
+    bad_steps: int = 0  # non-finite losses (on any rank)
+    skipped_steps: int = 0  # steps no rank applied: a non-finite loss or an empty micro-batch on any rank
     final_dir: Path | None = None
+
+
+@dataclass
+class StepResult:
+    """One optimizer step as every rank saw it (all fields are identical on all ranks)."""
+
+    loss: float  # sum of token NLLs over all ranks and micro-steps / label tokens of the global batch; NaN if skipped
+    tokens: int  # label tokens of the global batch
+    skipped: str | None = None  # why no rank applied this step
+    bad_micro_steps: int = 0  # micro-steps with a non-finite loss on some rank
+
+
+def _grouped(items, size: int):
+    """Consecutive groups of `size` items (the micro-batches of one optimizer step); a short tail is dropped."""
+    group = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
 
 
 def _free_port() -> int:
@@ -115,6 +140,7 @@ class Trainer:
         self.out = Path(recipe.train.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
         self._heldout: ShardIndex | None = None
+        self.engine = None  # the DeepSpeed engine of the last `run` (its module is what `final/` exports)
         self._wandb = None
 
     def _data(self, processor: BehaviorLlavaProcessor) -> MixedDataset:
@@ -168,6 +194,7 @@ class Trainer:
         start = 0
         tag = _latest_checkpoint(self.ckpt_dir) if t.resume == "auto" else t.resume
         if tag:
+            check_world_size(self.ckpt_dir / tag, world)
             _, client = engine.load_checkpoint(str(self.ckpt_dir), tag)
             if client is None:
                 raise FileNotFoundError(f"checkpoint {self.ckpt_dir / tag} could not be loaded")
@@ -189,64 +216,46 @@ class Trainer:
             StepBatches(dataset, t.micro_batch_size, rank, world, start * t.grad_accum, micro_total, r.data.packing),
             batch_size=None, num_workers=r.data.num_workers, persistent_workers=False,
         )  # fmt: skip
+        faults = injected_faults(rank)
         skipped: Counter[str] = Counter()
         bad_in_a_row = 0
         bar = tqdm(total=total, initial=start, desc=r.name, disable=rank != 0, dynamic_ncols=True)
-        device = engine.device
         tic = time.perf_counter()
         tokens = 0
         try:
-            for micro, item in enumerate(loader, start=start * t.grad_accum):
-                skipped.update(reason.split(";")[0] for reason in item["skipped"])
-                batch = item["batch"]
-                step = micro // t.grad_accum
-                if batch is None:
-                    summary.losses.append(float("nan"))
-                    continue
-                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                try:
-                    loss = engine(**batch).loss
-                except torch.OutOfMemoryError as err:
-                    raise torch.OutOfMemoryError(
-                        f"out of memory at step {step}: lower data.max_frames ({r.data.max_frames}) or "
-                        f"data.max_length ({r.data.max_length}), or train.micro_batch_size"
-                    ) from err
-                if not torch.isfinite(loss):
-                    bad_in_a_row += 1
-                    summary.bad_steps += 1
-                    summary.losses.append(float("nan"))
-                    tqdm.write(
-                        f"step {step}: non-finite loss {loss.item()}, step skipped ({bad_in_a_row} in a row)"
-                    )
-                    if bad_in_a_row >= t.max_bad_steps:
-                        raise TrainingDiverged(f"{bad_in_a_row} non-finite losses in a row at step {step}")
-                    continue
-                bad_in_a_row = 0
-                engine.backward(loss)
-                engine.step()
-                loss_value = loss.item()  # one device sync per step, reused below
-                summary.losses.append(loss_value)
-                tokens += int((batch["labels"] != -100).sum())
-                if (micro + 1) % t.grad_accum:
-                    continue
-                done = step + 1
-                summary.steps = done
+            for step, items in enumerate(_grouped(loader, t.grad_accum), start=start):
+                for item in items:
+                    skipped.update(reason.split(";")[0] for reason in item["skipped"])
+                batches = [None if ("empty", step + 1) in faults else item["batch"] for item in items]
+                result = self._step(engine, batches, step + 1, poison=("nonfinite", step + 1) in faults)
+                done = summary.steps = step + 1
+                summary.losses.append(result.loss)
+                summary.bad_steps += result.bad_micro_steps
+                bad_in_a_row = bad_in_a_row + 1 if result.bad_micro_steps else 0
+                if result.skipped:
+                    summary.skipped_steps += 1
+                    tqdm.write(f"rank {rank}: step {done} skipped on every rank: {result.skipped}")
+                if bad_in_a_row >= t.max_bad_steps:
+                    raise TrainingDiverged(f"{bad_in_a_row} non-finite losses in a row at step {done}")
+                tokens += result.tokens
                 lr = scheduler.get_last_lr()[0]
                 rate = tokens / (time.perf_counter() - tic)
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
+                bar.set_postfix(loss=f"{result.loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
                 bar.update(1)
                 if metrics_file is not None and done % t.log_every == 0:
                     record = {
                         "step": done,
-                        "loss": loss_value,
+                        "loss": None if result.skipped else result.loss,
                         "lr": lr,
                         "tokens_per_s": rate,
+                        "elapsed_s": time.perf_counter() - tic,
                         "skipped": sum(skipped.values()),
+                        "skipped_steps": summary.skipped_steps,
                     }
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()
                     self._log({f"train/{k}": record[k] for k in ("loss", "lr", "tokens_per_s")}, done, tb)
-                if rank == 0 and t.eval_every and (done % t.eval_every == 0 or done == total):
+                if t.eval_every and (done % t.eval_every == 0 or done == total):
                     self._evaluate(engine.module, processor, done, metrics_file, tb)
                 if done % t.save_every == 0 or done == total:
                     self._save(engine, done)
@@ -261,9 +270,55 @@ class Trainer:
             if self._wandb is not None:
                 self._wandb.finish()
         summary.skipped_samples = dict(skipped)
-        if summary.steps == total and rank == 0:
-            summary.final_dir = self._export(engine.module, processor)
+        self.engine = engine
+        if summary.steps == total:
+            summary.final_dir = self._export(engine, processor)
         return summary
+
+    def _step(self, engine, batches: list[dict | None], step: int, poison: bool = False) -> StepResult:
+        """One optimizer step from this rank's `grad_accum` micro-batches, decided identically on every rank.
+
+        Loss: Σ token NLL / N, N = label tokens of the global batch (all ranks, all micro-steps, one all-reduce
+        before the first forward). Each rank backpropagates Σ_rank,micro NLL × world × accum / N because
+        DeepSpeed divides by `gradient_accumulation_steps` and averages gradients over ranks, so the applied
+        gradient is that of the global token mean, whatever the split into ranks and micro-steps.
+        Skips: an empty micro-batch on any rank (known from the same all-reduce) or a non-finite loss on any rank
+        (the summed loss of each micro-step is all-reduced before its backward) at the first micro-step skips the
+        step on every rank; later in the step, every rank backpropagates a zero loss for that micro-step instead
+        (no gradient, but the same DeepSpeed collectives and accumulation boundary).
+        `poison` (a test hook, see `ranks.injected_faults`) makes this rank's loss NaN.
+        """
+        world, accum = torch.distributed.get_world_size(), len(batches)
+        stats = all_sum(torch.tensor([label_tokens(b) for b in batches] + [b is None for b in batches]))  # (2A,)
+        n_tokens, empty = int(stats[:accum].sum()), stats[accum:] > 0
+        per_backward = max(n_tokens, 1) / (world * accum)  # N / (world x accum): see the docstring
+        loss_sum, bad = 0.0, 0
+        for micro, batch in enumerate(batches):
+            value = float("nan")
+            if not empty[micro]:
+                batch = {k: v.to(engine.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                try:
+                    loss = engine(**batch, num_items_in_batch=per_backward).loss
+                except torch.OutOfMemoryError as err:
+                    r = self.recipe
+                    raise torch.OutOfMemoryError(
+                        f"out of memory at step {step}: lower data.max_frames ({r.data.max_frames}) or "
+                        f"data.max_length ({r.data.max_length}), or train.micro_batch_size"
+                    ) from err
+                if poison:
+                    loss = loss * float("nan")
+                value = float(all_sum(loss.reshape(1))[0])  # one sync per micro-step: decision + logged loss
+                bad += not math.isfinite(value)
+            if math.isfinite(value):
+                engine.backward(loss)
+                loss_sum += value
+            elif micro == 0:
+                reason = "empty micro-batch (all samples over budget)" if empty[0] else "non-finite loss"
+                return StepResult(float("nan"), n_tokens, reason, bad)
+            else:
+                engine.backward(torch.zeros((), device=engine.device, requires_grad=True))
+            engine.step()
+        return StepResult(loss_sum / (world * accum), n_tokens, None, bad)
 
     def _log(self, scalars: dict[str, float | None], step: int, tb) -> None:
         for key, value in scalars.items():
@@ -273,13 +328,20 @@ class Trainer:
             self._wandb.log({k: v for k, v in scalars.items() if v is not None}, step=step)
 
     def _evaluate(self, model, processor: BehaviorLlavaProcessor, step: int, metrics_file, tb) -> None:
-        """The paper's behaviour metrics on `data.heldout_shards`, logged beside the losses."""
+        """The paper's behaviour metrics on `data.heldout_shards`, logged beside the losses.
+
+        Every rank evaluates its share of the held-out samples and the sums are gathered (`evaluate_behavior`):
+        at 8 GPUs x 13B a rank-0-only eval would leave 7 GPUs idle inside the next collective for the whole
+        generation (32 samples x 512 new tokens: minutes, close to NCCL's timeout), and 1/8 of the samples per
+        rank finishes 8x sooner with no collective but the final gather. Rank 0 writes the result."""
         if not self.recipe.data.heldout_shards:
             return
         if self._heldout is None:
             self._heldout = ShardIndex(self.recipe.data.heldout_shards)
         t = self.recipe.train
         result = evaluate_behavior(model, processor, self._heldout, t.eval_samples, t.eval_max_new_tokens)
+        if metrics_file is None:
+            return
         tqdm.write(f"step {step} behaviour eval: {json.dumps(result)}")
         metrics_file.write(json.dumps({"step": step, "eval": result}) + "\n")
         metrics_file.flush()
@@ -292,10 +354,21 @@ class Trainer:
         if torch.distributed.get_rank() == 0:
             _prune(self.ckpt_dir, self.recipe.train.keep_last)
 
-    def _export(self, model: BehaviorLlavaForCausalLM, processor: BehaviorLlavaProcessor) -> Path:
+    def _export(self, engine, processor: BehaviorLlavaProcessor) -> Path:
+        """HF weights in `final/` (every rank calls: under ZeRO-3 the partitions are gathered first)."""
         final = self.out / "final"
-        model.save_pretrained(final)
-        processor.save_pretrained(final / "processor")
+        model: BehaviorLlavaForCausalLM = engine.module
+        state = None
+        if engine.zero_optimization_partition_weights():
+            # ZeRO-3: each rank holds a slice of every weight; gather them layer by layer onto rank 0
+            engine.save_16bit_model(str(final), _GATHERED)
+            if torch.distributed.get_rank() == 0:
+                state = torch.load(final / _GATHERED, map_location="cpu", weights_only=True)
+                (final / _GATHERED).unlink()
+        if torch.distributed.get_rank() == 0:
+            model.save_pretrained(final, state_dict=state)
+            processor.save_pretrained(final / "processor")
+        torch.distributed.barrier()
         return final
 
     def _tensorboard(self):

@@ -38,13 +38,46 @@ def evaluate_behavior(
     num_samples: int,
     max_new_tokens: int = 256,
 ) -> dict[str, float | int | None]:
-    """-> {likes_r2, comment_ppl, replay_rmse, samples, parsed}; None where a metric has no data."""
+    """-> {likes_r2, comment_ppl, replay_rmse, samples, parsed}; None where a metric has no data.
+
+    Under torch.distributed every rank must call it: rank r scores samples r, r + world, ... with its own model
+    replica and the partial sums are gathered, so all ranks finish together and return the same numbers.
+    """
+    rank, world = (
+        (torch.distributed.get_rank(), torch.distributed.get_world_size())
+        if torch.distributed.is_initialized()
+        else (0, 1)
+    )
+    n = min(num_samples, len(heldout))
+    parts = [_partial(model, processor, heldout, range(rank, n, world), max_new_tokens)]
+    if world > 1:
+        gathered: list[dict | None] = [None] * world
+        torch.distributed.all_gather_object(gathered, parts[0])
+        parts = gathered
+    merged = {k: sum((p[k] for p in parts), type(parts[0][k])()) for k in parts[0]}
+    likes = sorted(merged["likes"])  # (index, pred, gold), in sample order whatever the rank
+    return {
+        "likes_r2": r2([p for _, p, _ in likes], [g for _, _, g in likes]),
+        "comment_ppl": math.exp(merged["nll"] / merged["tokens"]) if merged["tokens"] else None,
+        "replay_rmse": math.sqrt(sum(merged["replay"]) / len(merged["replay"])) if merged["replay"] else None,
+        "samples": n,
+        "parsed": merged["parsed"],
+    }
+
+
+def _partial(
+    model: BehaviorLlavaForCausalLM,
+    processor: BehaviorLlavaProcessor,
+    heldout: ShardIndex,
+    indices: range,
+    max_new_tokens: int,
+) -> dict[str, list | float | int]:
+    """Sums over `indices`: comment NLL and tokens, squared replay errors, (index, pred, gold) likes, parsed."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    likes_pred, likes_gold, replay_err, nll, tokens, parsed = [], [], [], 0.0, 0, 0
-    n = min(num_samples, len(heldout))
-    for index in range(n):
+    likes, replay_err, nll, tokens, parsed = [], [], 0.0, 0, 0
+    for index in indices:
         sample, frames = heldout[index]
         human = sample["conversations"][0]["value"]
         media = [Media.for_placeholder(human, frames)]
@@ -66,15 +99,8 @@ def evaluate_behavior(
             continue
         parsed += 1
         if answer.likes_percent is not None and gold.get("likes_percent") is not None:
-            likes_pred.append(answer.likes_percent)
-            likes_gold.append(gold["likes_percent"])
+            likes.append((index, answer.likes_percent, gold["likes_percent"]))
         if answer.replay and gold.get("replay"):
             replay_err += [(a - b) ** 2 for a, b in zip(answer.replay, gold["replay"], strict=False)]
     model.train(was_training)
-    return {
-        "likes_r2": r2(likes_pred, likes_gold),
-        "comment_ppl": math.exp(nll / tokens) if tokens else None,
-        "replay_rmse": math.sqrt(sum(replay_err) / len(replay_err)) if replay_err else None,
-        "samples": n,
-        "parsed": parsed,
-    }
+    return {"likes": likes, "replay": replay_err, "nll": nll, "tokens": tokens, "parsed": parsed}
