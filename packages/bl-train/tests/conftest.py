@@ -24,7 +24,7 @@ def _overrides(root: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def demo_args(demo_root):
     """`demo_args(out_dir, *extra)` -> CLI overrides of the demo recipe pointing at the session's demo data."""
     return lambda out, *extra: _overrides(demo_root, out, *extra)

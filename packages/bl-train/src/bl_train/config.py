@@ -92,7 +92,7 @@ class TrainConfig:
     eval_every: int = 0  # 0: no periodic behaviour evaluation
     eval_samples: int = 32
     eval_max_new_tokens: int = 512  # long enough for a scene-by-scene answer and its behaviour block
-    resume: str | None = None  # "auto" (latest checkpoint in output_dir) or a checkpoint directory
+    resume: str | None = None  # "auto": newest loadable checkpoint; or a tag (step-N) / a folder
     max_bad_steps: int = 5  # stop after this many non-finite losses in a row
     wandb_project: str | None = None
 

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import random
-import shutil
 import socket
 import time
 from collections import Counter
@@ -25,6 +24,7 @@ import bl_model
 from bl_data.shards import ShardIndex
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
 
+from . import checkpoint
 from .batching import StepBatches
 from .config import Recipe
 from .data import MixedDataset, steps_for
@@ -111,27 +111,6 @@ def build_model(recipe: Recipe) -> BehaviorLlavaForCausalLM:
     return model
 
 
-def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-
-
-def _latest_checkpoint(ckpt_dir: Path) -> str | None:
-    latest = ckpt_dir / "latest"
-    return latest.read_text().strip() if latest.exists() else None
-
-
-def _prune(ckpt_dir: Path, keep: int) -> None:
-    tags = sorted((p for p in ckpt_dir.glob("step-*") if p.is_dir()), key=lambda p: int(p.name[5:]))
-    for old in tags[:-keep] if keep > 0 else []:
-        shutil.rmtree(old)
-
-
 class Trainer:
     """`Trainer(recipe).run()` trains, checkpoints every `save_every` steps and exports HF weights at the end."""
 
@@ -165,6 +144,7 @@ class Trainer:
 
         r, t = self.recipe, self.recipe.train
         rank, world = init_distributed()
+        resume_from = checkpoint.choose_on_all_ranks(self.ckpt_dir, t.resume)  # fails fast on a missing tag
         self.out.mkdir(parents=True, exist_ok=True)
         if rank == 0:
             r.save(self.out / "recipe.yaml")
@@ -192,17 +172,12 @@ class Trainer:
         )
 
         start = 0
-        tag = _latest_checkpoint(self.ckpt_dir) if t.resume == "auto" else t.resume
-        if tag:
-            check_world_size(self.ckpt_dir / tag, world)
-            _, client = engine.load_checkpoint(str(self.ckpt_dir), tag)
-            if client is None:
-                raise FileNotFoundError(f"checkpoint {self.ckpt_dir / tag} could not be loaded")
-            start = client["step"]
-            _set_rng_state(client["rng"])
+        if resume_from:
+            check_world_size(resume_from, world)
+            start = checkpoint.load(engine, resume_from)
         summary = TrainSummary(steps=start)
-        metrics_file = (self.out / "metrics.jsonl").open("a") if rank == 0 else None
-        tb = self._tensorboard() if rank == 0 else None
+        metrics_file = checkpoint.open_metrics(self.out / "metrics.jsonl", start) if rank == 0 else None
+        tb = self._tensorboard(start) if rank == 0 else None
         if rank == 0 and t.wandb_project:
             try:
                 import wandb
@@ -215,6 +190,7 @@ class Trainer:
         loader = torch.utils.data.DataLoader(
             StepBatches(dataset, t.micro_batch_size, rank, world, start * t.grad_accum, micro_total, r.data.packing),
             batch_size=None, num_workers=r.data.num_workers, persistent_workers=False,
+            generator=torch.Generator().manual_seed(t.seed),  # worker seeds; the global RNG stays as restored
         )  # fmt: skip
         faults = injected_faults(rank)
         skipped: Counter[str] = Counter()
@@ -348,11 +324,7 @@ class Trainer:
         self._log({f"eval/{k}": v for k, v in result.items()}, step, tb)
 
     def _save(self, engine, step: int) -> None:
-        engine.save_checkpoint(
-            str(self.ckpt_dir), tag=f"step-{step}", client_state={"step": step, "rng": _rng_state()}
-        )
-        if torch.distributed.get_rank() == 0:
-            _prune(self.ckpt_dir, self.recipe.train.keep_last)
+        checkpoint.save(engine, self.ckpt_dir, step, self.recipe.train.keep_last)
 
     def _export(self, engine, processor: BehaviorLlavaProcessor) -> Path:
         """HF weights in `final/` (every rank calls: under ZeRO-3 the partitions are gathered first)."""
@@ -371,7 +343,8 @@ class Trainer:
         torch.distributed.barrier()
         return final
 
-    def _tensorboard(self):
+    def _tensorboard(self, start: int):
         from torch.utils.tensorboard import SummaryWriter
 
-        return SummaryWriter(str(self.out / "tensorboard"))
+        # purge_step: TensorBoard drops the events a killed run wrote after the checkpoint resumed from
+        return SummaryWriter(str(self.out / "tensorboard"), purge_step=start + 1)
