@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bl_train.engine import _latest_checkpoint as latest_checkpoint
+from bl_train import checkpoint
 
 from .conftest import CONFIGS, _overrides
 
@@ -124,7 +124,7 @@ def test_killed_two_rank_run_resumes_exactly_and_refuses_another_world_size(runs
     out = tmp_path / "killed"
     killed = torchrun(2, out, demo_root, "--train.micro_batch_size", "2")
     deadline = time.monotonic() + TIMEOUT
-    while latest_checkpoint(out / "checkpoints") != "step-2":
+    while checkpoint.problem(out / "checkpoints" / "step-2") is not None:  # saved, manifest written
         assert killed.poll() is None, (out.parent / "killed.log").read_text()[-4000:]
         assert time.monotonic() < deadline
         time.sleep(0.1)
