@@ -1,33 +1,20 @@
 """The paper's behaviour metrics on held-out BLIFT shards, tracked while training.
 
 likes/views R² (from the generated "liked by X% of viewers"), perplexity on the gold top comments
-(teacher-forced, only the comment characters labelled), and replay RMSE (generated vs gold per scene).
+(teacher-forced, only the comment characters labelled), and replay RMSE / ±5 accuracy (matched by scene number,
+on 0-100). Decoding is `bl_model.inference`'s, the metrics are `bl_data.behavior_metrics`' (those of bl-eval's
+behaviour tasks); NaN where a metric has no data.
 """
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
 
+from bl_data.behavior_metrics import comment_perplexity, likes_r2, replay_prediction, replay_scores
 from bl_data.parse import BehaviorParseError, comment_spans, parse_behavior
 from bl_data.shards import ShardIndex
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor, Media
-
-
-def r2(pred: list[float], gold: list[float]) -> float | None:
-    """Coefficient of determination 1 - SS_res / SS_tot; None with < 2 points or constant gold."""
-    if len(gold) < 2:
-        return None
-    p, g = np.asarray(pred, float), np.asarray(gold, float)
-    ss_tot = float(((g - g.mean()) ** 2).sum())
-    return None if ss_tot == 0 else 1.0 - float(((g - p) ** 2).sum()) / ss_tot
-
-
-def _batch(processor: BehaviorLlavaProcessor, inputs: dict[str, torch.Tensor], device: torch.device) -> dict:
-    """One processed sample -> a collated batch of one on `device`."""
-    return {k: v.to(device) for k, v in processor.collate([inputs]).items()}
+from bl_model.inference import generate_texts, label_nll
 
 
 @torch.no_grad()
@@ -37,44 +24,48 @@ def evaluate_behavior(
     heldout: ShardIndex,
     num_samples: int,
     max_new_tokens: int = 256,
-) -> dict[str, float | int | None]:
-    """-> {likes_r2, comment_ppl, replay_rmse, samples, parsed}; None where a metric has no data."""
+    batch_size: int = 4,
+) -> dict[str, float | int]:
+    """-> {likes_r2, comment_ppl, replay_rmse, replay_accuracy, replay_missing, replay_extra, replay_repeated,
+    samples, parsed} over the first `num_samples` held-out samples."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    likes_pred, likes_gold, replay_err, nll, tokens, parsed = [], [], [], 0.0, 0, 0
+    likes_pred, likes_gold, replay_pred, replay_gold, nll, prompts = [], [], [], [], [], []
+    golds = []
     n = min(num_samples, len(heldout))
     for index in range(n):
         sample, frames = heldout[index]
         human = sample["conversations"][0]["value"]
         media = [Media.for_placeholder(human, frames)]
-        gold = sample["behavior"]
         if comment_spans(sample["conversations"][1]["value"]):
-            sample_nll, sample_tokens = model.label_nll(
-                **_batch(processor, processor(sample, media, supervise=comment_spans), device)
-            )
-            nll, tokens = nll + sample_nll, tokens + sample_tokens
-        prompt = _batch(
-            processor, processor.prompt_for_generation(human, media, system=sample.get("system")), device
-        )
-        new = model.generate(
-            **prompt, max_new_tokens=max_new_tokens, eos_token_id=processor.tokenizer.eos_token_id
-        )
+            total, tokens = label_nll(model, processor, processor(sample, media, supervise=comment_spans))
+            nll.append({"nll": total, "tokens": tokens})
+        prompts.append(processor.prompt_for_generation(human, media, system=sample.get("system")))
+        golds.append(sample["behavior"])
+    answers = generate_texts(model, processor, prompts, max_new_tokens, batch_size)
+    parsed = 0
+    for answer, gold in zip(answers, golds, strict=True):
         try:
-            answer = parse_behavior(processor.tokenizer.decode(new[0], skip_special_tokens=True))
+            behavior = parse_behavior(answer)
         except BehaviorParseError:
-            continue
-        parsed += 1
-        if answer.likes_percent is not None and gold.get("likes_percent") is not None:
-            likes_pred.append(answer.likes_percent)
+            behavior = None
+        parsed += behavior is not None
+        if gold.get("likes_percent") is not None:
+            likes_pred.append(None if behavior is None else behavior.likes_percent)
             likes_gold.append(gold["likes_percent"])
-        if answer.replay and gold.get("replay"):
-            replay_err += [(a - b) ** 2 for a, b in zip(answer.replay, gold["replay"], strict=False)]
+        if gold.get("replay"):
+            replay_pred.append(replay_prediction(behavior))
+            replay_gold.append(gold["replay"])
     model.train(was_training)
+    replay = replay_scores(replay_pred, replay_gold)
     return {
-        "likes_r2": r2(likes_pred, likes_gold),
-        "comment_ppl": math.exp(nll / tokens) if tokens else None,
-        "replay_rmse": math.sqrt(sum(replay_err) / len(replay_err)) if replay_err else None,
+        "likes_r2": likes_r2(likes_pred, likes_gold)["r2"],
+        "comment_ppl": comment_perplexity(nll)["perplexity"],
+        "replay_rmse": replay["rmse"],
+        "replay_accuracy": replay["accuracy"],
+        "replay_missing": replay["missing"],
+        "replay_extra": replay["extra"],
+        "replay_repeated": replay["repeated"],
         "samples": n,
         "parsed": parsed,
     }
