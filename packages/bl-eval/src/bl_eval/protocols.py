@@ -28,7 +28,7 @@ from PIL import Image
 
 from bl_data.media import MediaError, sample_frames
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor, Media
-from bl_model.inference import continuation_logprobs, generate_texts, label_nll
+from bl_model.inference import ContinuationScores, continuation_logprobs, generate_texts, label_nll
 from bl_model.processing import PLACEHOLDER_IS_VIDEO, SampleBudgetError
 
 from .spec import Example, TaskSpec
@@ -78,7 +78,7 @@ def _failed(example: Example, err: Exception) -> Record:
 
 def _scored(
     model: BehaviorLlavaForCausalLM, processor: BehaviorLlavaProcessor, example: Example, batch_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> ContinuationScores:
     if not example.choices:
         raise ValueError(f"example {example.id}: this protocol needs `choices`")
     media = example_media(example, processor.max_frames)
@@ -99,7 +99,7 @@ def _choose(
     records = []
     for example in examples:
         try:
-            sums, counts = _scored(model, processor, example, batch_size)
+            sums, counts, _ = _scored(model, processor, example, batch_size)
         except SKIPPABLE as err:
             records.append(_failed(example, err))
             continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -131,6 +132,14 @@ def stand_in(media: Sequence[Media]) -> list[Media]:
     ]
 
 
+class ContinuationScores(NamedTuple):
+    """Per continuation (C,): summed log-probability, token count, and whether greedy decoding gives it."""
+
+    logprobs: torch.Tensor
+    tokens: torch.Tensor
+    greedy: torch.Tensor
+
+
 def _whole_answer(text: str) -> list[tuple[int, int]]:
     return [(0, len(text))]
 
@@ -145,8 +154,9 @@ def continuation_logprobs(
     *,
     system: str | None = None,
     batch_size: int = 8,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probabilities (C,) and token counts (C,) of each continuation as the assistant's answer.
+) -> ContinuationScores:
+    """Summed log-probabilities (C,), token counts (C,) and greedy flags (C,) of each continuation as the
+    assistant's answer (teacher-forced after the generation prompt).
 
     A continuation's tokens are all those after the generation prompt up to the end of its text (a lone
     "▁" the tokenizer splits off counts; the closing "</s>" does not). The media are encoded once and
@@ -177,7 +187,7 @@ def continuation_logprobs(
     media_embeds = None
     if encoded[0]["media_frame_counts"].numel():
         media_embeds = model.encode_media(MediaBatch.pop_from(to_device(dict(encoded[0]), device)))  # (n, H)
-    sums, counts = [], []
+    sums, counts, greedy = [], [], []
     for first in range(0, len(encoded), batch_size):
         batch = to_device(processor.collate(encoded[first : first + batch_size]), device)
         ids, labels = batch["input_ids"], batch["labels"]  # (B, L)
@@ -196,7 +206,8 @@ def continuation_logprobs(
         token_lp = torch.log_softmax(logits.float(), -1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
         sums.append((token_lp * keep).sum(1).cpu())
         counts.append(keep.sum(1).cpu())
-    return torch.cat(sums), torch.cat(counts)
+        greedy.append(((logits.argmax(-1) == targets) | ~keep).all(1).cpu())  # (B,)
+    return ContinuationScores(torch.cat(sums), torch.cat(counts), torch.cat(greedy))
 
 
 def label_nll(
