@@ -116,6 +116,8 @@ def test_bad_model_args_and_visuals_are_clear_errors(lmm, demo):  # noqa: F811
         BehaviorLlavaLMM(pretrained=str(demo / "model"), conv_template="vicuna_v1")
     with pytest.raises(TypeError, match="unsupported visual int"):
         model._media(3)
+    with pytest.raises(ValueError, match="num_beams > 1 is not supported"):
+        model.generate_until([_instance("generate_until", QUESTION, {"num_beams": 3}, 0)])
 
 
 TASK_YAML = """\

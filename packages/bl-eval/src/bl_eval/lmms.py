@@ -101,6 +101,8 @@ class BehaviorLlavaLMM(lmms):
         with tqdm(total=len(requests), desc=MODEL_NAME, disable=self.rank != 0) as bar:
             for key, indices in groups.items():
                 gen_kwargs = json.loads(key)
+                if int(gen_kwargs.get("num_beams") or 1) != 1:
+                    raise ValueError(f"{MODEL_NAME} decodes greedily or by sampling; num_beams > 1 is not supported")
                 until = gen_kwargs.get("until") or []
                 until = [until] if isinstance(until, str) else list(until)
                 temperature = float(gen_kwargs.get("temperature") or 0)
