@@ -25,7 +25,7 @@ def test_round_trips_likes_comments_and_replay():
     parsed = parse_behavior(sample.gpt)
     assert parsed.likes_percent == round(100 * 410 / 20000, 1) == 2.0
     assert parsed.comments == ["Great ad, loved the ending", 'She said "wow" twice']
-    assert parsed.replay == [0.06, 0.5, 1.0] and parsed.upvotes is None
+    assert parsed.replay == {1: 0.06, 2: 0.5, 3: 1.0} and parsed.upvotes is None
 
 
 def test_round_trips_reddit_upvotes():
@@ -37,7 +37,14 @@ def test_round_trips_reddit_upvotes():
 def test_golden_listing_1_parses():
     text = (GOLDEN / "youtube_video.txt").read_text().split("### gpt\n", 1)[1].split("### behavior", 1)[0]
     parsed = parse_behavior(text)
-    assert parsed.likes_percent == 2.0 and len(parsed.comments) == 5 and parsed.replay == [0.06, 0.23, 0.38]
+    assert parsed.likes_percent == 2.0 and len(parsed.comments) == 5 and parsed.replay == {1: 0.06, 2: 0.23, 3: 0.38}
+
+
+def test_replay_is_read_by_scene_number_and_repeats_are_listed():
+    text = "The replay values for each scene would be:\nScene 3: 0.90\nScene 1: 1.00\nScene 3: 0.10\nScene 7: 0.5"
+    parsed = parse_behavior(text)
+    assert parsed.replay == {3: 0.9, 1: 1.0, 7: 0.5}  # scene 2 skipped: not shifted into its place
+    assert parsed.repeated_scenes == [3]
 
 
 def test_malformed_answer_keeps_the_raw_text():

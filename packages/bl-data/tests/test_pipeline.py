@@ -107,7 +107,7 @@ def test_real_clip_with_fixture_metadata_becomes_a_readable_shard(tmp_path, bike
     assert [round(c, 2) for c in cuts[:4]] == [1.2, 3.04, 5.48, 7.48]
     parsed = parse_behavior(meta["conversations"][1]["value"])
     assert parsed.likes_percent == 2.5 and parsed.comments[0] == comments[0]["text"]
-    assert parsed.replay[0] == 0.3  # scene [0, 1.2) overlaps the markers [0,1) = 0.1 and [1,2) = 0.3
+    assert parsed.replay[1] == 0.3  # scene 1, [0, 1.2), overlaps the markers [0,1) = 0.1 and [1,2) = 0.3
     assert sample["frames"].shape[0] == 10 and sample["frames"].dtype.name == "uint8"
 
 

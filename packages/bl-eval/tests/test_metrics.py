@@ -20,8 +20,6 @@ from bl_eval.metrics import (
     mse,
     perplexity,
     r2,
-    replay_accuracy,
-    replay_rmse,
     rmse,
     spearman,
 )
@@ -129,15 +127,24 @@ def test_caption_without_java_names_meteor(monkeypatch, tmp_path):
         caption(["a cat"], ["a cat sat"])
 
 
-def test_replay_rmse_and_accuracy():
-    # scene pairs on 0-100: (10, 12), (50, 40); the second example gives no values; 4 gold scenes
-    preds, golds = [[0.10, 0.50], None], [[0.12, 0.40, 0.9], [0.3]]
-    out = replay_rmse(preds, golds)
-    assert out["rmse"] == pytest.approx(math.sqrt((4 + 100) / 2))
-    assert out["rmse_unit"] == pytest.approx(out["rmse"] / 100)
-    assert (out["scenes_scored"], out["scenes"]) == (2, 4)
-    assert replay_accuracy(preds, golds)["accuracy"] == pytest.approx(25.0)  # only |10 - 12| <= 5
-    assert replay_accuracy([[0.45]], [[0.40]])["accuracy"] == 100.0  # exactly 5 apart counts
+def _replay(*pairs, repeated=()):
+    return {"values": [list(p) for p in pairs], "repeated": list(repeated)}
+
+
+def test_replay_matches_scenes_by_number():
+    # example 1: scenes 1 and 3 given (scene 2 skipped), scene 3 repeated, scene 4 beyond the video;
+    # on 0-100: (10 vs 12) and (88 vs 90) match, scene 2 is missing; example 2 is unparsed: its scene is missing
+    preds = [_replay((1, 0.10), (3, 0.88), (4, 0.5), repeated=[3]), None]
+    golds = [[0.12, 0.40, 0.90], [0.3]]
+    out = METRICS["replay"](preds, golds)
+    assert out["rmse"] == pytest.approx(math.sqrt((4 + 4) / 2))
+    assert out["accuracy"] == pytest.approx(100 * 2 / 4)  # scenes 1 and 3 within ±5; 2 missing ones wrong
+    assert {k: out[k] for k in ("scenes", "matched", "missing", "extra", "repeated", "unparsed")} == {
+        "scenes": 4, "matched": 2, "missing": 2, "extra": 1, "repeated": 1, "unparsed": 1,
+    }  # fmt: skip
+    # by position, scene 3's value would have been compared with scene 2's truth (88 vs 40)
+    assert METRICS["replay"]([_replay((1, 0.45))], [[0.40]])["accuracy"] == 100.0  # exactly 5 apart counts
+    assert math.isnan(METRICS["replay"]([None], [[0.3]])["rmse"])
 
 
 def test_perplexity():

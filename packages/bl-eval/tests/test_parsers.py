@@ -100,11 +100,13 @@ def test_behavior_parsers_round_trip_the_verbaliser():
         "likes_percent": behavior["likes_percent"],
         "upvotes": None,
         "comments": [c["text"] for c in behavior["top_comments"]],
-        "replay": behavior["replay"],
+        "replay": {"values": [[1, 0.06], [2, 0.23]], "repeated": []},
     }
     assert json.loads(json.dumps(parsed)) == parsed  # the runner caches predictions as JSON
     assert parse_likes_percent(answer) == 2.0
-    assert parse_replay(answer) == [0.06, 0.23]
+    assert parse_replay(answer) == parsed["replay"]
+    skipped = answer.replace("Scene 2: 0.23", "Scene 3: 0.23")  # the model skips scene 2
+    assert parse_replay(skipped)["values"] == [[1, 0.06], [3, 0.23]]
     assert parse_behavior_block("no behaviour here") is None
     assert parse_likes_percent("garbage") is None
 

@@ -9,14 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from bl_eval.protocols import (
-    PROTOCOLS,
-    collate_left,
-    generate_texts,
-    load_media,
-)
+from bl_eval.protocols import PROTOCOLS, load_media
 from bl_eval.spec import Example, TaskSpec
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
+from bl_model.inference import collate_left, generate_texts
 from bl_train.demo import build_demo_data
 
 COLOURS = ["red", "green", "blue", "yellow"]

@@ -380,6 +380,8 @@ def test_loader_on_fixture(name, tmp_path):
 def _perfect(spec: TaskSpec, example: Example) -> Any:
     if spec.metric == "perplexity":
         return {"nll": 1.0, "tokens": 2}
+    if spec.metric == "replay":
+        return {"values": [[i, v] for i, v in enumerate(example.target, 1)], "repeated": []}
     if spec.metric == "mean_average_precision":
         return dict.fromkeys(example.target, 1.0)
     if spec.metric == "grouped_mean_average_precision":

@@ -1,6 +1,7 @@
 """The engine on the CPU: ZeRO-2 + CPU offload training, bit-exact resume after a kill -9, packed == padded."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -118,19 +119,16 @@ def test_packed_and_padded_batches_give_the_same_loss_at_step_zero(demo_recipe):
 
 
 def test_behavior_metrics_on_heldout_shards(demo_recipe):
-    from sklearn.metrics import r2_score
-
     from bl_data.shards import ShardIndex
-    from bl_train.evaluate import evaluate_behavior, r2
+    from bl_train.evaluate import evaluate_behavior
 
-    assert r2([1.0, 2.5, 2.0], [1.0, 2.0, 3.0]) == r2_score([1.0, 2.0, 3.0], [1.0, 2.5, 2.0])
     recipe = demo_recipe()
     model = BehaviorLlavaForCausalLM.from_pretrained(recipe.model.pretrained)
     processor = BehaviorLlavaProcessor.from_pretrained(recipe.data.processor, model.config)
     result = evaluate_behavior(
         model, processor, ShardIndex(recipe.data.heldout_shards), num_samples=2, max_new_tokens=8
     )
-    assert result["samples"] == 2 and result["comment_ppl"] is not None
+    assert result["samples"] == 2 and math.isfinite(result["comment_ppl"])
     # an untrained model's perplexity on the comments is of the order of the vocabulary size
     assert 50 < result["comment_ppl"] < 20 * model.config.text_config.vocab_size
 

@@ -1,8 +1,11 @@
 """Read a generated answer back into structured behaviour: the inverse of `verbalize`'s behaviour block.
 
-    parsed = parse_behavior(answer)      # ParsedBehavior(likes_percent=2.0, upvotes=None, comments=[...], replay=[...])
+    parsed = parse_behavior(answer)      # ParsedBehavior(likes_percent=2.0, upvotes=None, comments=[...],
+                                         #                replay={1: 0.06, 3: 1.0}, repeated_scenes=[])
 
 A missing part is None; text that is not a behaviour block raises `BehaviorParseError` with the raw text kept.
+Replay values are read by scene number ("Scene 3: 1.00" is scene 3 wherever it stands); a scene named again
+keeps its first value and is listed in `repeated_scenes`.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ class ParsedBehavior:
     likes_percent: float | None = None
     upvotes: int | None = None
     comments: list[str] = field(default_factory=list)
-    replay: list[float] | None = None
+    replay: dict[int, float] | None = None  # {scene number: value}
+    repeated_scenes: list[int] = field(default_factory=list)  # scene numbers given more than once
     raw: str = ""
 
 
@@ -47,12 +51,14 @@ def parse_behavior(text: str) -> ParsedBehavior:
     head, _, replay_part = block.partition(_REPLAY_HEAD)
     out.comments = [m.group(2) for line in head.splitlines() if (m := _COMMENT.match(line))]
     if _REPLAY_HEAD in block:
-        values = [
-            (int(m.group(1)), float(m.group(2)))
-            for line in replay_part.splitlines()
-            if (m := _REPLAY.match(line))
-        ]
-        out.replay = [v for _, v in sorted(values)]
+        out.replay = {}
+        for line in replay_part.splitlines():
+            if m := _REPLAY.match(line):
+                scene, value = int(m.group(1)), float(m.group(2))
+                if scene in out.replay:
+                    out.repeated_scenes.append(scene)
+                else:
+                    out.replay[scene] = value
     if out.likes_percent is None and out.upvotes is None and not out.comments and out.replay is None:
         raise BehaviorParseError("no likes, upvotes, comments or replay values found in the answer", text)
     return out

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from bl_data.behavior_metrics import comment_perplexity, likes_r2, replay_scores
+
 MetricFn = Callable[[Sequence[Any], Sequence[Any]], dict[str, Any]]
 
-REPLAY_TOLERANCE = 5.0
-"""LCBM: a replay value counts as right when within ±5 of the truth on the 0-100 scale."""
 MOMENT_IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 """Moment-DETR: moment-retrieval mAP averages AP over temporal IoU 0.5:0.05:0.95."""
 CLIP_SECONDS = 2.0
@@ -103,13 +103,9 @@ def rmse(predictions: Sequence[float | None], targets: Sequence[float]) -> dict[
 
 
 def r2(predictions: Sequence[float | None], targets: Sequence[float]) -> dict[str, float]:
-    """Coefficient of determination (`sklearn.metrics.r2_score`) over the parsed predictions; NaN with
-    fewer than two of them."""
-    from sklearn.metrics import r2_score
-
-    pred, gold, unparsed = _pairs(predictions, targets)
-    value = float(r2_score(gold, pred)) if len(pred) >= 2 else math.nan
-    return {"r2": value, "n": len(pred), "unparsed": unparsed}
+    """Coefficient of determination over the parsed predictions (`bl_data.behavior_metrics.likes_r2`)."""
+    _check(predictions, targets)
+    return likes_r2(predictions, targets)
 
 
 def spearman(predictions: Sequence[float | None], targets: Sequence[float]) -> dict[str, float]:
@@ -200,47 +196,17 @@ def caption(predictions: Sequence[str | None], targets: Sequence[str | Sequence[
 
 
 # ---- behaviour ----------------------------------------------------------------------------------------------
-def _replay_pairs(
-    predictions: Sequence[Sequence[float] | None], targets: Sequence[Sequence[float]]
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Per-scene (prediction, truth) on 0-100 for the scenes both have, and the number of gold scenes."""
+def replay(predictions: Sequence[Mapping[str, Any] | None], targets: Sequence[Sequence[float]]) -> dict[str, float]:
+    """Replay values matched by scene number, on 0-100: RMSE, LCBM's ±5 accuracy and the matched / missing /
+    extra / repeated scene counts (`bl_data.behavior_metrics.replay_scores`)."""
     _check(predictions, targets)
-    pred: list[float] = []
-    gold: list[float] = []
-    for p, t in zip(predictions, targets, strict=True):
-        pairs = list(zip(p or [], t, strict=False))
-        pred += [100.0 * a for a, _ in pairs]
-        gold += [100.0 * b for _, b in pairs]
-    return np.asarray(pred), np.asarray(gold), sum(len(t) for t in targets)
-
-
-def replay_rmse(
-    predictions: Sequence[Sequence[float] | None], targets: Sequence[Sequence[float]]
-) -> dict[str, float]:
-    """RMSE of per-scene replay values, on LCBM's 0-100 scale (`rmse`) and on the 0-1 scale of Listing 1
-    (`rmse_unit`), over the scenes the answer gives a value for (`scenes_scored` of `scenes`)."""
-    pred, gold, scenes = _replay_pairs(predictions, targets)
-    value = float(np.sqrt(np.mean((pred - gold) ** 2))) if len(pred) else math.nan
-    return {"rmse": value, "rmse_unit": value / 100.0, "scenes_scored": len(pred), "scenes": scenes}
-
-
-def replay_accuracy(
-    predictions: Sequence[Sequence[float] | None], targets: Sequence[Sequence[float]]
-) -> dict[str, float]:
-    """LCBM's replay accuracy (%): the share of gold scenes whose predicted value is within ±5 on 0-100;
-    a scene the answer gives no value for counts as wrong."""
-    pred, gold, scenes = _replay_pairs(predictions, targets)
-    right = int(np.sum(np.abs(pred - gold) <= REPLAY_TOLERANCE + 1e-9))
-    return {"accuracy": 100.0 * right / scenes if scenes else math.nan, "scenes": scenes}
+    return replay_scores(predictions, targets)
 
 
 def perplexity(predictions: Sequence[Mapping[str, float] | None], targets: Sequence[Any]) -> dict[str, float]:
-    """Token-level perplexity exp(Σ NLL / Σ tokens) from per-example `{"nll": summed NLL, "tokens": count}`."""
+    """Token-level perplexity from per-example `{"nll", "tokens"}` (`bl_data.behavior_metrics`)."""
     _check(predictions, targets)
-    scored = [p for p in predictions if p is not None and p["tokens"] > 0]
-    tokens = sum(int(p["tokens"]) for p in scored)
-    nll = sum(float(p["nll"]) for p in scored)
-    return {"perplexity": math.exp(nll / tokens) if tokens else math.nan, "tokens": tokens, "n": len(scored)}
+    return comment_perplexity(predictions)
 
 
 # ---- QVHighlights (Moment-DETR's standalone evaluation) -----------------------------------------------------
@@ -407,8 +373,7 @@ METRICS: dict[str, MetricFn] = {
     "mean_average_precision": mean_average_precision,
     "grouped_mean_average_precision": grouped_mean_average_precision,
     "caption": caption,
-    "replay_rmse": replay_rmse,
-    "replay_accuracy": replay_accuracy,
+    "replay": replay,
     "perplexity": perplexity,
     "moment_retrieval": moment_retrieval,
     "highlight_detection": highlight_detection,

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from bl_data.behavior_metrics import replay_prediction
 from bl_data.parse import BehaviorParseError, parse_behavior
 
 Parser = Callable[[str], Any]
@@ -83,7 +84,7 @@ def parse_memorability(text: str) -> float | None:
 
 def parse_behavior_block(text: str) -> dict[str, Any] | None:
     """The behaviour block (`bl_data.parse.parse_behavior`) as a dict: likes_percent, upvotes, comments,
-    replay; None when the answer has none."""
+    replay (`bl_data.behavior_metrics.replay_prediction`: values by scene number); None when the answer has none."""
     try:
         parsed = parse_behavior(text)
     except BehaviorParseError:
@@ -92,7 +93,7 @@ def parse_behavior_block(text: str) -> dict[str, Any] | None:
         "likes_percent": parsed.likes_percent,
         "upvotes": parsed.upvotes,
         "comments": parsed.comments,
-        "replay": parsed.replay,
+        "replay": replay_prediction(parsed),
     }
 
 
@@ -102,8 +103,8 @@ def parse_likes_percent(text: str) -> float | None:
     return None if parsed is None else parsed["likes_percent"]
 
 
-def parse_replay(text: str) -> list[float] | None:
-    """The per-scene replay values of a behaviour block (scene order)."""
+def parse_replay(text: str) -> dict[str, Any] | None:
+    """The replay values of a behaviour block by scene number (`replay_prediction`)."""
     parsed = parse_behavior_block(text)
     return None if parsed is None else parsed["replay"]
 

@@ -27,7 +27,8 @@ import torch
 from PIL import Image
 
 from bl_data.media import MediaError, sample_frames
-from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor, Media, MediaBatch
+from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor, Media
+from bl_model.inference import ContinuationScores, continuation_logprobs, generate_texts, label_nll
 from bl_model.processing import PLACEHOLDER_IS_VIDEO, SampleBudgetError
 
 from .spec import Example, TaskSpec
@@ -70,115 +71,14 @@ def example_media(example: Example, max_frames: int) -> list[Media]:
     return load_media(example.prompt, example.media, max_frames)
 
 
-def _stand_in(media: Sequence[Media]) -> list[Media]:
-    """1x1 black media with the same frame counts: they give the same token layout, cheaply."""
-    return [
-        Media(
-            np.zeros((m.num_frames, 1, 1, 3), np.uint8) if m.is_video else np.zeros((1, 1, 3), np.uint8),
-            m.is_video,
-        )
-        for m in media
-    ]
-
-
-# ---- batching -------------------------------------------------------------------------------------------
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in batch.items()}
-
-
-def collate_left(
-    processor: BehaviorLlavaProcessor, encoded: Sequence[dict[str, torch.Tensor]]
-) -> dict[str, torch.Tensor]:
-    """`processor.collate` with input_ids / attention_mask [B, L] LEFT-padded, as batched generation needs."""
-    batch = processor.collate(encoded)
-    lengths = [e["input_ids"].numel() for e in encoded]
-    width = max(lengths)
-    input_ids = torch.full((len(encoded), width), processor.pad_token_id, dtype=torch.long)  # (B, L)
-    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)  # (B, L)
-    for row, (e, n) in enumerate(zip(encoded, lengths, strict=True)):
-        input_ids[row, width - n :] = e["input_ids"]
-        attention_mask[row, width - n :] = 1
-    batch.update(input_ids=input_ids, attention_mask=attention_mask)
-    batch.pop("labels", None)
-    return batch
-
-
 # ---- scoring --------------------------------------------------------------------------------------------
-def _whole_answer(text: str) -> list[tuple[int, int]]:
-    return [(0, len(text))]
-
-
-@torch.no_grad()
-def continuation_logprobs(
-    model: BehaviorLlavaForCausalLM,
-    processor: BehaviorLlavaProcessor,
-    prompt: str,
-    media: Sequence[Media],
-    continuations: Sequence[str],
-    *,
-    system: str | None = None,
-    batch_size: int = 8,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probabilities (C,) and token counts (C,) of each continuation as the assistant's answer.
-
-    A continuation's tokens are all those after the generation prompt up to the end of its text (a lone
-    "▁" the tokenizer splits off counts; the closing "</s>" does not). The media are encoded once and
-    shared by all C rows; rows run `batch_size` at a time, right-padded.
-    """
-    if not continuations:
-        raise ValueError("no continuations to score")
-    device = model.device
-    prompt_ids = processor.prompt_for_generation(prompt, _stand_in(media), system=system)["input_ids"]  # (P,)
-    start = prompt_ids.numel()
-    encoded = []
-    for i, text in enumerate(continuations):
-        sample = {
-            "conversations": [{"from": "human", "value": prompt}, {"from": "gpt", "value": text}],
-            "system": system,
-        }
-        e = processor(sample, media if i == 0 else _stand_in(media), supervise=_whole_answer)
-        ids = e["input_ids"]  # (L,)
-        if not torch.equal(ids[:start], prompt_ids):
-            raise ValueError(f"the tokens of answer {text!r} do not start where the generation prompt ends")
-        answer = (e["labels"] != -100).nonzero()  # (a, 1) positions of the answer's characters
-        end = int(answer.max()) + 1 if answer.numel() else start
-        if end <= start:
-            raise ValueError(f"answer {text!r} has no tokens")
-        e["labels"] = torch.full_like(ids, -100)
-        e["labels"][start:end] = ids[start:end]
-        encoded.append(e)
-    media_embeds = None
-    if encoded[0]["media_frame_counts"].numel():
-        media_embeds = model.encode_media(MediaBatch.pop_from(_to(dict(encoded[0]), device)))  # (n, H)
-    sums, counts = [], []
-    for first in range(0, len(encoded), batch_size):
-        batch = _to(processor.collate(encoded[first : first + batch_size]), device)
-        ids, labels = batch["input_ids"], batch["labels"]  # (B, L)
-        is_media = ids == model.config.media_token_id  # (B, L)
-        embeds = model.get_input_embeddings()(ids.masked_fill(is_media, 0))  # (B, L, H)
-        if media_embeds is not None:
-            embeds = embeds.masked_scatter(
-                is_media[..., None], media_embeds.repeat(ids.shape[0], 1).to(embeds.dtype)
-            )
-        positions = torch.arange(start - 1, ids.shape[1] - 1, device=device)  # (A,): logits[t] predict t + 1
-        logits = model(
-            inputs_embeds=embeds, attention_mask=batch["attention_mask"], logits_to_keep=positions
-        ).logits
-        targets = labels[:, start:]  # (B, A)
-        keep = targets != -100
-        token_lp = torch.log_softmax(logits.float(), -1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
-        sums.append((token_lp * keep).sum(1).cpu())
-        counts.append(keep.sum(1).cpu())
-    return torch.cat(sums), torch.cat(counts)
-
-
 def _failed(example: Example, err: Exception) -> Record:
     return {"id": example.id, "prediction": None, "raw": None, "error": f"{type(err).__name__}: {err}"}
 
 
 def _scored(
     model: BehaviorLlavaForCausalLM, processor: BehaviorLlavaProcessor, example: Example, batch_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> ContinuationScores:
     if not example.choices:
         raise ValueError(f"example {example.id}: this protocol needs `choices`")
     media = example_media(example, processor.max_frames)
@@ -199,7 +99,7 @@ def _choose(
     records = []
     for example in examples:
         try:
-            sums, counts = _scored(model, processor, example, batch_size)
+            sums, counts, _ = _scored(model, processor, example, batch_size)
         except SKIPPABLE as err:
             records.append(_failed(example, err))
             continue
@@ -243,29 +143,6 @@ def retrieval(
 
 
 # ---- generation -----------------------------------------------------------------------------------------
-@torch.no_grad()
-def generate_texts(
-    model: BehaviorLlavaForCausalLM,
-    processor: BehaviorLlavaProcessor,
-    encoded: Sequence[dict[str, torch.Tensor]],
-    max_new_tokens: int,
-    batch_size: int = 8,
-) -> list[str]:
-    """Greedy answers of encoded prompts (`prompt_for_generation` outputs), `batch_size` at a time, left-padded;
-    each answer is cut at the first "</s>"."""
-    eos = processor.tokenizer.eos_token_id
-    texts = []
-    for start in range(0, len(encoded), batch_size):
-        batch = _to(collate_left(processor, encoded[start : start + batch_size]), model.device)
-        new = model.generate(
-            **batch, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=processor.pad_token_id
-        ).cpu()  # (B, ≤ max_new_tokens)
-        for row in new.tolist():
-            row = row[: row.index(eos)] if eos in row else row
-            texts.append(processor.tokenizer.decode(row, skip_special_tokens=True).strip())
-    return texts
-
-
 def _generate_and_parse(
     model: BehaviorLlavaForCausalLM,
     processor: BehaviorLlavaProcessor,
@@ -349,10 +226,7 @@ def nll(
                 "system": example.meta.get("system"),
             }
             spans = [tuple(span) for span in example.meta["score_spans"]]
-            batch = _to(
-                processor.collate([processor(sample, media, supervise=lambda _, s=spans: s)]), model.device
-            )
-            total, count = model.label_nll(**batch)
+            total, count = label_nll(model, processor, processor(sample, media, supervise=lambda _, s=spans: s))
         except SKIPPABLE as err:
             records.append(_failed(example, err))
             continue

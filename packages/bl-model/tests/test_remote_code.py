@@ -1,0 +1,112 @@
+"""HF-native checkpoints: a saved model loads through transformers' Auto classes, with bl-model (registered
+classes) and without it (the source saved beside the weights, `trust_remote_code=True`), and computes the same."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+import bl_model
+from bl_model import BehaviorLlavaConfig, BehaviorLlavaForCausalLM
+from bl_model.remote_code import code_closure
+
+from .test_modeling import batch_with_media, make_model
+
+# Runs with bl_model off sys.path: loads the checkpoint as remote code, writes logits + tokens.
+_WITHOUT_BL_MODEL = textwrap.dedent(
+    """
+    import importlib.util, pathlib, sys
+    sys.path[:] = [p for p in sys.path if not (pathlib.Path(p or ".") / "bl_model").exists()]
+    import torch
+    from transformers import AutoModelForCausalLM
+    assert importlib.util.find_spec("bl_model") is None, "bl_model must not be importable here"
+    ckpt, inputs_path, out_path = sys.argv[1:]
+    model = AutoModelForCausalLM.from_pretrained(ckpt, trust_remote_code=True).eval()
+    inputs = torch.load(inputs_path)
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    tokens = model.generate(**inputs, max_new_tokens=6, eos_token_id=None)
+    torch.save({"logits": logits, "tokens": tokens, "class": type(model).__module__}, out_path)
+    """
+)
+
+
+def test_saved_checkpoint_carries_auto_map_and_flat_source(tmp_path):
+    model = make_model()
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration.BehaviorLlavaConfig",
+        "AutoModelForCausalLM": "modeling.BehaviorLlavaForCausalLM",
+    }
+    saved = {p.name for p in tmp_path.glob("*.py")}
+    assert saved == {f"{name}.py" for name in code_closure(sys.modules[BehaviorLlavaForCausalLM.__module__].__file__)}
+    assert {"modeling.py", "configuration.py", "eva_vit.py", "ops.py", "compress.py", "varlen_attention.py"} <= saved
+    for path in tmp_path.glob("*.py"):  # flat: transformers' loader follows only `from .name import`
+        source = path.read_text()
+        assert "from bl_model" not in source and "import bl_model" not in source
+        assert not any(line.lstrip().startswith("from ..") for line in source.splitlines()), path.name
+        assert "from .ops.varlen_attention" not in source
+
+
+def test_config_alone_saves_its_code_and_auto_map(tmp_path):
+    bl_model.tiny().save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["auto_map"] == {
+        "AutoConfig": "configuration.BehaviorLlavaConfig"
+    }
+    assert (tmp_path / "configuration.py").is_file() and (tmp_path / "remote_code.py").is_file()
+
+
+def test_auto_classes_load_without_trust_remote_code_once_bl_model_is_imported(tmp_path):
+    model = make_model(image_compress="grid:2")
+    ids, _, media = batch_with_media(model.config)
+    model.save_pretrained(tmp_path)
+    assert type(AutoConfig.from_pretrained(tmp_path)) is BehaviorLlavaConfig
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(loaded) is BehaviorLlavaForCausalLM
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids, **vars(media)).logits, loaded(input_ids=ids, **vars(media)).logits)
+
+
+def test_without_bl_model_the_checkpoint_loads_as_remote_code_and_computes_the_same(tmp_path):
+    """A subprocess whose sys.path lacks bl_model: what a venv with only torch + transformers sees (such a venv
+    installs from uv's cache in seconds, but its first import compiles all of torch's bytecode)."""
+    model = make_model(image_compress="grid:2")
+    ids, _, media = batch_with_media(model.config)
+    ckpt = tmp_path / "ckpt"
+    model.save_pretrained(ckpt)
+    inputs = {"input_ids": ids, **vars(media)}
+    torch.save(inputs, tmp_path / "inputs.pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    tokens = model.generate(**inputs, max_new_tokens=6, eos_token_id=None)
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env |= {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "out.pt"
+    subprocess.run(
+        [sys.executable, "-c", _WITHOUT_BL_MODEL, str(ckpt), str(tmp_path / "inputs.pt"), str(out)],
+        check=True, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    remote = torch.load(out)
+    assert remote["class"].startswith("transformers_modules.")
+    assert torch.equal(remote["logits"], logits)
+    assert torch.equal(remote["tokens"], tokens)
+
+
+def test_remote_copy_and_bl_model_each_build_their_own_vision_config(tmp_path, monkeypatch):
+    """Both copies in one process: importing the remote configuration re-registers `bl_eva_vit` with AutoConfig;
+    each copy's config still builds its vision sub-config from its own class."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    make_model().save_pretrained(tmp_path)
+    remote_cls = get_class_from_dynamic_module("configuration.BehaviorLlavaConfig", tmp_path)
+    assert remote_cls is not BehaviorLlavaConfig
+    remote = remote_cls.from_pretrained(tmp_path)  # would fail its own type check if built by bl-model's class
+    assert type(remote.vision_config).__module__ == remote_cls.__module__
+    local = BehaviorLlavaConfig.from_pretrained(tmp_path)
+    assert type(local.vision_config) is bl_model.EvaVisionConfig
