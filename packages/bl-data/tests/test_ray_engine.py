@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # as bl_data.engines.ray: workers run this Python
 ray = pytest.importorskip("ray")
 
 import cloudpickle  # noqa: E402  (ray's dependency)

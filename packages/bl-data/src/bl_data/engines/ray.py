@@ -328,7 +328,15 @@ def _chunk_written(out: Path, prefix: str) -> set[str]:
     }
 
 
+# Under `uv run`, Ray would by default copy the working directory to every worker and rebuild the
+# environment there with `uv run` (a minute per new worker on 2 cores); the workers of a cluster whose nodes
+# have this workspace installed at the same path (or a shared filesystem) run the driver's Python directly.
+# Set RAY_ENABLE_UV_RUN_RUNTIME_ENV=1 to get Ray's propagation back.
+UV_RUNTIME_ENV = "RAY_ENABLE_UV_RUN_RUNTIME_ENV"
+
+
 def _init(address: str | None) -> None:
+    os.environ.setdefault(UV_RUNTIME_ENV, "0")  # read when ray is first imported
     import ray
 
     if not ray.is_initialized():
@@ -353,13 +361,13 @@ def prepare_ray(
 
     `captioner` builds the captioner inside each caption actor (e.g. `functools.partial(VlmCaptioner, path)`).
     """
-    import ray
-
     if cfg.num_shards != 1:
         raise ValueError(
             "the Ray engine prepares the whole input: num_shards must be 1 (Ray splits the work)"
         )
     _init(rcfg.address)
+    import ray
+
     cfg.out.mkdir(parents=True, exist_ok=True)
     _clean(cfg.out, r"ray[0-9a-f]+-\d{5}-\d{4}")  # what a killed driver's tasks left
     run = Run(cfg, done_keys(cfg.out), hasher=_ray_hashes)
