@@ -44,9 +44,9 @@ def _clip_360p(source: Path, out: Path, skip: int, crf: int) -> None:
 @pytest.fixture(scope="module")
 def download(tmp_path_factory: pytest.TempPathFactory, bikes_mp4: Path) -> Path:
     folder = tmp_path_factory.mktemp("dl")
-    comments = [
-        {"id": str(i), "text": f"comment number {i} about these bikes", "like_count": i} for i in range(4)
-    ]
+    texts = ["those riders take the corner so fast", "my knees hurt just watching this race",
+             "which trail is this, it looks amazing", "the camera work here is really smooth"]  # fmt: skip
+    comments = [{"id": str(i), "text": text, "like_count": i} for i, text in enumerate(texts)]
     for i in range(CLIPS):
         video_id = f"bikes{i:03d}"
         _clip_360p(bikes_mp4, folder / f"{video_id}.mp4", skip=i % 8, crf=22 + i // 8)
@@ -68,7 +68,7 @@ def test_local_and_ray_engines_side_by_side(benchmark, download: Path, tmp_path:
         cfg = PrepareConfig(source="youtube", input=download, out=out, workers=CORES, samples_per_shard=8)
         wall = time.perf_counter()
         report = prepare(cfg) if engine == "local" else prepare_ray(cfg, RayConfig(chunk_size=CLIPS))
-        assert report["stages"]["written"] == CLIPS
+        assert report["stages"].get("written") == CLIPS, report
         return time.perf_counter() - wall
 
     try:

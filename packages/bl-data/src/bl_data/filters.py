@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import stat
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -267,13 +268,14 @@ class MinViewsRule:
 
 
 def hash_media(paths: Sequence[Path], workers: int) -> dict[str, str]:
-    """`{str(path): sha256}` of the readable files among `paths`, hashed in `workers` threads (hashlib
-    releases the GIL); an unreadable file is left out (the filter stage reports it)."""
+    """`{str(path): sha256}` of the readable regular files among `paths`, hashed in `workers` threads
+    (hashlib releases the GIL); any other path is left out (the import or filter stage reports it). A named
+    pipe is never opened."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(path: Path) -> str | None:
         try:
-            return file_sha256(path)
+            return file_sha256(path) if stat.S_ISREG(path.stat().st_mode) else None
         except OSError:
             return None
 
@@ -300,10 +302,8 @@ def first_posts(
             if isinstance(kept, str):
                 break
         else:
-            try:
+            if kept.media_path is None or str(kept.media_path) in media_hashes:  # else: never read here
                 dedupe.apply(kept)
-            except OSError:  # reported by the filter stage of the post's own part
-                continue
     return dedupe.seen
 
 
