@@ -244,10 +244,7 @@ class _ShardSink:
         )
         self.outcomes: list[_Outcome] = []
 
-    # the Datasink interface (ray.data.Datasink is mixed in by `_sink`, so this module imports without Ray)
-    def on_write_start(self, schema: Any = None) -> None:
-        pass
-
+    # ray.data.Datasink is mixed in by `_sink`, so this module imports without Ray
     def write(self, blocks: Iterable[Any], ctx: Any) -> list[_Outcome]:
         writer = ShardWriter(
             self.out, self.samples_per_shard, f"{self.prefix}-{ctx.task_idx:04d}", done_scope="prefix"
@@ -281,16 +278,6 @@ class _ShardSink:
 
     def on_write_complete(self, write_result: Any) -> None:
         self.outcomes = [o for task in write_result.write_returns for o in task]
-
-    def on_write_failed(self, error: Exception) -> None:
-        pass
-
-    def get_name(self) -> str:
-        return "ShardSink"
-
-    @property
-    def supports_distributed_writes(self) -> bool:
-        return True
 
     @property
     def min_rows_per_write(self) -> int:
