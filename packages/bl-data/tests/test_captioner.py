@@ -92,6 +92,24 @@ def test_errors(tmp_path: Path) -> None:
         VlmCaptioner(text_only)
 
 
+def test_workers_decode_while_the_main_process_captions(templated: Path, tmp_path: Path) -> None:
+    """`prepare` with a captioner and 2 workers writes the samples one process writes, byte for byte."""
+    from bl_data.demo import synthesize_youtube
+    from bl_data.pipeline import PrepareConfig, prepare
+
+    folder = synthesize_youtube(tmp_path / "dl", 3, seed=8)
+    captioner = VlmCaptioner(templated, device="cpu", max_new_tokens=4)
+    shards = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        prepare(
+            PrepareConfig(source="youtube", input=folder, out=out, workers=workers, max_side=64), captioner
+        )
+        shards[workers] = sorted(out.glob("*.tar"))[0].read_bytes()
+    assert shards[1] == shards[2]
+    assert f'"captioner": "{captioner.name}' in shards[2].decode(errors="replace")
+
+
 def test_pipeline_import_stays_light() -> None:
     code = "import sys, bl_data.captioner, bl_data.pipeline; print('torch' in sys.modules, 'transformers' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
