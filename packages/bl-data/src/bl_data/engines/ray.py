@@ -279,10 +279,6 @@ class _ShardSink:
     def on_write_complete(self, write_result: Any) -> None:
         self.outcomes = [o for task in write_result.write_returns for o in task]
 
-    @property
-    def min_rows_per_write(self) -> int:
-        return self.samples_per_shard
-
 
 def _lost(row: _Row | Post, why: str) -> Failure:
     media = row.media if isinstance(row, _Row) else row.media_path
@@ -369,7 +365,7 @@ def prepare_ray(
         prefix = f"{token}-{index:05d}"
         sink = _sink(cfg.out, cfg.samples_per_shard, prefix, rcfg.on_stage)
         try:
-            _dataset(ray, chunk, stage_cfg, rcfg, cfg.out, captioner).write_datasink(
+            _dataset(ray, chunk, stage_cfg, rcfg, cfg.out, captioner, cfg.samples_per_shard).write_datasink(
                 sink, ray_remote_args={"max_retries": rcfg.max_retries}
             )
             outcomes = {o.result.post_id: o for o in sink.outcomes}
@@ -407,6 +403,7 @@ def _dataset(
     rcfg: RayConfig,
     out: Path,
     captioner: Callable[[], Captioner] | None,
+    samples_per_shard: int,
 ) -> Any:
     """The Ray Data pipeline of one chunk of posts (lazy; the write executes it)."""
     from ray.data import ActorPoolStrategy
@@ -439,4 +436,7 @@ def _dataset(
         )
     asr_name = rcfg.asr_model if rcfg.asr_command else None
     fn_kwargs = {"cfg": cfg, "asr_name": asr_name, "on_stage": rcfg.on_stage}
-    return ds.map(_finish_row, fn_kwargs=fn_kwargs, num_cpus=1, **retries)
+    ds = ds.map(_finish_row, fn_kwargs=fn_kwargs, num_cpus=1, **retries)
+    # write tasks of about `samples_per_shard` rows each; a separate operator, so the decode and verbalise
+    # tasks above stay one post each (fused into the write they would take a whole shard's posts per task)
+    return ds.repartition(-(-len(chunk) // samples_per_shard))
