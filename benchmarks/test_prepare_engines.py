@@ -42,7 +42,16 @@ def _clip_360p(source: Path, out: Path, skip: int, crf: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def download(tmp_path_factory: pytest.TempPathFactory, bikes_mp4: Path) -> Path:
+def download(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, bikes_mp4: Path
+) -> Path:
+    disabled = request.config.getoption("benchmark_disable") and not request.config.getoption(
+        "benchmark_enable"
+    )
+    if (
+        disabled
+    ):  # a plain `pytest` run: bl-data's test_ray_engine.py covers the engine; Ray's start-up costs minutes
+        pytest.skip("runs with --benchmark-enable only")
     folder = tmp_path_factory.mktemp("dl")
     texts = ["those riders take the corner so fast", "my knees hurt just watching this race",
              "which trail is this, it looks amazing", "the camera work here is really smooth"]  # fmt: skip
