@@ -149,6 +149,27 @@ def test_a_killed_worker_is_retried_with_nothing_lost_or_duplicated(tmp_path, st
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
+def _poison(post_id: str):
+    """A stage hook that SIGKILLs every worker that decodes `post_id`."""
+
+    def hook(name: str, current: str) -> None:
+        if name == "decode" and current == post_id:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+def test_a_post_that_kills_every_worker_fails_alone(tmp_path):
+    folder = _folder(tmp_path, n=4)
+    out = tmp_path / "out"
+    rcfg = RayConfig(chunk_size=8, max_retries=1, on_stage=_poison("demo050002"))
+    report = prepare_ray(_cfg(folder, out), rcfg)
+    assert {name.split(".")[0] for name in _members(out)} == {"demo050000", "demo050001", "demo050003"}
+    assert ("demo050002.mp4", "ray") in _failures(out)
+    assert report["media"]["failed"] == {"media": 1, "ray": 1} and report["media"]["written"] == 3
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_a_killed_driver_resumes_without_redoing_completed_shards(tmp_path):
     folder = synthesize_youtube(tmp_path / "dl", 6, seed=6)
     out = tmp_path / "out"

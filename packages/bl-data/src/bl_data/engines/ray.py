@@ -15,9 +15,9 @@ the samples already in completed shards and hands the rest to Ray `chunk_size` p
     write      a Datasink: one `ShardWriter` prefix per write task (atomic tars and a manifest)
 
 Every per-post exception becomes that post's `Failure` inside the stage; a Ray task that dies is retried
-(`max_retries`), skipping the samples an earlier attempt already listed; a chunk that still fails leaves its
-unwritten posts as `ray` failures (a rerun retries them). No post vanishes from the report. One driver per
-output folder at a time.
+(`max_retries`), skipping the samples an earlier attempt already listed; a chunk that still fails runs its
+unwritten posts again one at a time, and a post that still fails alone is a `ray` failure (a rerun retries
+it). No post vanishes from the report. One driver per output folder at a time.
 """
 
 from __future__ import annotations
@@ -356,21 +356,17 @@ def prepare_ray(
     run = Run(cfg, done_keys(cfg.out), hasher=_ray_hashes)
     stage_cfg = StageConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(StageConfig)})
     stage_cfg.transcripts = {}
-    token = f"ray{time.time_ns():x}"
-    posts = iter(run.posts())
-    for index in itertools.count():
-        chunk = list(itertools.islice(posts, rcfg.chunk_size))
-        if not chunk:
-            break
-        prefix = f"{token}-{index:05d}"
+    token, numbers = f"ray{time.time_ns():x}", itertools.count()
+
+    def run_chunk(chunk: list[Post]) -> dict[str, _Outcome]:
+        """The outcome of each post of `chunk`. When the chunk fails past its retries (e.g. a post that kills
+        every worker it runs in), its unwritten posts are run again one at a time, so only that post fails."""
+        prefix = f"{token}-{next(numbers):05d}"
         sink = _sink(cfg.out, cfg.samples_per_shard, prefix, rcfg.on_stage)
+        dataset = _dataset(ray, chunk, stage_cfg, rcfg, cfg.out, captioner, cfg.samples_per_shard)
         try:
-            _dataset(ray, chunk, stage_cfg, rcfg, cfg.out, captioner, cfg.samples_per_shard).write_datasink(
-                sink, ray_remote_args={"max_retries": rcfg.max_retries}
-            )
-            outcomes = {o.result.post_id: o for o in sink.outcomes}
-            error = "no result came back from Ray"
-        except Exception as err:  # a task failed past its retries: what its chunk listed stays written
+            dataset.write_datasink(sink, ray_remote_args={"max_retries": rcfg.max_retries})
+        except Exception as err:  # what the chunk listed stays written
             _clean(cfg.out, re.escape(prefix) + r"-\d{4}")
             written = _chunk_written(cfg.out, prefix)
             outcomes = {
@@ -378,13 +374,27 @@ def prepare_ray(
                 for post in chunk
                 if sample_key(post.id) in written
             }
-            error = (
-                f"its Ray chunk failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-            )
+            rest = [post for post in chunk if post.id not in outcomes]
+            if len(chunk) > 1:
+                for post in rest:
+                    outcomes |= run_chunk([post])
+            elif rest:
+                reason = f"its Ray tasks failed {rcfg.max_retries + 1} times: {type(err).__name__}: {err}"
+                (post,) = rest
+                failure = _lost(post, reason.splitlines()[0])
+                outcomes[post.id] = _Outcome(PostResult(post.id, _media(post), failure=failure), False, [])
+            return outcomes
+        return {o.result.post_id: o for o in sink.outcomes}
+
+    posts = iter(run.posts())
+    while chunk := list(itertools.islice(posts, rcfg.chunk_size)):
+        outcomes = run_chunk(chunk)
         for post in chunk:
             outcome = outcomes.get(post.id)
             if outcome is None:
-                run.account(PostResult(post.id, _media(post), failure=_lost(post, error)))
+                run.account(
+                    PostResult(post.id, _media(post), failure=_lost(post, "no result came back from Ray"))
+                )
                 continue
             for note in outcome.notes:
                 run.log.add(note)
