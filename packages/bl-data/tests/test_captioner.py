@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from bl_data.captioner import CAPTION_QUESTION, TAGS_QUESTION, VlmCaptioner, first_sentence, parse_tags
+from bl_data.testing import save_tiny_llava
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}[{{ message['role'] }}]"
@@ -18,80 +19,20 @@ CHAT_TEMPLATE = (
     "{% else %} {{ part['text'] }}{% endif %}{% endfor %} {% endfor %}"
     "{% if add_generation_prompt %}[assistant]{% endif %}"
 )
-PINPOINTS = [[32, 64], [64, 32], [64, 64]]
-
-
-def _save_checkpoint(out: Path, tokenizer_dir: Path, *, chat_template: str | None, pad: bool) -> Path:
-    """A random LLaVA-NeXT (CLIP 32 px / 8 px patches, 2-layer LLaMA) with its processor, saved to `out`."""
-    import torch
-    from tokenizers import AddedToken
-    from transformers import (
-        AutoTokenizer,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaNextConfig,
-        LlavaNextForConditionalGeneration,
-        LlavaNextImageProcessor,
-        LlavaNextProcessor,
-    )
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    tokenizer.add_tokens([AddedToken("<image>", special=True, normalized=False)], special_tokens=True)
-    if pad:
-        tokenizer.add_special_tokens({"pad_token": "<pad>"})
-    image_processor = LlavaNextImageProcessor(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=PINPOINTS
-    )
-    processor = LlavaNextProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=8,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,  # CLIP's CLS token
-        chat_template=chat_template,
-    )
-    config = LlavaNextConfig(
-        vision_config=CLIPVisionConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            projection_dim=16,
-        ),
-        text_config=LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-        ),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        image_grid_pinpoints=PINPOINTS,
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="default",
-    )
-    torch.manual_seed(0)
-    LlavaNextForConditionalGeneration(config).save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")
 def templated(tmp_path_factory: pytest.TempPathFactory, llama_tokenizer_dir: Path) -> Path:
     """A checkpoint whose processor has a chat template and a `<pad>` token."""
     out = tmp_path_factory.mktemp("llava-next-tiny")
-    return _save_checkpoint(out, llama_tokenizer_dir, chat_template=CHAT_TEMPLATE, pad=True)
+    return save_tiny_llava(out, llama_tokenizer_dir, chat_template=CHAT_TEMPLATE, pad=True)
 
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory: pytest.TempPathFactory, llama_tokenizer_dir: Path) -> Path:
     """A checkpoint whose processor has neither a chat template nor a pad token."""
     out = tmp_path_factory.mktemp("llava-next-plain")
-    return _save_checkpoint(out, llama_tokenizer_dir, chat_template=None, pad=False)
+    return save_tiny_llava(out, llama_tokenizer_dir, chat_template=None, pad=False)
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +90,24 @@ def test_errors(tmp_path: Path) -> None:
     (text_only / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(ValueError, match=r"llama-tiny.*'llama'"):
         VlmCaptioner(text_only)
+
+
+def test_workers_decode_while_the_main_process_captions(templated: Path, tmp_path: Path) -> None:
+    """`prepare` with a captioner and 2 workers writes the samples one process writes, byte for byte."""
+    from bl_data.demo import synthesize_youtube
+    from bl_data.pipeline import PrepareConfig, prepare
+
+    folder = synthesize_youtube(tmp_path / "dl", 3, seed=8)
+    captioner = VlmCaptioner(templated, device="cpu", max_new_tokens=4)
+    shards = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        prepare(
+            PrepareConfig(source="youtube", input=folder, out=out, workers=workers, max_side=64), captioner
+        )
+        shards[workers] = sorted(out.glob("*.tar"))[0].read_bytes()
+    assert shards[1] == shards[2]
+    assert f'"captioner": "{captioner.name}' in shards[2].decode(errors="replace")
 
 
 def test_pipeline_import_stays_light() -> None:

@@ -75,6 +75,30 @@ def test_rerun_resumes_and_machine_parts_are_disjoint_and_complete(tmp_path):
     )
 
 
+def test_duplicate_media_in_two_parts_is_kept_once_as_in_one_part(tmp_path):
+    """The same media under two ids that fall in different parts: the parts together keep what one run keeps."""
+    from bl_data.pipeline import _in_part
+
+    folder = synthesize_youtube(tmp_path / "dl", 3, seed=7)
+    ids = [f"dup{i}" for i in range(40)]
+    first = ids[0]
+    second = next(i for i in ids if _in_part(i, 2, 0) != _in_part(first, 2, 0))
+    template = json.loads((folder / "demo070000.info.json").read_text())
+    for video_id in (first, second):
+        (folder / f"{video_id}.mp4").write_bytes((folder / "demo070001.mp4").read_bytes())
+        (folder / f"{video_id}.info.json").write_text(json.dumps(template | {"id": video_id}))
+    whole = prepare(PrepareConfig(source="youtube", input=folder, out=tmp_path / "whole", max_side=64))
+    assert whole["filters"]["posts_dropped"] == {"duplicate_media": 2}  # three copies, one kept
+    parts = tmp_path / "parts"
+    dropped = 0
+    for index in range(2):
+        cfg = PrepareConfig(
+            source="youtube", input=folder, out=parts, num_shards=2, shard_index=index, max_side=64
+        )
+        dropped += prepare(cfg)["filters"]["posts_dropped"].get("duplicate_media", 0)
+    assert done_keys(parts) == done_keys(tmp_path / "whole") and dropped == 2
+
+
 def test_apps_prepare_cli(tmp_path):
     folder = synthesize_youtube(tmp_path / "dl", 2, seed=5)
     out = tmp_path / "shards"
@@ -82,6 +106,9 @@ def test_apps_prepare_cli(tmp_path):
                           "--out", str(out), "--workers", "2"], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "no --captioner" in run.stdout and done_keys(out) == {"demo050000", "demo050001"}
+    split = [*run.args, "--engine", "ray", "--num-shards", "2"]
+    run = subprocess.run(split, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "--num-shards/--shard-index" in run.stderr  # a usage error, before Ray
 
 
 def test_real_clip_with_fixture_metadata_becomes_a_readable_shard(tmp_path, bikes_mp4):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import stat
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -125,21 +126,33 @@ def file_sha256(path: Path) -> str:
 class DuplicateMediaRule:
     """Drop a post whose media has the content hash of an earlier post's media (the first one seen stays).
 
-    The hash is `hashes[post.id]` when given, else the SHA-256 of `post.media_path` (`OSError` when it cannot
-    be read); a post with neither passes. The rule remembers the hashes it has seen, so one instance must see every post of a dataset.
+    The hash is `hashes[post.id]` when given, else `media_hashes[str(post.media_path)]` (from a parallel
+    hashing pass, see `hash_media`), else the SHA-256 of `post.media_path` (`OSError` when it cannot be
+    read); a post with neither passes. `first` (hash -> the post that keeps it, decided over the whole input
+    by `first_posts`) makes the verdict independent of which posts this instance sees (parts of a split
+    input); without it the rule remembers the hashes it has seen, so one instance must see every post.
     """
 
     hashes: Mapping[str, str] = field(default_factory=dict)
+    media_hashes: Mapping[str, str] = field(default_factory=dict)
+    first: Mapping[str, str] = field(default_factory=dict)
     name: str = "duplicate_media"
     seen: dict[str, str] = field(default_factory=dict, init=False)  # hash -> first post id
 
-    def apply(self, post: Post) -> Post | str:
+    def digest(self, post: Post) -> str | None:
+        """The post's media hash (None without media); `OSError` when it must be read and cannot."""
         digest = self.hashes.get(post.id)
+        if digest is None and post.media_path is not None:
+            digest = self.media_hashes.get(str(post.media_path))
+            if digest is None:  # an unreadable file raises: a failure, not a duplicate
+                digest = file_sha256(post.media_path)
+        return digest
+
+    def apply(self, post: Post) -> Post | str:
+        digest = self.digest(post)
         if digest is None:
-            if post.media_path is None:
-                return post
-            digest = file_sha256(post.media_path)  # an unreadable file raises: a failure, not a duplicate
-        first = self.seen.setdefault(digest, post.id)
+            return post
+        first = self.first.get(digest) or self.seen.setdefault(digest, post.id)
         return post if first == post.id else f"same media as post {first!r}"
 
     def remember(self, post: Post) -> None:
@@ -252,6 +265,46 @@ class MinViewsRule:
         if post.view_count is None or post.view_count <= self.min_views:
             return f"{post.view_count} views <= {self.min_views}"
         return post
+
+
+def hash_media(paths: Sequence[Path], workers: int) -> dict[str, str]:
+    """`{str(path): sha256}` of the readable regular files among `paths`, hashed in `workers` threads
+    (hashlib releases the GIL); any other path is left out (the import or filter stage reports it). A named
+    pipe is never opened."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(path: Path) -> str | None:
+        try:
+            return file_sha256(path) if stat.S_ISREG(path.stat().st_mode) else None
+        except OSError:
+            return None
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        digests = list(pool.map(one, paths))
+    return {str(p): d for p, d in zip(paths, digests, strict=True) if d is not None}
+
+
+def first_posts(
+    posts: Iterable[Post], rules: Sequence[Rule], media_hashes: Mapping[str, str]
+) -> dict[str, str]:
+    """hash -> id of the first post (in `posts`' order) with that media that passes the rules before
+    `DuplicateMediaRule` in `rules`: the post the rule keeps when it sees the whole input in one pass."""
+    index = next(i for i, rule in enumerate(rules) if isinstance(rule, DuplicateMediaRule))
+    dedupe = DuplicateMediaRule(media_hashes=media_hashes)
+    ids: set[str] = set()
+    for post in posts:
+        if post.id in ids:  # a repeated id fails as a duplicate before the rules
+            continue
+        ids.add(post.id)
+        kept: Post | str = post
+        for rule in rules[:index]:
+            kept = rule.apply(kept)
+            if isinstance(kept, str):
+                break
+        else:
+            if kept.media_path is None or str(kept.media_path) in media_hashes:  # else: never read here
+                dedupe.apply(kept)
+    return dedupe.seen
 
 
 def default_rules() -> list[Rule]:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
-from .filters import Dropped, Filters
+from .filters import Dropped, DuplicateMediaRule, Filters, first_posts, hash_media
 from .pool import process_posts
 from .records import Failure, Post
 from .shards import ShardWriter, done_keys, sample_key, shard_paths
@@ -35,7 +35,7 @@ from .sources import read_blift, read_reddit, read_youtube
 from .sources._common import MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, media_files, not_regular
 from .stages import Captioner, PostResult, StageConfig, exception_reason, filter_post, run_stage
 
-__all__ = ["Captioner", "FailureLog", "MediaLedger", "PrepareConfig", "media_inputs", "prepare"]
+__all__ = ["Captioner", "FailureLog", "MediaLedger", "PrepareConfig", "Run", "media_inputs", "prepare"]
 
 _POST_NOUN = {"youtube": "info.json", "reddit": "submission", "blift": "BLIFT row"}
 
@@ -199,117 +199,149 @@ def _orphan(path: Path, cfg: PrepareConfig, used: set[Path]) -> tuple[str, Failu
     return "failed:import", Failure(str(path), "import", reason, path.stem, "media")
 
 
-def prepare(
-    cfg: PrepareConfig, captioner: Captioner | None = None, progress: Callable[[int], None] | None = None
-) -> dict[str, Any]:
-    """Run the whole preparation; returns the report (also written to `out/report.json`, or
-    `out/report-partNNNN.json` for one of several parts)."""
-    ledger = MediaLedger(media_inputs(cfg))
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    filters = Filters()
-    counts: Counter[str] = Counter()
-    prefix = f"part{cfg.shard_index:04d}" if cfg.num_shards > 1 else "blift"
-    writer = ShardWriter(cfg.out, cfg.samples_per_shard, prefix=prefix)
-    log = FailureLog(cfg.out / "failures.jsonl")
-    seen: set[str] = set()
+class Run:
+    """What both engines share: the import with the cheap filters, the accounting of every post and media
+    file, `failures.jsonl` and `report.json`. An engine feeds `posts()` through the stages and hands each
+    `PostResult` back to `account` (after writing it)."""
 
-    def fail(failure: Failure, media: str | None = None) -> None:
-        counts[f"failed_{failure.stage}"] += 1
-        ledger.record(media, f"failed:{failure.stage}")
-        log.add(failure)
+    def __init__(
+        self,
+        cfg: PrepareConfig,
+        done: set[str],
+        hasher: Callable[[list[Path]], dict[str, str]] | None = None,
+    ) -> None:
+        """`done`: the keys already written; `hasher`: paths -> {str(path): sha256} of the readable ones
+        (default: `hash_media` in `cfg.workers` threads)."""
+        self.cfg = cfg
+        self.ledger = MediaLedger(media_inputs(cfg))
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        self.filters = Filters()
+        # media-level dedup over the whole input, hashed in parallel before the split into parts
+        hashes = (hasher or (lambda paths: hash_media(paths, cfg.workers)))(self.ledger.files)
+        dedupe = next(rule for rule in self.filters.rules if isinstance(rule, DuplicateMediaRule))
+        dedupe.media_hashes = hashes
+        if cfg.num_shards > 1:
+            posts = (item for item in _import(cfg) if isinstance(item, Post))
+            dedupe.first = first_posts(posts, Filters().rules, hashes)
+        self.counts: Counter[str] = Counter()
+        self.done = done
+        self.log = FailureLog(cfg.out / "failures.jsonl")
+        self.seen: set[str] = set()
+        self.prefix = f"part{cfg.shard_index:04d}" if cfg.num_shards > 1 else "blift"
 
-    def todo() -> Iterator[Post]:
+    def fail(self, failure: Failure, media: str | None = None) -> None:
+        self.counts[f"failed_{failure.stage}"] += 1
+        self.ledger.record(media, f"failed:{failure.stage}")
+        self.log.add(failure)
+
+    def posts(self) -> Iterator[Post]:
+        """The imported posts of this part that pass the filters and are not done yet."""
+        cfg = self.cfg
         for item in _import(cfg):
             if isinstance(item, Failure):
-                fail(item)
+                self.fail(item)
                 continue
             media = item.media_path
             if not _in_part(item.id, cfg.num_shards, cfg.shard_index):
-                ledger.record(media, "other_part")
+                self.ledger.record(media, "other_part")
                 continue
-            counts["imported"] += 1
-            if writer.is_done(item.id):
-                counts["already_done"] += 1
-                ledger.record(media, "already_done")
+            self.counts["imported"] += 1
+            if sample_key(item.id) in self.done:
+                self.counts["already_done"] += 1
+                self.ledger.record(media, "already_done")
                 # its hash must still shadow later copies; a done sample stays done if its file went bad
-                run_stage("filter", item, filters.remember, item)
+                run_stage("filter", item, self.filters.remember, item)
                 continue
-            if sample_key(item.id) in seen:
-                fail(Failure(str(media), "import", "duplicate id", item.id), media)
+            if sample_key(item.id) in self.seen:
+                self.fail(Failure(str(media), "import", "duplicate id", item.id), media)
                 continue
-            seen.add(sample_key(item.id))
-            kept = filter_post(item, filters)
+            self.seen.add(sample_key(item.id))
+            kept = filter_post(item, self.filters)
             if isinstance(kept, Failure):
-                fail(kept, media)
+                self.fail(kept, media)
             elif isinstance(kept, Dropped):
-                ledger.record(media, f"dropped:{kept.rule}")
+                self.ledger.record(media, f"dropped:{kept.rule}")
             else:
                 yield kept
 
-    bar = tqdm(desc=f"prepare {cfg.source}", unit="post", dynamic_ncols=True)
-    try:
-        for result in process_posts(todo(), cfg, workers=cfg.workers, captioner=captioner):
-            bar.update(1)
-            _handle(result, writer, filters, ledger, counts, fail)
-            if progress:
-                progress(counts["written"])
-        writer.close()
-        used = {Path(media).with_suffix("") for media in ledger.outcomes}
-        for path in ledger.unaccounted():
+    def account(self, result: PostResult, written: bool = False) -> None:
+        """Count a processed post: its failure or drop, or `written` (True once its sample is written)."""
+        if result.failure is not None:
+            self.fail(result.failure, result.media)
+        elif result.dropped is not None:
+            self.filters.report.posts_dropped[result.dropped] += 1
+            self.filters.report.posts_kept -= 1
+            self.ledger.record(result.media, f"dropped:{result.dropped}")
+        elif written:
+            self.counts["written"] += 1
+            self.ledger.record(result.media, "written")
+
+    def finish(self) -> dict[str, Any]:
+        """Account the media no post used, close the log and write the report (see `prepare`)."""
+        cfg = self.cfg
+        used = {Path(media).with_suffix("") for media in self.ledger.outcomes}
+        for path in self.ledger.unaccounted():
             outcome, failure = _orphan(path, cfg, used)
             if failure is None:
-                ledger.record(path, outcome)
+                self.ledger.record(path, outcome)
             else:
-                fail(failure, str(path))
+                self.fail(failure, str(path))
+        self.log.close()
+        report = {
+            "source": cfg.source,
+            "input": str(cfg.input),
+            "part": [cfg.shard_index, cfg.num_shards],
+            "media": self.ledger.summary(),
+            "folder": {
+                "samples": len(done_keys(cfg.out)),
+                "shards": len(shard_paths(cfg.out)),
+                "failures_logged": len(self.log.keys),
+            },
+            "stages": dict(self.counts),
+            "filters": self.filters.report.to_dict(),
+        }
+        name = "report.json" if cfg.num_shards == 1 else f"report-{self.prefix}.json"
+        tmp = cfg.out / f"{name}.tmp"
+        tmp.write_text(json.dumps(report, indent=2))
+        os.replace(tmp, cfg.out / name)
+        return report
+
+
+def prepare(
+    cfg: PrepareConfig, captioner: Captioner | None = None, progress: Callable[[int], None] | None = None
+) -> dict[str, Any]:
+    """Run the whole preparation on this machine (the local engine); returns the report (also written to
+    `out/report.json`, or `out/report-partNNNN.json` for one of several parts)."""
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    prefix = f"part{cfg.shard_index:04d}" if cfg.num_shards > 1 else "blift"
+    writer = ShardWriter(cfg.out, cfg.samples_per_shard, prefix=prefix)
+    run = Run(cfg, writer.done)
+    bar = tqdm(desc=f"prepare {cfg.source}", unit="post", dynamic_ncols=True)
+    try:
+        for result in process_posts(run.posts(), cfg, workers=cfg.workers, captioner=captioner):
+            bar.update(1)
+            run.account(result, written=_write(result, writer, run))
+            if progress:
+                progress(run.counts["written"])
+        writer.close()
     except BaseException:
         writer.abort()  # the open shard's samples are simply written again by the next run
+        run.log.close()
         raise
     finally:
         bar.close()
-        log.close()
-    report = {
-        "source": cfg.source,
-        "input": str(cfg.input),
-        "part": [cfg.shard_index, cfg.num_shards],
-        "media": ledger.summary(),
-        "folder": {
-            "samples": len(done_keys(cfg.out)),
-            "shards": len(shard_paths(cfg.out)),
-            "failures_logged": len(log.keys),
-        },
-        "stages": dict(counts),
-        "filters": filters.report.to_dict(),
-    }
-    name = "report.json" if cfg.num_shards == 1 else f"report-{prefix}.json"
-    tmp = cfg.out / f"{name}.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, cfg.out / name)
-    return report
+    return run.finish()
 
 
-def _handle(
-    result: PostResult,
-    writer: ShardWriter,
-    filters: Filters,
-    ledger: MediaLedger,
-    counts: Counter[str],
-    fail: Callable[[Failure, str | None], None],
-) -> None:
-    """Write, drop or fail one processed post."""
-    if result.failure is not None:
-        fail(result.failure, result.media)
-        return
-    if result.dropped is not None:
-        filters.report.posts_dropped[result.dropped] += 1
-        filters.report.posts_kept -= 1
-        ledger.record(result.media, f"dropped:{result.dropped}")
-        return
+def _write(result: PostResult, writer: ShardWriter, run: Run) -> bool:
+    """Write a processed post's sample; False when there is none or it failed (then counted as failed)."""
+    if result.meta is None:
+        return False
     try:
         writer.write(result.post_id, result.meta, result.frames)
     except OSError:
         raise  # the shard itself may be damaged: stop (the open shard is discarded)
     except Exception as err:  # members are encoded before the tar is touched: this sample only
-        fail(Failure(str(result.media), "write", exception_reason(err), result.post_id), result.media)
-        return
-    counts["written"] += 1
-    ledger.record(result.media, "written")
+        run.fail(Failure(str(result.media), "write", exception_reason(err), result.post_id), result.media)
+        return False
+    return True

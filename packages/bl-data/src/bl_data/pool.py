@@ -1,7 +1,10 @@
 """The local engine's worker processes: `process_post` over a stream of posts, in order, surviving workers
 that die.
 
-    for result in process_posts(posts, StageConfig(), workers=8): ...
+    for result in process_posts(posts, StageConfig(), workers=8, captioner=None): ...
+
+With a captioner (which holds a model, possibly on the GPU) the workers decode (`decode_post`) while this
+process captions and verbalises the decoded posts as they arrive, in order.
 
 `process_post` never raises, but a worker can still die (a crash inside a native decoder, the OOM killer).
 Then every post in flight is retried alone in a fresh process; the one that kills that process too becomes
@@ -13,12 +16,25 @@ from __future__ import annotations
 import collections
 import dataclasses
 import multiprocessing
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from .records import Failure, Post
-from .stages import Captioner, PostResult, StageConfig, exception_reason, process_post
+from .stages import (
+    Captioner,
+    Decoded,
+    PostResult,
+    StageConfig,
+    caption_post,
+    decode_post,
+    exception_reason,
+    finish_post,
+    process_post,
+)
+
+Worker = Callable[[Post, StageConfig], Any]  # process_post or decode_post: never raise
 
 DIED = "the worker process died while processing it (a crash, or killed, e.g. out of memory)"
 
@@ -42,11 +58,11 @@ def _collect(post: Post, future: Future) -> PostResult:
         return _failed(post, exception_reason(err))
 
 
-def _alone(post: Post, cfg: StageConfig) -> PostResult:
-    """`process_post` in a fresh process of its own: a post that kills it gets the `DIED` failure."""
+def _alone(post: Post, cfg: StageConfig, fn: Worker) -> PostResult | Decoded:
+    """`fn` of the post in a fresh process of its own: a post that kills it gets the `DIED` failure."""
     with _executor(1) as single:
         try:
-            return _collect(post, single.submit(process_post, post, cfg))
+            return _collect(post, single.submit(fn, post, cfg))
         except BrokenProcessPool:
             return _failed(post, DIED)
 
@@ -54,19 +70,32 @@ def _alone(post: Post, cfg: StageConfig) -> PostResult:
 def process_posts(
     posts: Iterable[Post], cfg: StageConfig, *, workers: int = 1, captioner: Captioner | None = None
 ) -> Iterator[PostResult]:
-    """`process_post` of each post, in input order: in this process (one worker, or with a captioner, which
-    holds a model), else in `workers` spawned processes with at most two posts per worker in flight.
+    """`process_post` of each post, in input order: in this process with one worker, else decoding in
+    `workers` spawned processes (see `map_posts`) and, with a captioner, captioning here.
     `posts` is consumed in the calling thread only."""
-    if workers == 1 or captioner is not None:
+    if workers == 1:
         for post in posts:
             yield process_post(post, cfg, captioner)
         return
+    if captioner is None:
+        yield from map_posts(posts, cfg, workers, process_post)
+        return
+    for decoded in map_posts(posts, cfg, workers, decode_post):
+        if isinstance(decoded, PostResult):
+            yield decoded
+        else:
+            yield finish_post(decoded, caption_post(decoded, captioner), captioner.name, cfg)
+
+
+def map_posts(posts: Iterable[Post], cfg: StageConfig, workers: int, fn: Worker) -> Iterator[Any]:
+    """`fn(post, cfg)` of each post in `workers` spawned processes, in input order, at most two posts per
+    worker in flight; a post whose process dies is retried alone (see the module docstring)."""
     # a plain StageConfig: unpickling it imports bl_data.stages only, not the caller's modules
     cfg = StageConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(StageConfig)})
     pool = _executor(workers)
     pending: collections.deque[tuple[Post, Future]] = collections.deque()
 
-    def head() -> PostResult:
+    def head() -> Any:
         nonlocal pool
         post, future = pending[0]
         try:
@@ -80,7 +109,7 @@ def process_posts(
                     pending.append((suspect, before))  # finished before the pool broke
                     continue
                 retried: Future = Future()
-                retried.set_result(_alone(suspect, cfg))
+                retried.set_result(_alone(suspect, cfg, fn))
                 pending.append((suspect, retried))
             pool = _executor(workers)
             result = pending[0][1].result()
@@ -89,7 +118,7 @@ def process_posts(
 
     try:
         for post in posts:
-            pending.append((post, pool.submit(process_post, post, cfg)))
+            pending.append((post, pool.submit(fn, post, cfg)))
             if len(pending) >= 2 * workers:
                 yield head()
         while pending:

@@ -23,7 +23,7 @@ import re
 import tarfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -95,7 +95,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
+    """(H, W, 3) uint8 RGB -> JPEG bytes, as `ShardWriter` stores a frame (deterministic for a quality)."""
     buffer = io.BytesIO()
     Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
@@ -106,11 +107,19 @@ class ShardWriter:
     (the last one of a run may be shorter), resuming where a previous run of `prefix` stopped.
 
     Use one writer per prefix at a time (parallel writers take distinct prefixes). As a context
-    manager, a clean exit completes the open shard and an exception discards it.
+    manager, a clean exit completes the open shard and an exception discards it. `done_scope="prefix"`
+    reads only this prefix's manifest for the done samples (a write task of many: the caller skips the
+    rest), instead of every manifest in `out_dir`.
     """
 
     def __init__(
-        self, out_dir: str | Path, samples_per_shard: int, prefix: str = "blift", *, jpeg_quality: int = 90
+        self,
+        out_dir: str | Path,
+        samples_per_shard: int,
+        prefix: str = "blift",
+        *,
+        jpeg_quality: int = 90,
+        done_scope: Literal["folder", "prefix"] = "folder",
     ):
         if samples_per_shard < 1:
             raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
@@ -124,7 +133,10 @@ class ShardWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         entries = self._recover()
         self.next_index = 1 + max((int(e["shard"][len(prefix) + 1 : -4]) for e in entries), default=-1)
-        self.done = done_keys(self.out_dir)
+        if done_scope == "prefix":
+            self.done = {key for entry in entries for key in entry["keys"]}
+        else:
+            self.done = done_keys(self.out_dir)
         self._file: io.BufferedWriter | None = None
         self._tar: tarfile.TarFile | None = None
         self._keys: list[str] = []
@@ -160,11 +172,11 @@ class ShardWriter:
         self,
         sample_id: str,
         meta: dict[str, Any],
-        frames: np.ndarray | Sequence[np.ndarray] = (),
+        frames: np.ndarray | Sequence[np.ndarray | bytes] = (),
         mp4: bytes | None = None,
     ) -> str:
-        """Append one sample; returns its key. `frames` is (T, H, W, 3) uint8 RGB (or T such arrays),
-        stored as JPEG `NNN.jpg` members; `meta` is stored as `json`.
+        """Append one sample; returns its key. `frames` is (T, H, W, 3) uint8 RGB (or T such arrays, or T
+        JPEGs as `encode_jpeg` makes them), stored as JPEG `NNN.jpg` members; `meta` is stored as `json`.
 
         Raises ValueError for a key already written (done or in the open shard).
         """
@@ -173,7 +185,8 @@ class ShardWriter:
             raise ValueError(f"duplicate sample key {key!r} (id {sample_id!r})")
         members = {"json": json.dumps(meta, ensure_ascii=False).encode("utf-8")}
         members |= {
-            f"{i:03d}.jpg": _encode_jpeg(np.asarray(f), self.jpeg_quality) for i, f in enumerate(frames)
+            f"{i:03d}.jpg": f if isinstance(f, bytes) else encode_jpeg(np.asarray(f), self.jpeg_quality)
+            for i, f in enumerate(frames)
         }
         if mp4 is not None:
             members["mp4"] = bytes(mp4)

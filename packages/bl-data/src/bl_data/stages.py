@@ -169,36 +169,66 @@ def _verbalize(
     }
 
 
-def process_post(post: Post, cfg: StageConfig, captioner: Captioner | None = None) -> PostResult:
-    """The stages after the filters for one post (runs in a worker process); never raises."""
-    media = str(post.media_path) if post.media_path is not None else None
+@dataclass
+class Decoded:
+    """A post after the `media` and `check` stages: the checked post, its media analysis and repairs."""
 
-    def failed(failure: Failure) -> PostResult:
-        return PostResult(post.id, media, failure=failure)
+    post: Post
+    analysis: MediaAnalysis
+    repairs: dict[str, str]
 
+
+def _media_of(post: Post) -> str | None:
+    return str(post.media_path) if post.media_path is not None else None
+
+
+def decode_post(post: Post, cfg: StageConfig) -> Decoded | PostResult:
+    """The `media` and `check` stages (and the media's max_duration): a `Decoded`, or the post's
+    failure or drop as a `PostResult`; never raises."""
+    media = _media_of(post)
     analysis = run_stage("media", post, _analyze, post, cfg)
     if isinstance(analysis, Failure):
-        return failed(analysis)
+        return PostResult(post.id, media, failure=analysis)
     checked = run_stage("check", post, check_media, post, analysis.info, cfg)
     if isinstance(checked, Failure):
-        return failed(checked)
+        return PostResult(post.id, media, failure=checked)
     post, repairs = checked
     if post.is_video and analysis.info.duration > cfg.max_duration:
         return PostResult(post.id, media, dropped="max_duration")
     post = dataclasses.replace(post, duration=post.duration or analysis.info.duration)
+    return Decoded(post, analysis, repairs)
+
+
+def caption_post(decoded: Decoded, captioner: Captioner | None) -> list | Failure:
+    """The `caption` stage: (caption, tags) per scene, `(None, [])` each without a captioner."""
     if captioner is None:
-        captions: list | Failure = [(None, [])] * len(analysis.keyframes)
-    else:
-        captions = run_stage("caption", post, captioner, analysis.keyframes)
+        return [(None, [])] * len(decoded.analysis.keyframes)
+    return run_stage("caption", decoded.post, captioner, decoded.analysis.keyframes)
+
+
+def finish_post(
+    decoded: Decoded, captions: list | Failure, captioner_name: str | None, cfg: StageConfig
+) -> PostResult:
+    """The `verbalize` stage after the captions (a caption Failure passes through); never raises."""
+    post, media = decoded.post, _media_of(decoded.post)
     if isinstance(captions, Failure):
-        return failed(captions)
+        return PostResult(post.id, media, failure=captions)
     asr = cfg.transcripts.get(media or "") or None
     provenance = {
-        "captioner": captioner.name if captioner else None,
+        "captioner": captioner_name,
         "asr_model": cfg.asr_name if asr else None,
-        **repairs,
+        **decoded.repairs,
     }
-    meta = run_stage("verbalize", post, _verbalize, post, analysis, captions, asr, provenance)
+    meta = run_stage("verbalize", post, _verbalize, post, decoded.analysis, captions, asr, provenance)
     if isinstance(meta, Failure):
-        return failed(meta)
-    return PostResult(post.id, media, meta=meta, frames=analysis.frames)
+        return PostResult(post.id, media, failure=meta)
+    return PostResult(post.id, media, meta=meta, frames=decoded.analysis.frames)
+
+
+def process_post(post: Post, cfg: StageConfig, captioner: Captioner | None = None) -> PostResult:
+    """Every stage after the filters for one post (runs in a worker process); never raises."""
+    decoded = decode_post(post, cfg)
+    if isinstance(decoded, PostResult):
+        return decoded
+    captions = caption_post(decoded, captioner)
+    return finish_post(decoded, captions, captioner.name if captioner else None, cfg)

@@ -1,4 +1,5 @@
-"""Synthetic media for tests and benchmarks: H.264 clips with shot cuts at known times, written with PyAV."""
+"""Synthetic media and models for tests and benchmarks: H.264 clips with shot cuts at known times (PyAV), a
+tiny random LLaVA-NeXT captioner checkpoint."""
 
 from __future__ import annotations
 
@@ -77,3 +78,69 @@ def _write_tone(
         frame.sample_rate, frame.pts = rate, start
         container.mux(stream.encode(frame))
     container.mux(stream.encode())
+
+
+_PINPOINTS = [[32, 64], [64, 32], [64, 64]]
+
+
+def save_tiny_llava(
+    out: Path, tokenizer_dir: Path, *, chat_template: str | None = None, pad: bool = True
+) -> Path:
+    """A random LLaVA-NeXT (CLIP 32 px / 8 px patches, 2-layer LLaMA) with its processor, saved to `out`
+    like a real checkpoint: `VlmCaptioner(out)` loads it (in tests, and in Ray workers, which cannot import
+    test modules). `tokenizer_dir`: a saved LLaMA tokenizer."""
+    import torch
+    from tokenizers import AddedToken
+    from transformers import (
+        AutoTokenizer,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer.add_tokens([AddedToken("<image>", special=True, normalized=False)], special_tokens=True)
+    if pad:
+        tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    image_processor = LlavaNextImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=_PINPOINTS
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS token
+        chat_template=chat_template,
+    )
+    config = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            projection_dim=16,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+        ),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=_PINPOINTS,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(0)
+    LlavaNextForConditionalGeneration(config).save_pretrained(out)
+    processor.save_pretrained(out)
+    return out

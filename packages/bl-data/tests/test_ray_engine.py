@@ -1,0 +1,195 @@
+"""The Ray Data engine against the local one: same samples byte for byte, failures reported, faults survived.
+
+Ray starts once for the module (local, num_cpus=2, num_gpus=1 declared so the caption actor's GPU is
+scheduled). Fault injection runs in Ray workers through `RayConfig.on_stage`; this module is pickled by value
+so they can run its functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # as bl_data.engines.ray: workers run this Python
+ray = pytest.importorskip("ray")
+
+import cloudpickle  # noqa: E402  (ray's dependency)
+
+from bl_data.captioner import VlmCaptioner  # noqa: E402
+from bl_data.demo import synthesize_youtube  # noqa: E402
+from bl_data.engines.ray import RayConfig, prepare_ray  # noqa: E402
+from bl_data.pipeline import PrepareConfig, prepare  # noqa: E402
+from bl_data.testing import save_tiny_llava  # noqa: E402
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+APPS = Path(__file__).parents[3] / "apps"
+
+# bl-asr's command line and JSONL format; one transcript per file naming it
+STUB_ASR = """
+import argparse, json, os
+p = argparse.ArgumentParser()
+p.add_argument("--model"); p.add_argument("--out"); p.add_argument("--list")
+a = p.parse_args()
+with open(a.out, "w") as out:
+    for path in open(a.list).read().splitlines():
+        name = os.path.basename(path)
+        out.write(json.dumps({"path": path, "language": "en", "duration": 1.0, "model": a.model,
+                              "segments": [{"start": 0.1, "end": 0.9, "text": " hello " + name, "words": []}]}) + "\\n")
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster():
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _folder(tmp_path: Path, n: int = 4) -> Path:
+    """`n` good clips, a corrupt mp4 with its info.json and an info.json that is not JSON."""
+    folder = synthesize_youtube(tmp_path / "dl", n, seed=5)
+    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+    info = json.loads((folder / "demo050000.info.json").read_text()) | {"id": "broken"}
+    (folder / "broken.info.json").write_text(json.dumps(info))
+    (folder / "notjson.info.json").write_text("{not json")
+    return folder
+
+
+def _members(out: Path) -> dict[str, bytes]:
+    """Every member of every shard in `out`: name -> bytes (a duplicate name fails)."""
+    members: dict[str, bytes] = {}
+    for shard in sorted(out.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for info in tar:
+                assert info.name not in members, f"{info.name} written twice"
+                members[info.name] = tar.extractfile(info).read()
+    return members
+
+
+def _failures(out: Path) -> set[tuple[str, str]]:
+    lines = (out / "failures.jsonl").read_text().splitlines()
+    return {(Path(f["input"]).name, f["stage"]) for f in map(json.loads, lines)}
+
+
+def _cfg(folder: Path, out: Path, **kw) -> PrepareConfig:
+    return PrepareConfig(source="youtube", input=folder, out=out, max_side=64, samples_per_shard=2, **kw)
+
+
+def test_same_samples_as_the_local_engine_with_captions_and_asr(tmp_path, llama_tokenizer_dir):
+    folder = _folder(tmp_path)
+    llava = save_tiny_llava(tmp_path / "llava", llama_tokenizer_dir)
+    (tmp_path / "asr.py").write_text(STUB_ASR)
+    asr = [sys.executable, str(tmp_path / "asr.py")]
+    factory = functools.partial(VlmCaptioner, llava, device="cpu", max_new_tokens=4)
+    rcfg = RayConfig(chunk_size=3, caption_batch=2, asr_command=asr, asr_model="stub", asr_batch=2)
+    ray_report = prepare_ray(_cfg(folder, tmp_path / "ray"), rcfg, captioner=factory)
+
+    from bl_data.asr import transcribe_folder
+
+    local_cfg = _cfg(folder, tmp_path / "local", workers=2)  # decode in workers, caption here
+    local_cfg.transcripts = transcribe_folder(folder, asr, "stub", tmp_path / "local" / "asr-cache")
+    local_cfg.asr_name = "stub"
+    local_report = prepare(local_cfg, factory())
+
+    ray_members, local_members = _members(tmp_path / "ray"), _members(tmp_path / "local")
+    keys = {name.split(".")[0] for name in ray_members}
+    assert keys == {f"demo05{i:04d}" for i in range(4)}
+    assert ray_members == local_members  # every sample JSON and frame byte for byte
+    meta = json.loads(ray_members["demo050001.json"])
+    assert meta["provenance"]["captioner"] == factory().name
+    assert "hello demo050001.mp4" in meta["conversations"][0]["value"]
+    for key in ("media", "stages", "filters"):
+        assert ray_report[key] == local_report[key], key
+    assert (
+        _failures(tmp_path / "ray")
+        == _failures(tmp_path / "local")
+        >= {
+            ("broken.mp4", "media"),
+            ("notjson.info.json", "import"),
+        }
+    )
+    assert ray_report["media"]["written"] == 4 and ray_report["media"]["failed"] == {"media": 1}
+
+
+def _kill_once(marker: Path, stage: str, nth: int):
+    """A stage hook that SIGKILLs its worker at the `nth` call of `stage` (counted across workers), once."""
+
+    def hook(name: str, post_id: str) -> None:
+        if name != stage or marker.exists():
+            return
+        calls = marker.with_suffix(".calls")
+        with calls.open("a") as f:
+            f.write(post_id + "\n")
+        if len(calls.read_text().splitlines()) >= nth:
+            marker.write_text(post_id)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+@pytest.mark.parametrize(("stage", "nth"), [("decode", 2), ("write", 3)])
+def test_a_killed_worker_is_retried_with_nothing_lost_or_duplicated(tmp_path, stage, nth):
+    folder = _folder(tmp_path, n=5)
+    marker = tmp_path / f"killed-{stage}"
+    out = tmp_path / "out"
+    report = prepare_ray(_cfg(folder, out), RayConfig(chunk_size=8, on_stage=_kill_once(marker, stage, nth)))
+    assert marker.exists()  # a worker was killed
+    keys = {name.split(".")[0] for name in _members(out)}  # no member twice
+    assert keys == {f"demo05{i:04d}" for i in range(5)}
+    assert report["stages"]["written"] == 5 and report["folder"]["samples"] == 5
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def _poison(post_id: str):
+    """A stage hook that SIGKILLs every worker that decodes `post_id`."""
+
+    def hook(name: str, current: str) -> None:
+        if name == "decode" and current == post_id:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+def test_a_post_that_kills_every_worker_fails_alone(tmp_path):
+    folder = _folder(tmp_path, n=4)
+    out = tmp_path / "out"
+    rcfg = RayConfig(chunk_size=8, max_retries=1, on_stage=_poison("demo050002"))
+    report = prepare_ray(_cfg(folder, out), rcfg)
+    assert {name.split(".")[0] for name in _members(out)} == {"demo050000", "demo050001", "demo050003"}
+    assert ("demo050002.mp4", "ray") in _failures(out)
+    assert report["media"]["failed"] == {"media": 1, "ray": 1} and report["media"]["written"] == 3
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_killed_driver_resumes_without_redoing_completed_shards(tmp_path):
+    folder = synthesize_youtube(tmp_path / "dl", 6, seed=6)
+    out = tmp_path / "out"
+    address = ray.get_runtime_context().gcs_address
+    argv = [sys.executable, str(APPS / "prepare"), "--engine", "ray", "--ray-address", address, "--source",
+            "youtube", "--input", str(folder), "--out", str(out), "--samples-per-shard", "1", "--ray-chunk", "2"]  # fmt: skip
+    driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*.manifest.jsonl")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    first = {p.name: p.read_bytes() for p in out.glob("*.tar")}
+    assert first, "the driver was killed before it completed a shard"
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["stages"].get("already_done", 0) >= len(first)
+    assert report["stages"]["written"] + report["stages"]["already_done"] == 6
+    assert {name: (out / name).read_bytes() for name in first} == first  # completed shards kept as they were
+    keys = {name.split(".")[0] for name in _members(out)}
+    assert len(keys) == 6 and report["folder"]["samples"] == 6
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
