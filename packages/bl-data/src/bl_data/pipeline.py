@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tqdm.auto import tqdm
-
 from .filters import Dropped, Filters
 from .pool import process_posts
+from .progress import progress as progress_bar
 from .records import Failure, Post
 from .shards import ShardWriter, done_keys, sample_key, shard_paths
 from .sources import read_blift, read_reddit, read_youtube
@@ -246,7 +245,7 @@ def prepare(
             else:
                 yield kept
 
-    bar = tqdm(desc=f"prepare {cfg.source}", unit="post", dynamic_ncols=True)
+    bar = progress_bar(desc=f"prepare {cfg.source}", unit="post")
     try:
         for result in process_posts(todo(), cfg, workers=cfg.workers, captioner=captioner):
             bar.update(1)

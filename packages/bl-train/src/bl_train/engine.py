@@ -7,6 +7,7 @@ The same loop trains the tiny demo on one CPU process (gloo) and the 13B recipe 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -18,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import bl_model
+from bl_data.progress import progress
 from bl_data.shards import ShardIndex
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
 
@@ -30,6 +31,8 @@ from .data import MixedDataset, steps_for
 from .deepspeed_config import deepspeed_config
 from .evaluate import evaluate_behavior
 from .schedule import warmup_cosine
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
@@ -191,7 +194,7 @@ class Trainer:
         )  # fmt: skip
         skipped: Counter[str] = Counter()
         bad_in_a_row = 0
-        bar = tqdm(total=total, initial=start, desc=r.name, disable=rank != 0, dynamic_ncols=True)
+        bar = progress(total=total, desc=r.name, initial=start, unit="step", disable=rank != 0)
         device = engine.device
         tic = time.perf_counter()
         tokens = 0
@@ -215,8 +218,8 @@ class Trainer:
                     bad_in_a_row += 1
                     summary.bad_steps += 1
                     summary.losses.append(float("nan"))
-                    tqdm.write(
-                        f"step {step}: non-finite loss {loss.item()}, step skipped ({bad_in_a_row} in a row)"
+                    logger.warning(
+                        "step %d: non-finite loss %s, step skipped (%d in a row)", step, loss.item(), bad_in_a_row
                     )
                     if bad_in_a_row >= t.max_bad_steps:
                         raise TrainingDiverged(f"{bad_in_a_row} non-finite losses in a row at step {step}")
@@ -280,7 +283,7 @@ class Trainer:
             self._heldout = ShardIndex(self.recipe.data.heldout_shards)
         t = self.recipe.train
         result = evaluate_behavior(model, processor, self._heldout, t.eval_samples, t.eval_max_new_tokens)
-        tqdm.write(f"step {step} behaviour eval: {json.dumps(result)}")
+        logger.info("step %d behaviour eval: %s", step, json.dumps(result))
         metrics_file.write(json.dumps({"step": step, "eval": result}) + "\n")
         metrics_file.flush()
         self._log({f"eval/{k}": v for k, v in result.items()}, step, tb)
