@@ -70,7 +70,7 @@ def test_gpu_run_without_cuda_is_a_clear_error(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr
     assert not (tmp_path / "gpu_check.json").exists()

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from bl_data.media import MediaError, sample_frames
-from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor, Media, MediaBatch
+from bl_model import IGNORE_INDEX, BehaviorLlavaForCausalLM, BehaviorLlavaProcessor, Media, MediaBatch
 from bl_model.processing import PLACEHOLDER_IS_VIDEO, SampleBudgetError
 
 from .spec import Example, TaskSpec
@@ -140,11 +140,11 @@ def continuation_logprobs(
         ids = e["input_ids"]  # (L,)
         if not torch.equal(ids[:start], prompt_ids):
             raise ValueError(f"the tokens of answer {text!r} do not start where the generation prompt ends")
-        answer = (e["labels"] != -100).nonzero()  # (a, 1) positions of the answer's characters
+        answer = (e["labels"] != IGNORE_INDEX).nonzero()  # (a, 1) positions of the answer's characters
         end = int(answer.max()) + 1 if answer.numel() else start
         if end <= start:
             raise ValueError(f"answer {text!r} has no tokens")
-        e["labels"] = torch.full_like(ids, -100)
+        e["labels"] = torch.full_like(ids, IGNORE_INDEX)
         e["labels"][start:end] = ids[start:end]
         encoded.append(e)
     media_embeds = None
@@ -165,7 +165,7 @@ def continuation_logprobs(
             inputs_embeds=embeds, attention_mask=batch["attention_mask"], logits_to_keep=positions
         ).logits
         targets = labels[:, start:]  # (B, A)
-        keep = targets != -100
+        keep = targets != IGNORE_INDEX
         token_lp = torch.log_softmax(logits.float(), -1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
         sums.append((token_lp * keep).sum(1).cpu())
         counts.append(keep.sum(1).cpu())

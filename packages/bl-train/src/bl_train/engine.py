@@ -229,7 +229,7 @@ class Trainer:
                 engine.step()
                 loss_value = loss.item()  # one device sync per step, reused below
                 summary.losses.append(loss_value)
-                tokens += int((batch["labels"] != -100).sum())
+                tokens += int((batch["labels"] != bl_model.IGNORE_INDEX).sum())
                 if (micro + 1) % t.grad_accum:
                     continue
                 done = step + 1
