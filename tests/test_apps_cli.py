@@ -75,3 +75,22 @@ def test_print_config_feeds_back_as_the_recipe(tmp_path):
     assert yaml.safe_load(printed.stdout)["train"]["max_steps"] == 9
     again = _app("train", "--recipe", str(resolved), "--print_config")  # a fixed point
     assert again.returncode == 0 and again.stdout == printed.stdout
+
+
+def test_apps_log_on_rank_zero_only_below_warning(monkeypatch, capsys):
+    import logging
+
+    monkeypatch.syspath_prepend(str(ROOT / "apps"))
+    from _cli import setup_logging
+
+    log = logging.getLogger("bl_train.engine")
+    try:
+        for rank in ("0", "1"):
+            monkeypatch.setenv("RANK", rank)
+            setup_logging("INFO")
+            log.info("step %s", rank)
+            log.warning("careful %s", rank)
+        err = capsys.readouterr().err
+    finally:
+        logging.basicConfig(force=True, handlers=[logging.NullHandler()])
+    assert "step 0" in err and "careful 0" in err and "careful 1" in err and "step 1" not in err

@@ -5,7 +5,7 @@
 With `--bert-vocab` (bert-base-uncased's vocab.txt) the processor is written too, to `DIR/processor`: the
 LLaMA tokenizer from the checkpoint directory plus the Q-Former's BERT tokenizer.
 
-LLaMA-VID key layout (`llamavid/model/llamavid_arch.py`): `model.vlm_att_query`, `model.vlm_att_encoder.bert.*`
+Key layout of the released LLaMA-VID checkpoints: `model.vlm_att_query`, `model.vlm_att_encoder.bert.*`
 (LAVIS Q-Former), `model.vlm_att_ln.*`, `model.vlm_att_{,key_,val_}projector.*`, `model.mm_projector.*`,
 `model.embed_tokens.*`, `model.layers.*`, `model.norm.*`, `lm_head.*`. Every key must map and every
 parameter must be filled: otherwise `CheckpointKeyError` lists the offenders.
