@@ -6,6 +6,7 @@ import sys
 
 from tqdm.auto import tqdm
 
+import bl_data.progress as progress_module
 from bl_data.progress import LogProgress, progress
 
 
@@ -32,7 +33,7 @@ def test_a_300_step_run_off_a_terminal_logs_about_ten_lines(monkeypatch, caplog)
 
 def test_lines_also_come_every_interval(monkeypatch, caplog):
     clock = iter(range(0, 10_000, 20))  # each call to monotonic() is 20 s later
-    monkeypatch.setattr("bl_data.progress.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: next(clock))
     caplog.set_level(logging.INFO, logger="bl_data.progress")
     bar = LogProgress(total=None, desc="prepare", unit="post", interval_s=30)
     for _ in range(6):

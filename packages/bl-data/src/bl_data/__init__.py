@@ -2,7 +2,6 @@
 
 from .parse import BehaviorParseError, ParsedBehavior, parse_behavior
 from .pipeline import FailureLog, MediaLedger, PrepareConfig, media_inputs, prepare
-from .progress import progress
 from .records import Comment, Failure, HeatmapMarker, Post, Scene
 from .shards import ShardError, ShardIndex, ShardWriter, decode_sample, open_shards
 from .verbalize import VerbalizedSample, verbalize
@@ -29,6 +28,5 @@ __all__ = [
     "open_shards",
     "parse_behavior",
     "prepare",
-    "progress",
     "verbalize",
 ]
