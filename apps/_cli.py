@@ -79,7 +79,10 @@ def run(main: Callable[[list[str] | None], int], prog: str, argv: list[str] | No
         return main(argv)
     except UsageError as err:
         message = " ".join(str(err).split())
-    except ModuleNotFoundError as err:  # an optional dependency (a package extra) that is not installed
-        message = f"this needs the optional package {err.name!r}, which is not installed ({err})"
+    except ImportError as err:  # an optional dependency (a package extra) that is not installed
+        missing = err if isinstance(err, ModuleNotFoundError) else err.__cause__
+        if not isinstance(missing, ModuleNotFoundError) or (missing.name or "bl_").startswith("bl_"):
+            raise  # a broken import of our own code: an internal error, with its traceback
+        message = str(err) if err is not missing else f"needs the optional package {missing.name!r} ({err})"
     print(f"{prog}: error: {message} (see {prog} --help)", file=sys.stderr)
     return 2

@@ -94,3 +94,27 @@ def test_apps_log_on_rank_zero_only_below_warning(monkeypatch, capsys):
     finally:
         logging.basicConfig(force=True, handlers=[logging.NullHandler()])
     assert "step 0" in err and "careful 0" in err and "careful 1" in err and "step 1" not in err
+
+
+def test_a_missing_extra_is_a_usage_error_but_our_own_broken_import_is_not(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(ROOT / "apps"))
+    from _cli import run
+
+    def needs_wandb(argv):
+        try:
+            import wandb_is_not_installed  # noqa: F401
+        except ImportError as err:
+            raise ImportError("train.wandb_project is set but wandb is missing: pip install 'bl-train[wandb]'") from err
+        return 0
+
+    assert run(needs_wandb, "apps/train", []) == 2
+    assert capsys.readouterr().err == (
+        "apps/train: error: train.wandb_project is set but wandb is missing: pip install 'bl-train[wandb]' "
+        "(see apps/train --help)\n"
+    )
+
+    def broken(argv):
+        import bl_data.no_such_module  # noqa: F401
+
+    with pytest.raises(ModuleNotFoundError):
+        run(broken, "apps/train", [])
