@@ -16,6 +16,6 @@ def test_a_non_tty_run_writes_a_few_progress_lines(demo_args, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stderr.splitlines()
     progress = [line for line in lines if "bl_data.progress: demo " in line]
-    assert 3 <= len(progress) <= 11, lines  # every 3 steps (a tenth of 30), or 30 s
+    assert 3 <= len(progress) <= 15, lines  # every 3 steps (a tenth of 30), or every 30 s on a slow machine
     assert "30/30 step" in progress[-1] and "loss=" in progress[-1] and "tok_s=" in progress[-1]
     assert len(lines) < 50, lines  # nothing else writes a line per step
