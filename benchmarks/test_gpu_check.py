@@ -1,5 +1,5 @@
-"""`gpu_check.py --self-test`: the GPU check's correctness part, and one pass of every timing case, on the CPU
-under TRITON_INTERPRET=1 at tiny shapes (a plain test, not a benchmark)."""
+"""`gpu_check.py --self-test`: the GPU check's correctness part (bl-model's interpreted kernel tests, run by
+pytest), and one pass of every timing case, on the CPU under TRITON_INTERPRET=1 at tiny shapes (a plain test)."""
 
 import json
 import os
@@ -28,13 +28,12 @@ def test_gpu_check_self_test(tmp_path: Path) -> None:
     assert {"meta", "ceilings", "correctness", "compression", "attention", "targets"} <= report.keys()
     assert report["meta"]["mode"] == "cpu self-test" and "errors" not in report
 
-    # every correctness check ran and passed: both kernels, forward and every gradient
+    # the correctness section ran bl-model's interpreted kernel tests (bf16), and every one passed
     names = [c["name"] for c in report["correctness"]]
-    assert any(n.startswith("compression bfloat16") for n in names)
-    assert any(n.startswith("packed attention") for n in names)
+    assert sum(n.startswith("test_compress_triton::test_error_at_most_twice") for n in names) == 4, names
+    assert sum(n.startswith("test_varlen_attention::test_triton_matches_reference") for n in names) == 2, names
     for check in report["correctness"]:
-        assert check["passed"] and check["outputs"], check
-    assert {"ctx", "content", "dx", "dq", "dw"} == set(report["correctness"][0]["outputs"])
+        assert check["passed"] and check["status"] == "passed" and "bfloat16" in check["name"], check
     assert report["all_correct"] is True
 
     # every timing case ran once (flex_attention's backward does not exist on the CPU) and agrees with our kernel
@@ -71,7 +70,7 @@ def test_gpu_run_without_cuda_is_a_clear_error(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr
     assert not (tmp_path / "gpu_check.json").exists()

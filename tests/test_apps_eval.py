@@ -45,8 +45,8 @@ def test_eval_list_shows_every_task():
 
 
 def test_eval_requires_model_tasks_and_data(capsys):
-    with pytest.raises(SystemExit):
-        _app("eval").main(["--tasks", "caer"])
+    app = _app("eval")
+    assert app.run(app.main, "apps/eval", ["--tasks", "caer"]) == 2
     assert "--model, --data-root required" in capsys.readouterr().err
 
 

@@ -337,20 +337,8 @@ def test_workers_below_one_is_a_usage_error(tmp_path, value, capsys):
     loader = importlib.machinery.SourceFileLoader("apps_prepare", str(APPS / "prepare"))
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader("apps_prepare", loader))
     loader.exec_module(module)
-    with pytest.raises(SystemExit) as exited:
-        module.main(
-            [
-                "--source",
-                "youtube",
-                "--input",
-                str(tmp_path),
-                "--out",
-                str(tmp_path / "o"),
-                "--workers",
-                value,
-            ]
-        )
-    assert exited.value.code == 2
+    argv = ["--source", "youtube", "--input", str(tmp_path), "--out", str(tmp_path / "o"), "--workers", value]
+    assert module.run(module.main, "apps/prepare", argv) == 2
     assert f"--workers: must be >= 1, got {value}" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     with pytest.raises(ValueError, match="workers must be >= 1"):

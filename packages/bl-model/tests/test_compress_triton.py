@@ -44,7 +44,7 @@ def rms_error(a, ref):
     return (a.double() - ref).pow(2).mean().sqrt().item()
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize(
     ("P", "F", "M", "N", "C"), [(2, 3, 4, 7, 16), (2, 2, 4, 33, 40), (1, 2, 3, 255, 40), (2, 1, 5, 70, 130)]
 )
@@ -166,9 +166,14 @@ def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize(("dtype", "N"), [(torch.float32, 256), (torch.bfloat16, 256), (torch.bfloat16, 576)])
+@pytest.mark.parametrize(
+    ("dtype", "N"), [(torch.float32, 256), (torch.float16, 255), (torch.bfloat16, 256), (torch.bfloat16, 576)]
+)
 def test_model_shapes_on_cuda(dtype, N):
-    """LLaMA-VID shapes (M = 32 queries, C = 1408) through the compiled kernels; `auto` picks triton on CUDA."""
+    """LLaMA-VID shapes (M = 32 queries, C = 1408; odd N = 255: the masked tail) through the compiled kernels.
+
+    `auto` picks triton on CUDA. benchmarks/gpu_check.py runs these as its correctness section.
+    """
     x, q, w, b, dctx, dcontent = random_problem(2, 6, 32, N, 1408, seed=N)
     exact = run((x, q, w, b), (dctx, dcontent), torch.float64, "reference")
     kernel = run((x, q, w, b), (dctx, dcontent), dtype, "auto")

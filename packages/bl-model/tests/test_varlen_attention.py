@@ -78,7 +78,7 @@ def test_reference_rejects_bad_inputs() -> None:
         varlen_attention_reference(q, k.float(), v, _cu([4, 4]))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize(("D", "Hq", "Hkv", "block"), [(16, 4, 2, 16), (64, 2, 1, 32)])
 def test_triton_matches_reference(dtype: torch.dtype, D: int, Hq: int, Hkv: int, block: int) -> None:
     lens = [1, 5, 0, 1, 40]  # 40 > block: a segment spans several query and key blocks
@@ -139,7 +139,7 @@ def test_imports_without_triton_or_flash_attn(monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("D", [64, 128])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 def test_triton_and_flash_attn_on_gpu(D: int, dtype: torch.dtype) -> None:
     lens = [1, 700, 33, 1024, 250]
     tensors, cu = [t.cuda() for t in _inputs(lens, 8, 2, D)], _cu(lens).cuda()

@@ -47,7 +47,7 @@ def test_paper_recipes_carry_the_paper_hyperparameters(name):
 
 def test_dot_path_overrides_are_typed():
     r = load_recipe(CONFIGS / "demo.yaml", ["--optim.lr", "1e-5", "--train.max_steps=7", "--data.packing", "false",
-                                             "--optim.betas", "[0.8, 0.95]", "--model.pretrained", "none", "--model.builder", "tiny"])  # fmt: skip
+                                             "--optim.betas", "[0.8, 0.95]", "--model.pretrained", "null", "--model.builder", "tiny"])  # fmt: skip
     assert r.optim.lr == 1e-5 and r.train.max_steps == 7 and r.data.packing is False
     assert r.optim.betas == (0.8, 0.95) and r.model.pretrained is None
 
@@ -55,17 +55,24 @@ def test_dot_path_overrides_are_typed():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["--optim.lrr", "1"], "unknown keys"),
-        (["--train.precision", "fp8"], "not one of"),
-        (["--train.max_steps", "ten"], "train.max_steps"),
-        (["--deepspeed.offload_param", "cpu"], "needs ZeRO stage 3"),
+        (["--optim.lrr", "1"], "unrecognized arguments: --optim.lrr"),
+        (["--train.precision", "fp8"], r"--train.precision: expected Literal\['bf16', 'fp16', 'fp32'\], got 'fp8'"),
+        (["--train.max_steps", "ten"], "--train.max_steps: expected int or null, got 'ten'"),
+        (["--deepspeed.offload_param", "cpu"], "offload_param exists only at ZeRO stage 3"),
         (["--data.blift_ratio", "1.5"], "blift_ratio"),
-        (["--optim.lr"], "needs a value"),
+        (["--optim.lr"], "--optim.lr: expected one argument"),
     ],
 )
 def test_bad_overrides_name_the_field(overrides, message):
     with pytest.raises(ValueError, match=message):
         load_recipe(CONFIGS / "demo.yaml", overrides)
+
+
+def test_a_yaml_recipe_with_an_unknown_key_names_it(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text((CONFIGS / "demo.yaml").read_text().replace("  lr: 2.0e-3", "  lr: 2.0e-3\n  lrr: 1"))
+    with pytest.raises(ValueError, match=r"bad.yaml: .*lrr"):
+        load_recipe(path)
 
 
 def test_deepspeed_validation_catches_silent_misconfigurations():

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tqdm.auto import tqdm
-
 from .filters import Dropped, DuplicateMediaRule, Filters, first_posts, hash_media
 from .pool import process_posts
+from .progress import progress as progress_bar
 from .records import Failure, Post
 from .shards import ShardWriter, done_keys, sample_key, shard_paths
 from .sources import read_blift, read_reddit, read_youtube
@@ -316,7 +315,7 @@ def prepare(
     prefix = f"part{cfg.shard_index:04d}" if cfg.num_shards > 1 else "blift"
     writer = ShardWriter(cfg.out, cfg.samples_per_shard, prefix=prefix)
     run = Run(cfg, writer.done)
-    bar = tqdm(desc=f"prepare {cfg.source}", unit="post", dynamic_ncols=True)
+    bar = progress_bar(desc=f"prepare {cfg.source}", unit="post")
     try:
         for result in process_posts(run.posts(), cfg, workers=cfg.workers, captioner=captioner):
             bar.update(1)

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 from transformers import set_seed
 
+from bl_data.progress import progress
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
 from bl_model.inference import default_processor_dir, load
 
@@ -95,7 +95,7 @@ def run_task(
     protocol = PROTOCOLS[spec.protocol]
     with (
         cache_path.open("a", encoding="utf-8") as cache,
-        tqdm(total=len(todo), desc=spec.name, unit="sample") as bar,
+        progress(total=len(todo), desc=spec.name, unit="sample") as bar,
     ):
         for start in range(0, len(todo), batch_size):
             for record in protocol(model, processor, spec, todo[start : start + batch_size], batch_size):

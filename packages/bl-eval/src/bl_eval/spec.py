@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -76,6 +76,3 @@ def spec_hash(spec: TaskSpec) -> str:
     fields = (spec.name, spec.protocol, spec.metric, spec.parser, spec.shots, spec.max_new_tokens, spec.layout)
     return hashlib.sha256(repr(fields).encode()).hexdigest()[:16]
 
-
-def label_choices(labels: Sequence[str]) -> list[str]:
-    return [str(label) for label in labels]

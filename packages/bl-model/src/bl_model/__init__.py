@@ -3,7 +3,7 @@
 from transformers import AutoModelForCausalLM
 
 from .builders import llama_vid_7b, llama_vid_13b, tiny
-from .configuration import BehaviorLlavaConfig, CompressMode, EvaVisionConfig, FreezePolicy
+from .configuration import IGNORE_INDEX, BehaviorLlavaConfig, CompressMode, EvaVisionConfig, FreezePolicy
 from .modeling import BehaviorLlavaForCausalLM, MediaBatch
 from .ops import compress_video_tokens
 from .ops.varlen_attention import varlen_attention
@@ -15,6 +15,7 @@ AutoModelForCausalLM.register(BehaviorLlavaConfig, BehaviorLlavaForCausalLM)
 __version__ = "0.1.0"
 
 __all__ = [
+    "IGNORE_INDEX",
     "BehaviorLlavaConfig",
     "BehaviorLlavaForCausalLM",
     "BehaviorLlavaProcessor",

@@ -19,6 +19,9 @@ from transformers import (
 
 from .remote_code import AUTO_MAP, save_code
 
+IGNORE_INDEX = -100
+"""The label of tokens without loss (`torch.nn.functional.cross_entropy`'s default `ignore_index`)."""
+
 
 class EvaVisionConfig(PretrainedConfig):
     """EVA ViT-G/14 as LAVIS builds it for BLIP-2 / InstructBLIP (no final norm, no rel-pos bias).

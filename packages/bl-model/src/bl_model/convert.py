@@ -7,7 +7,7 @@ checkpoint's `LlamaTokenizer` (its `legacy` setting kept) plus the Q-Former's BE
 training samples the way LLaMA-VID did (`preprocess="llamavid"`). Without `--config` the LLM shape comes
 from the checkpoint's `config.json` (`head_dim` as stated, else hidden_size / num_attention_heads).
 
-LLaMA-VID key layout (`llamavid/model/llamavid_arch.py`): `model.vlm_att_query`, `model.vlm_att_encoder.bert.*`
+Key layout of the released LLaMA-VID checkpoints: `model.vlm_att_query`, `model.vlm_att_encoder.bert.*`
 (LAVIS Q-Former), `model.vlm_att_ln.*`, `model.vlm_att_{,key_,val_}projector.*`, `model.mm_projector.*`,
 `model.embed_tokens.*`, `model.layers.*`, `model.norm.*`, `lm_head.*`. Every key must map and every
 parameter must be filled: otherwise `CheckpointKeyError` lists the offenders.

@@ -22,7 +22,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .configuration import BehaviorLlavaConfig, CompressMode, EvaVisionConfig
+from .configuration import IGNORE_INDEX, BehaviorLlavaConfig, CompressMode, EvaVisionConfig
 from .eva_vit import EvaVisionTransformer
 from .ops import compress_video_tokens
 from .packing import PACKED_ATTENTION
@@ -265,7 +265,7 @@ class BehaviorLlavaForCausalLM(BehaviorLlavaPreTrainedModel):
         use_cache: bool | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        """input_ids/attention_mask/labels (B, L); media fields as in `MediaBatch`. Loss on labels != -100."""
+        """input_ids/attention_mask/labels (B, L); media fields as in `MediaBatch`. Loss on labels != IGNORE_INDEX."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         if inputs_embeds is None:
@@ -291,7 +291,7 @@ class BehaviorLlavaForCausalLM(BehaviorLlavaPreTrainedModel):
         labels = inputs.pop("labels")  # (B, L)
         logits = self(**inputs).logits[:, :-1]  # (B, L-1, V): logits[t] predict token t + 1
         targets = labels[:, 1:]  # (B, L-1)
-        keep = targets != -100
+        keep = targets != IGNORE_INDEX
         nll = F.cross_entropy(logits[keep].float(), targets[keep], reduction="sum")
         return float(nll), int(keep.sum())
 

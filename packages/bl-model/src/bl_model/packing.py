@@ -27,10 +27,10 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from .configuration import IGNORE_INDEX
 from .ops.varlen_attention import varlen_attention
 
 PACKED_ATTENTION = "bl_packed"
-IGNORE_INDEX = -100
 
 
 def pack_sequences(input_ids: list[torch.Tensor], labels: list[torch.Tensor]) -> dict:

@@ -39,11 +39,10 @@ from tokenizers import AddedToken, pre_tokenizers
 from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from .configuration import BehaviorLlavaConfig
+from .configuration import IGNORE_INDEX, BehaviorLlavaConfig
 from .conversation import MEDIA_TOKEN, get_template
 from .image_processing import Frames, as_frame_list, preprocess_frames
 
-IGNORE_INDEX = -100
 PLACEHOLDER_IS_VIDEO = {"<image>": False, "<video>": True}
 QFORMER_BOS = "[DEC]"
 PROCESSOR_CONFIG_NAME = "processor_config.json"

@@ -1,18 +1,24 @@
-"""Typed training recipes: dataclasses loaded from YAML, with dot-path overrides from the CLI.
+"""Typed training recipes: dataclasses read from YAML and `--section.key VALUE` overrides by jsonargparse.
 
 recipe = load_recipe("configs/behavior-llava-13b.yaml", ["--optim.lr", "1e-5"])
+
+Each field's docstring (the string under it) is its `apps/train --help` text.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import types
-import typing
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+
+# the string under each field is its help text (jsonargparse reads it through docstring-parser)
+set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 
 @dataclass
@@ -20,32 +26,51 @@ class ModelConfig:
     """Which model to train: a `bl_model` builder (`tiny`, `llama_vid_7b`, `llama_vid_13b`) or a saved model."""
 
     builder: Literal["tiny", "llama_vid_7b", "llama_vid_13b"] | None = "tiny"
-    pretrained: str | None = (
-        None  # a directory saved by `save_pretrained` / `bl_model.convert`; wins over builder
-    )
+    """a `bl_model` builder for a fresh model"""
+    pretrained: str | None = None
+    """a directory saved by `save_pretrained` / `bl_model.convert`; wins over builder"""
     freeze_vision_tower: bool = True
+    """keep the EVA ViT frozen"""
     freeze_qformer: bool = True
+    """keep the Q-Former frozen"""
     freeze_attention_projectors: bool = True
+    """keep the context-attention projectors frozen"""
     freeze_mm_projector: bool = False
+    """keep the multimodal projector frozen"""
     freeze_language_model: bool = False
+    """keep the LLM frozen"""
     gradient_checkpointing: bool = True
+    """recompute the LLM's activations in the backward pass"""
 
 
 @dataclass
 class DataConfig:
     """BLIFT shards mixed with LLaMA-VID instruction data, tokenised by bl-model's processor."""
 
-    blift_shards: list[str] = field(default_factory=list)  # tar files or directories of shards
-    instruction_json: str | None = None  # LLaMA-VID format: [{"id", "image"|"video", "conversations"}]
-    media_root: str | None = None  # where instruction_json's image/video paths are relative to
-    processor: str | None = None  # a saved BehaviorLlavaProcessor directory
-    blift_ratio: float = 0.5  # fraction of samples drawn from BLIFT (paper: 1:1 -> 0.5)
-    with_behavior: bool = True  # False: the Ad-LLaVA control (verbalisation without the behaviour block)
+    blift_shards: list[str] = field(default_factory=list)
+    """tar files or directories of BLIFT shards"""
+    instruction_json: str | None = None
+    """LLaMA-VID format: [{"id", "image"|"video", "conversations"}]"""
+    media_root: str | None = None
+    """where instruction_json's image/video paths are relative to"""
+    processor: str | None = None
+    """a saved BehaviorLlavaProcessor directory"""
+    build_demo: bool = False
+    """build the demo set (synthesised clips -> shards, tokenizers, tiny model) in processor's parent folder first, once"""
+    blift_ratio: float = 0.5
+    """fraction of samples drawn from BLIFT (paper: 1:1 -> 0.5)"""
+    with_behavior: bool = True
+    """False: the Ad-LLaVA control (verbalisation without the behaviour block)"""
     max_length: int = 2048
+    """tokens per sample; longer samples are skipped and counted"""
     max_frames: int = 300
+    """frames per video (1 fps)"""
     packing: bool = True
+    """pack a micro-batch's samples into one row (no padding)"""
     num_workers: int = 2
-    heldout_shards: list[str] = field(default_factory=list)  # for the behaviour metrics
+    """data-loader processes"""
+    heldout_shards: list[str] = field(default_factory=list)
+    """shards for the behaviour metrics"""
 
 
 @dataclass
@@ -53,25 +78,39 @@ class OptimConfig:
     """AdamW + linear warmup + cosine decay (the paper: lr 2e-5, weight decay 0, warmup ratio 0.03)."""
 
     lr: float = 2e-5
+    """peak learning rate"""
     weight_decay: float = 0.0
+    """AdamW weight decay"""
     betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas"""
     eps: float = 1e-8
+    """AdamW epsilon"""
     warmup_ratio: float = 0.03
+    """fraction of the steps with a linear warmup, in [0, 1)"""
     schedule: Literal["cosine", "constant"] = "cosine"
+    """learning-rate decay after the warmup"""
     grad_clip: float = 1.0
+    """gradient-norm clipping"""
 
 
 @dataclass
 class DeepSpeedConfig:
-    """ZeRO settings. Parameter offload exists only at stage 3 (the ancestors' configs silently ignored it)."""
+    """ZeRO settings (the offload rules are in `zero_offload_problem`)."""
 
     stage: Literal[0, 1, 2, 3] = 2
+    """ZeRO stage"""
     offload_optimizer: Literal["none", "cpu"] = "cpu"
+    """optimizer state on the CPU (DeepSpeedCPUAdam); needs stage >= 1"""
     offload_param: Literal["none", "cpu"] = "none"
+    """parameters on the CPU; exists only at stage 3"""
     overlap_comm: bool = True
+    """overlap gradient reduction with the backward pass"""
     contiguous_gradients: bool = True
+    """copy gradients into one buffer as they are produced"""
     reduce_bucket_size: int = 500_000_000
+    """elements per gradient reduction"""
     allgather_bucket_size: int = 500_000_000
+    """elements per parameter all-gather"""
 
 
 @dataclass
@@ -79,22 +118,48 @@ class TrainConfig:
     """Loop, precision, checkpoints and logging."""
 
     output_dir: str = "runs/demo"
+    """where checkpoints, metrics.jsonl, TensorBoard logs and final/ go"""
     epochs: float = 2.2
-    max_steps: int | None = None  # overrides epochs when set
+    """passes over the data (0 when max_steps is set)"""
+    max_steps: int | None = None
+    """optimizer steps; overrides epochs when set"""
     micro_batch_size: int = 4
+    """samples per GPU per forward"""
     grad_accum: int = 1
+    """micro-batches per optimizer step"""
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    """training precision"""
     tf32: bool = True
+    """allow TF32 matmuls on Ampere and later"""
     seed: int = 42
+    """seed of the data order and the model's initialisation"""
     log_every: int = 1
+    """steps between metrics.jsonl / TensorBoard records"""
     save_every: int = 500
+    """steps between DeepSpeed checkpoints"""
     keep_last: int = 2
-    eval_every: int = 0  # 0: no periodic behaviour evaluation
+    """checkpoints kept"""
+    eval_every: int = 0
+    """steps between behaviour evaluations on data.heldout_shards (0: none)"""
     eval_samples: int = 32
-    eval_max_new_tokens: int = 512  # long enough for a scene-by-scene answer and its behaviour block
-    resume: str | None = None  # "auto": newest loadable checkpoint; or a tag (step-N) / a folder
-    max_bad_steps: int = 5  # stop after this many non-finite losses in a row
+    """held-out samples per evaluation"""
+    eval_max_new_tokens: int = 512
+    """long enough for a scene-by-scene answer and its behaviour block"""
+    resume: str | None = None
+    """"auto": the newest loadable checkpoint in output_dir (damaged ones skipped); or a tag (step-N) / a folder"""
+    max_bad_steps: int = 5
+    """stop after this many non-finite losses in a row"""
     wandb_project: str | None = None
+    """also log to this Weights & Biases project (the `wandb` extra)"""
+
+
+def zero_offload_problem(stage: int, offload_optimizer: bool, offload_param: bool) -> str | None:
+    """The ZeRO offload rules, in one place: what is wrong with this combination, or None."""
+    if offload_param and stage != 3:
+        return f"offload_param exists only at ZeRO stage 3 (stage {stage} would silently ignore it)"
+    if offload_optimizer and stage < 1:
+        return "offload_optimizer needs ZeRO stage >= 1"
+    return None
 
 
 @dataclass
@@ -102,6 +167,7 @@ class Recipe:
     """A complete training recipe: what `apps/train` runs and saves beside its checkpoints."""
 
     name: str = "demo"
+    """the recipe's name (reports and run folders)"""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -111,17 +177,14 @@ class Recipe:
     def validate(self) -> Recipe:
         """Raise ValueError for settings that cannot work together; returns self."""
         ds, t, d = self.deepspeed, self.train, self.data
-        if ds.offload_param != "none" and ds.stage != 3:
-            raise ValueError(
-                f"deepspeed.offload_param={ds.offload_param!r} needs ZeRO stage 3, got stage {ds.stage}"
-            )
+        offload = zero_offload_problem(ds.stage, ds.offload_optimizer != "none", ds.offload_param != "none")
+        if offload:
+            raise ValueError(f"deepspeed: {offload}")
         if ds.stage == 3 and t.eval_every:
             raise ValueError(
                 "train.eval_every needs ZeRO stage <= 2: under stage 3 every forward gathers weights from all "
                 "ranks, so ranks generating answers of different lengths would wait on each other forever"
             )
-        if ds.offload_optimizer != "none" and ds.stage == 0:
-            raise ValueError("deepspeed.offload_optimizer needs ZeRO stage >= 1")
         if t.micro_batch_size < 1 or t.grad_accum < 1:
             raise ValueError("train.micro_batch_size and train.grad_accum must be >= 1")
         if (t.max_steps is None) == (t.epochs <= 0):
@@ -132,6 +195,8 @@ class Recipe:
             raise ValueError("data.blift_ratio > 0 needs data.blift_shards")
         if d.blift_ratio < 1 and not d.instruction_json:
             raise ValueError("data.blift_ratio < 1 needs data.instruction_json")
+        if d.build_demo and not d.processor:
+            raise ValueError("data.build_demo needs data.processor (the demo is built in its parent folder)")
         if self.model.builder is None and self.model.pretrained is None:
             raise ValueError("set model.builder or model.pretrained")
         if not 0 <= self.optim.warmup_ratio < 1:
@@ -145,112 +210,46 @@ class Recipe:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Convert a YAML / CLI value to the annotated type, or raise naming the field."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        is_null = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
-        if is_null and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, where)
-            except (TypeError, ValueError) as err:
-                errors.append(str(err))
-        raise ValueError(f"{where}: {value!r} matches none of {hint}: {'; '.join(errors)}")
-    if origin is Literal:
-        for option in args:
-            if value == option or (isinstance(value, str) and str(option) == value):
-                return option
-        raise ValueError(f"{where}: {value!r} is not one of {list(args)}")
-    if origin in (list, tuple):
-        items = yaml.safe_load(value) if isinstance(value, str) else value
-        if isinstance(items, str) or not isinstance(items, list | tuple):
-            items = [items]
-        if origin is tuple:
-            return tuple(_coerce(v, a, where) for v, a in zip(items, args, strict=True))
-        return [_coerce(v, args[0], where) for v in items]
-    if hint is bool:
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"{where}: expected a bool, got {value!r}")
-    if hint in (int, float):
-        if isinstance(value, bool):
-            raise ValueError(f"{where}: expected {hint.__name__}, got {value!r}")
-        number = (
-            hint(float(value))
-            if hint is int and isinstance(value, str) and "e" in value.lower()
-            else hint(value)
-        )
-        if hint is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"{where}: expected an int, got {value!r}")
-        return number
-    if hint is str:
-        return str(value)
-    raise TypeError(f"{where}: unsupported type {hint}")
+SECTIONS = tuple(f.name for f in dataclasses.fields(Recipe))
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"{where or 'recipe'}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-    kwargs = {}
-    for name, value in values.items():
-        hint, path = hints[name], f"{where}.{name}".lstrip(".")
-        kwargs[name] = (
-            _build(hint, value or {}, path) if dataclasses.is_dataclass(hint) else _coerce(value, hint, path)
-        )
-    return cls(**kwargs)
+def recipe_parser(prog: str = "apps/train", description: str | None = None) -> ArgumentParser:
+    """A jsonargparse parser: `--recipe FILE` (a YAML recipe), then `--section.key VALUE` per field.
+
+    It raises `argparse.ArgumentError` instead of exiting, and has `--print_config` (the resolved recipe as
+    YAML, fit for `--recipe`).
+    """
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False, default_env=False)
+    parser.add_argument("--recipe", action=ActionConfigFile, help="a YAML recipe; options after it override it")
+    parser.add_class_arguments(Recipe, None, fail_untyped=True, sub_configs=False)
+    return parser
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: str) -> None:
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        tree = tree.setdefault(key, {})
-        if not isinstance(tree, dict):
-            raise ValueError(f"--{dotted}: {key!r} is not a section")
-    tree[leaf] = value
+def recipe_from_namespace(parser: ArgumentParser, namespace: Any) -> Recipe:
+    """The validated `Recipe` of a namespace parsed by `parser` (its other keys, e.g. --recipe, are ignored)."""
+    sections = parser.instantiate(namespace)  # the sections as their dataclasses
+    return Recipe(**{name: sections[name] for name in SECTIONS}).validate()
 
 
-def parse_overrides(args: list[str]) -> dict[str, Any]:
-    """`["--optim.lr", "1e-5", "--train.max_steps=20"]` -> nested dict of raw string values."""
-    tree: dict[str, Any] = {}
-    it = iter(args)
-    for arg in it:
-        if not arg.startswith("--"):
-            raise ValueError(f"expected --section.key VALUE, got {arg!r}")
-        key, sep, value = arg[2:].partition("=")
-        if not sep:
-            value = next(it, None)
-            if value is None:
-                raise ValueError(f"--{key} needs a value")
-        _set_dotted(tree, key, value)
-    return tree
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = (
-            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        )
-    return out
+def one_line(err: Exception) -> str:
+    """A jsonargparse error as one line that starts with the option: `--train.max_steps: expected int, got 'x'`."""
+    text = " ".join(str(err).split())
+    text = re.sub(r'Parser key "([\w.]+)":', r"--\1:", text)
+    text = re.sub(r"<class '(\w+)'>", r"\1", text).replace("typing.", "").replace("NoneType", "null")
+    union = re.search(r"Does not validate against any of the Union subtypes Subtypes: \[(.*?)\].*Given value: (.*)$", text)
+    if union:
+        text = f"{text[: union.start()]}expected {union[1].replace(', ', ' or ')}, got {union[2]!r}"
+    return re.sub(r"Expected a (.*?)\. Got value: (.*)$", r"expected \1, got '\2'", text)
 
 
 def load_recipe(path: Path | str | None = None, overrides: list[str] | None = None) -> Recipe:
-    """A validated `Recipe` from a YAML file (or the defaults) plus `--a.b value` overrides."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: a recipe must be a mapping, got {type(values).__name__}")
-    values = _merge(values, parse_overrides(overrides or []))
+    """A validated `Recipe` from a YAML file (or the defaults) plus `--a.b value` overrides.
+
+    Raises ValueError naming the file and the field for a bad key, type or combination.
+    """
+    args = ["--recipe", str(path)] if path is not None else []
     try:
-        return _build(Recipe, values, "").validate()
-    except ValueError as err:
-        raise ValueError(f"{path or 'recipe'}: {err}") from err
+        parser = recipe_parser()
+        return recipe_from_namespace(parser, parser.parse_args([*args, *(overrides or [])]))
+    except (argparse.ArgumentError, ValueError) as err:
+        raise ValueError(f"{path or 'recipe'}: {one_line(err)}") from err

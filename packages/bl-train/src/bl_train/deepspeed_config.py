@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import Recipe
+from .config import Recipe, zero_offload_problem
 
 
 def deepspeed_config(recipe: Recipe, world_size: int) -> dict[str, Any]:
@@ -47,12 +47,9 @@ def validate(config: dict[str, Any], world_size: int) -> None:
     """Raise ValueError for a DeepSpeed config whose ZeRO/offload or batch settings cannot work."""
     zero = config.get("zero_optimization", {})
     stage = zero.get("stage", 0)
-    if "offload_param" in zero and stage != 3:
-        raise ValueError(
-            f"offload_param exists only at ZeRO stage 3 (stage {stage} would silently ignore it)"
-        )
-    if "offload_optimizer" in zero and stage < 1:
-        raise ValueError("offload_optimizer needs ZeRO stage >= 1")
+    problem = zero_offload_problem(stage, "offload_optimizer" in zero, "offload_param" in zero)
+    if problem:
+        raise ValueError(problem)
     micro, accum = config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"]
     if config["train_batch_size"] != micro * accum * world_size:
         raise ValueError(

@@ -7,6 +7,7 @@ The same loop trains the tiny demo on one CPU process (gloo) and the 13B recipe 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -18,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import bl_model
+from bl_data.progress import progress
 from bl_data.shards import ShardIndex
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
 
@@ -34,6 +35,7 @@ from .ranks import all_sum, check_world_size, injected_faults, label_tokens
 from .schedule import warmup_cosine
 
 _GATHERED = "zero3_gathered.bin"  # ZeRO-3's consolidated weights, read back by the export, then removed
+logger = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
@@ -195,7 +197,7 @@ class Trainer:
         faults = injected_faults(rank)
         skipped: Counter[str] = Counter()
         bad_in_a_row = 0
-        bar = tqdm(total=total, initial=start, desc=r.name, disable=rank != 0, dynamic_ncols=True)
+        bar = progress(total=total, desc=r.name, initial=start, unit="step", disable=rank != 0)
         tic = time.perf_counter()
         tokens = 0
         try:
@@ -210,7 +212,7 @@ class Trainer:
                 bad_in_a_row = bad_in_a_row + 1 if result.bad_micro_steps else 0
                 if result.skipped:
                     summary.skipped_steps += 1
-                    tqdm.write(f"rank {rank}: step {done} skipped on every rank: {result.skipped}")
+                    logger.warning("rank %d: step %d skipped on every rank: %s", rank, done, result.skipped)
                 if bad_in_a_row >= t.max_bad_steps:
                     raise TrainingDiverged(f"{bad_in_a_row} non-finite losses in a row at step {done}")
                 tokens += result.tokens
@@ -318,7 +320,7 @@ class Trainer:
         result = evaluate_behavior(model, processor, self._heldout, t.eval_samples, t.eval_max_new_tokens)
         if metrics_file is None:
             return
-        tqdm.write(f"step {step} behaviour eval: {json.dumps(result)}")
+        logger.info("step %d behaviour eval: %s", step, json.dumps(result))
         metrics_file.write(json.dumps({"step": step, "eval": result}) + "\n")
         metrics_file.flush()
         self._log({f"eval/{k}": v for k, v in result.items()}, step, tb)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from bl_model import IGNORE_INDEX
+
 FAULT_ENV = "BL_TRAIN_FAULTS"
 _FAULT = re.compile(r"(nonfinite|empty)@rank(\d+):step(\d+)")
 
@@ -28,8 +30,8 @@ def all_sum(values: torch.Tensor) -> torch.Tensor:
 
 
 def label_tokens(batch: dict[str, torch.Tensor] | None) -> int:
-    """Scored tokens of a micro-batch: labels[:, 1:] != -100 (the causal-LM loss shifts by one)."""
-    return 0 if batch is None else int((batch["labels"][:, 1:] != -100).sum())
+    """Scored tokens of a micro-batch: labels[:, 1:] != IGNORE_INDEX (the causal-LM loss shifts by one)."""
+    return 0 if batch is None else int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
 def injected_faults(rank: int) -> set[tuple[str, int]]:
