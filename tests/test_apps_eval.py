@@ -74,6 +74,7 @@ def test_predict_end_to_end_on_a_folder_with_a_broken_video(demo, bikes_mp4, tmp
 
 
 def test_predict_rejects_a_title_for_several_videos(bikes_mp4, tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        _app("predict").main(["--model", str(tmp_path), "--video", str(bikes_mp4), str(bikes_mp4), "--title", "T"])
+    app = _app("predict")
+    argv = ["--model", str(tmp_path), "--video", str(bikes_mp4), str(bikes_mp4), "--title", "T"]
+    assert app.run(app.main, "apps/predict", argv) == 2
     assert "--title names one video" in capsys.readouterr().err

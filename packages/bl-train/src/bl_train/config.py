@@ -55,6 +55,9 @@ class DataConfig:
     """where instruction_json's image/video paths are relative to"""
     processor: str | None = None
     """a saved BehaviorLlavaProcessor directory"""
+    preprocess: Literal["as_written", "llamavid"] | None = None
+    """how samples are read: llamavid = the video in every human turn, each with its own Q-Former prompt;
+    None: the processor's saved setting (the converter saves llamavid)"""
     build_demo: bool = False
     """build the demo set (synthesised clips -> shards, tokenizers, tiny model) in processor's parent folder first, once"""
     blift_ratio: float = 0.5

@@ -157,8 +157,10 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
 
         model = build_model(r)
+        preprocess = {"preprocess": r.data.preprocess} if r.data.preprocess else {}
         processor = BehaviorLlavaProcessor.from_pretrained(
-            r.data.processor, model.config, max_length=r.data.max_length, max_frames=r.data.max_frames
+            r.data.processor, model.config, max_length=r.data.max_length, max_frames=r.data.max_frames,
+            **preprocess,
         )
         dataset = self._data(processor)
         total = t.max_steps or steps_for(
