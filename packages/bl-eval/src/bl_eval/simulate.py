@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from bl_data.media import MediaError, probe
 from bl_data.parse import BehaviorParseError, parse_behavior
 from bl_data.records import HeatmapMarker, Post
 from bl_data.stages import StageConfig, process_post
@@ -61,13 +60,14 @@ def find_videos(paths: Sequence[Path]) -> list[Path]:
 def listing1_request(request: VideoRequest, max_frames: int) -> tuple[dict[str, Any], np.ndarray]:
     """bl-data's sample of the video with behaviour unknown -> (its shard metadata, frames (T, H, W, 3) uint8).
 
-    Placeholder likes/views and a flat heatmap over the whole video make the verbaliser ask Listing 1's likes,
-    comments and replay questions; only the human turn, the system text and the scenes are used.
+    Placeholder likes/views and a one-point heatmap at 0 s (every scene takes its value, the nearest marker)
+    make the verbaliser ask Listing 1's likes, comments and replay questions without a second pass over the
+    media; only the human turn, the system text and the scenes are used.
     """
     video = request.video
     post = Post(
         id=video.stem, source="youtube", media_path=video, title=request.name, channel=request.channel,
-        view_count=1, like_count=0, heatmap=[HeatmapMarker(0.0, probe(video).duration, 0.0)],
+        view_count=1, like_count=0, heatmap=[HeatmapMarker(0.0, 0.0, 0.0)],
     )  # fmt: skip
     result = process_post(post, StageConfig(max_frames=max_frames, max_duration=math.inf))
     if result.failure is not None:
@@ -145,12 +145,12 @@ def simulate(
             for request in chunk:
                 report = {"video": str(request.video), "title": request.name, "channel": request.channel}
                 reports.append(report)
-                try:  # unreadable media (MediaError), or over the processor's frame / token budget (a ValueError)
+                try:  # unreadable media, or over the processor's frame / token budget (a ValueError)
                     meta, frames = listing1_request(request, processor.max_frames)
                     human = meta["conversations"][0]["value"]
                     media = [Media.for_placeholder(human, frames)]
                     encoded = processor.prompt_for_generation(human, media, system=meta["system"])
-                except (MediaError, ValueError, OSError) as err:
+                except (ValueError, OSError) as err:
                     report |= {"error": "media", "reason": str(err)}
                     continue
                 report["scenes"] = meta["scenes"]
