@@ -82,9 +82,10 @@ def test_a_named_missing_tag_is_a_one_line_error_listing_the_tags(run_copy, demo
     app = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
     loader.exec_module(app)
     args = demo_args(run_copy, "--train.resume", "step-7")
-    assert app.main(["--recipe", str(ROOT / "configs" / "demo.yaml"), *args]) == 2
+    assert app.run(app.main, "apps/train", ["--recipe", str(ROOT / "configs" / "demo.yaml"), *args]) == 2
     stderr = capsys.readouterr().err  # log lines first (the app configures logging), then the error
-    assert stderr.splitlines()[-1] == f"apps/train: error: {err.value}" and "Traceback" not in stderr
+    expected = f"apps/train: error: --train.resume: {err.value} (see apps/train --help)"
+    assert stderr.splitlines()[-1] == expected and "Traceback" not in stderr
 
 
 def test_resume_past_damaged_checkpoints_continues_exactly_from_the_newest_good(trained, run_copy, demo_args):

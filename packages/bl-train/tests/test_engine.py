@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
 from bl_train.batching import collate
 from bl_train.checkpoint import latest_tag
-from bl_train.engine import Trainer, TrainingDiverged
+from bl_train.engine import Trainer, TrainingDiverged, _zero_gradient_loss
 
 ROOT = Path(__file__).parents[3]
 TRAIN, DEMO = ROOT / "apps" / "train", ROOT / "configs" / "demo.yaml"
@@ -116,6 +116,33 @@ def test_packed_and_padded_batches_give_the_same_loss_at_step_zero(demo_recipe):
         padded = model(**collate(processor, samples, packing=False)).loss
         packed = model(**collate(processor, samples, packing=True)).loss
     torch.testing.assert_close(packed, padded, rtol=1e-5, atol=1e-5)
+
+
+def test_a_dropped_micro_step_reaches_the_same_parameters_with_exact_zero_gradients(demo_recipe):
+    recipe = demo_recipe()
+    model = BehaviorLlavaForCausalLM.from_pretrained(recipe.model.pretrained)
+    processor = BehaviorLlavaProcessor.from_pretrained(recipe.data.processor, model.config)
+    dataset = Trainer(recipe)._data(processor)
+    batch = collate(processor, [dataset.get(0, i)[0] for i in range(2)], packing=True)
+
+    class Engine:  # what `_zero_gradient_loss` uses of a DeepSpeed engine
+        device = torch.device("cpu")
+
+        def __call__(self, **inputs):
+            return model(**inputs)
+
+    def gradients(loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        return {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+
+    real = gradients(model(**batch, num_items_in_batch=5.0).loss)
+    stand_in = _zero_gradient_loss(Engine(), batch, per_backward=5.0)
+    assert stand_in.item() == 0.0
+    zero = gradients(stand_in)
+    assert zero.keys() == real.keys() and len(real) > 10  # DeepSpeed's gradient hooks fire for the same tensors
+    assert any(torch.count_nonzero(g) for g in real.values())
+    assert [name for name, g in zero.items() if torch.count_nonzero(g)] == []
 
 
 def test_behavior_metrics_on_heldout_shards(demo_recipe):

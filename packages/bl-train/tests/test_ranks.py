@@ -79,8 +79,8 @@ def runs(demo_root, tmp_path_factory):
         "r2_mb2": (2, ["--train.micro_batch_size", "2"], None),
         "r1_mb4": (1, ["--train.micro_batch_size", "4"], None),
         "r1_mb2_acc2": (1, ["--train.micro_batch_size", "2", "--train.grad_accum", "2"], None),
-        "faults": (2, ["--train.micro_batch_size", "2"],
-                   {"BL_TRAIN_FAULTS": "nonfinite@rank1:step2,empty@rank1:step4"}),
+        "faults": (2, ["--train.micro_batch_size", "1", "--train.grad_accum", "2"],
+                   {"BL_TRAIN_FAULTS": "nonfinite@rank1:step2,empty@rank1:step4,nonfinite@rank0:step5:micro2"}),
     }  # fmt: skip
     procs = {
         name: torchrun(n, base / name, demo_root, *extra, env=env) for name, (n, extra, env) in plan.items()
@@ -115,9 +115,11 @@ def test_a_fault_on_one_rank_skips_the_same_step_on_both(runs):
         assert f"rank {rank}: step 4 skipped on every rank: empty micro-batch" in text
     logged = {r["step"]: r for r in metrics(out) if "loss" in r}
     assert logged[2]["loss"] is None and logged[4]["loss"] is None and logged[STEPS]["skipped_steps"] == 2
-    # the steps before the first fault are the clean run's
-    assert logged[1]["loss"] == losses(runs["r2_mb2"][0])[1]
-    assert per_rank[0]["non_finite_steps"] == per_rank[1]["non_finite_steps"] == 1
+    # the step before the first fault is the clean run's (split over 2 ranks x 2 micro-steps here)
+    assert logged[1]["loss"] == pytest.approx(losses(runs["r2_mb2"][0])[1], rel=1e-5)
+    # a bad second micro-step drops only itself: step 5 is applied, and its loss is finite
+    assert "step 5 skipped" not in text and logged[5]["loss"] is not None and logged[6]["loss"] is not None
+    assert per_rank[0]["non_finite_steps"] == per_rank[1]["non_finite_steps"] == 2
 
 
 def test_killed_two_rank_run_resumes_exactly_and_refuses_another_world_size(runs, demo_root, tmp_path):

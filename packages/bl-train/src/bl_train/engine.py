@@ -23,7 +23,7 @@ import torch
 import bl_model
 from bl_data.progress import progress
 from bl_data.shards import ShardIndex
-from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
+from bl_model import IGNORE_INDEX, BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
 
 from . import checkpoint
 from .batching import StepBatches
@@ -31,7 +31,7 @@ from .config import Recipe
 from .data import MixedDataset, steps_for
 from .deepspeed_config import deepspeed_config
 from .evaluate import evaluate_behavior
-from .ranks import all_sum, check_world_size, injected_faults, label_tokens
+from .ranks import Faults, all_sum, check_world_size, label_tokens
 from .schedule import warmup_cosine
 
 _GATHERED = "zero3_gathered.bin"  # ZeRO-3's consolidated weights, read back by the export, then removed
@@ -196,7 +196,7 @@ class Trainer:
             batch_size=None, num_workers=r.data.num_workers, persistent_workers=False,
             generator=torch.Generator().manual_seed(t.seed),  # worker seeds; the global RNG stays as restored
         )  # fmt: skip
-        faults = injected_faults(rank)
+        faults = Faults(rank)
         skipped: Counter[str] = Counter()
         bad_in_a_row = 0
         bar = progress(total=total, desc=r.name, initial=start, unit="step", disable=rank != 0)
@@ -206,8 +206,9 @@ class Trainer:
             for step, items in enumerate(_grouped(loader, t.grad_accum), start=start):
                 for item in items:
                     skipped.update(reason.split(";")[0] for reason in item["skipped"])
-                batches = [None if ("empty", step + 1) in faults else item["batch"] for item in items]
-                result = self._step(engine, batches, step + 1, poison=("nonfinite", step + 1) in faults)
+                empty = faults.hits("empty", step + 1, len(items))
+                batches = [None if drop else item["batch"] for item, drop in zip(items, empty, strict=True)]
+                result = self._step(engine, batches, step + 1, faults.hits("nonfinite", step + 1, len(items)))
                 done = summary.steps = step + 1
                 summary.losses.append(result.loss)
                 summary.bad_steps += result.bad_micro_steps
@@ -255,7 +256,9 @@ class Trainer:
             summary.final_dir = self._export(engine, processor)
         return summary
 
-    def _step(self, engine, batches: list[dict | None], step: int, poison: bool = False) -> StepResult:
+    def _step(
+        self, engine, batches: list[dict | None], step: int, poison: list[bool] | None = None
+    ) -> StepResult:
         """One optimizer step from this rank's `grad_accum` micro-batches, decided identically on every rank.
 
         Loss: Σ token NLL / N, N = label tokens of the global batch (all ranks, all micro-steps, one all-reduce
@@ -264,9 +267,9 @@ class Trainer:
         gradient is that of the global token mean, whatever the split into ranks and micro-steps.
         Skips: an empty micro-batch on any rank (known from the same all-reduce) or a non-finite loss on any rank
         (the summed loss of each micro-step is all-reduced before its backward) at the first micro-step skips the
-        step on every rank; later in the step, every rank backpropagates a zero loss for that micro-step instead
-        (no gradient, but the same DeepSpeed collectives and accumulation boundary).
-        `poison` (a test hook, see `ranks.injected_faults`) makes this rank's loss NaN.
+        step on every rank; later in the step, every rank backpropagates `_zero_gradient_loss` for that micro-step
+        instead, so the step applies the other micro-steps' gradients (still divided by N).
+        `poison[m]` (a test hook, see `ranks.Faults`) makes this rank's loss of micro-step m NaN.
         """
         world, accum = torch.distributed.get_world_size(), len(batches)
         stats = all_sum(torch.tensor([label_tokens(b) for b in batches] + [b is None for b in batches]))  # (2A,)
@@ -274,7 +277,7 @@ class Trainer:
         per_backward = max(n_tokens, 1) / (world * accum)  # N / (world x accum): see the docstring
         loss_sum, bad = 0.0, 0
         for micro, batch in enumerate(batches):
-            value = float("nan")
+            value, loss = float("nan"), None
             if not empty[micro]:
                 batch = {k: v.to(engine.device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 try:
@@ -285,7 +288,7 @@ class Trainer:
                         f"out of memory at step {step}: lower data.max_frames ({r.data.max_frames}) or "
                         f"data.max_length ({r.data.max_length}), or train.micro_batch_size"
                     ) from err
-                if poison:
+                if poison and poison[micro]:
                     loss = loss * float("nan")
                 value = float(all_sum(loss.reshape(1))[0])  # one sync per micro-step: decision + logged loss
                 bad += not math.isfinite(value)
@@ -296,7 +299,8 @@ class Trainer:
                 reason = "empty micro-batch (all samples over budget)" if empty[0] else "non-finite loss"
                 return StepResult(float("nan"), n_tokens, reason, bad)
             else:
-                engine.backward(torch.zeros((), device=engine.device, requires_grad=True))
+                loss = None  # free the bad micro-step's graph before the stand-in forward
+                engine.backward(_zero_gradient_loss(engine, batches[0], per_backward))
             engine.step()
         return StepResult(loss_sum / (world * accum), n_tokens, None, bad)
 
@@ -352,3 +356,15 @@ class Trainer:
 
         # purge_step: TensorBoard drops the events a killed run wrote after the checkpoint resumed from
         return SummaryWriter(str(self.out / "tensorboard"), purge_step=start + 1)
+
+
+def _zero_gradient_loss(engine, batch: dict, per_backward: float) -> torch.Tensor:
+    """A loss of 0 whose backward gives every trainable parameter an exact zero gradient: the forward of `batch`
+    (a micro-batch whose loss was finite on every rank) with every label ignored.
+
+    A stand-in for a dropped micro-step: DeepSpeed moves accumulated gradients in hooks that only a backward
+    through the model fires (a bare zero tensor would lose the step's earlier micro-steps under ZeRO-2 offload),
+    and under ZeRO-3 every rank must run the same forward."""
+    batch = {k: v.to(engine.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    batch["labels"] = torch.full_like(batch["labels"], IGNORE_INDEX)  # (B, L): nothing scored
+    return engine(**batch, num_items_in_batch=per_backward).loss

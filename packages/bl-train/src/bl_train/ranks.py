@@ -16,7 +16,7 @@ import torch
 from bl_model import IGNORE_INDEX
 
 FAULT_ENV = "BL_TRAIN_FAULTS"
-_FAULT = re.compile(r"(nonfinite|empty)@rank(\d+):step(\d+)")
+_FAULT = re.compile(r"(nonfinite|empty)@rank(\d+):step(\d+)(?::micro(\d+))?")
 
 
 def all_sum(values: torch.Tensor) -> torch.Tensor:
@@ -34,19 +34,28 @@ def label_tokens(batch: dict[str, torch.Tensor] | None) -> int:
     return 0 if batch is None else int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
-def injected_faults(rank: int) -> set[tuple[str, int]]:
-    """{(kind, step)} for this rank from `BL_TRAIN_FAULTS`, a test hook: comma-separated
-    `nonfinite@rankR:stepS` (the loss of rank R at step S, counted from 1 as in metrics.jsonl, becomes NaN) and `empty@rankR:stepS`
-    (every sample of rank R's micro-batches at step S is dropped, as when all are over budget). Unset: none."""
-    spec = os.environ.get(FAULT_ENV, "").strip()
-    faults = set()
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        match = _FAULT.fullmatch(item)
-        if match is None:
-            raise ValueError(f"{FAULT_ENV}: {item!r} is not nonfinite@rankR:stepS or empty@rankR:stepS")
-        if int(match[2]) == rank:
-            faults.add((match[1], int(match[3])))
-    return faults
+class Faults:
+    """Faults injected into one rank by `BL_TRAIN_FAULTS`, a test hook: comma-separated `KIND@rankR:stepS` or
+    `KIND@rankR:stepS:microM` (steps and micro-steps counted from 1, as in metrics.jsonl). KIND `nonfinite`: the
+    loss of rank R at that step (or only at its micro-step M) becomes NaN; `empty`: every sample of rank R's
+    micro-batches there is dropped, as when all are over budget. Unset: none."""
+
+    def __init__(self, rank: int, spec: str | None = None):
+        spec = os.environ.get(FAULT_ENV, "") if spec is None else spec
+        self._at: set[tuple[str, int, int | None]] = set()
+        for item in filter(None, (s.strip() for s in spec.split(","))):
+            match = _FAULT.fullmatch(item)
+            if match is None:
+                raise ValueError(
+                    f"{FAULT_ENV}: {item!r} is not KIND@rankR:stepS[:microM] with KIND nonfinite or empty"
+                )
+            if int(match[2]) == rank:
+                self._at.add((match[1], int(match[3]), int(match[4]) if match[4] else None))
+
+    def hits(self, kind: str, step: int, accum: int) -> list[bool]:
+        """For each of `step`'s `accum` micro-steps: is a `kind` fault injected there?"""
+        whole = (kind, step, None) in self._at
+        return [whole or (kind, step, micro) in self._at for micro in range(1, accum + 1)]
 
 
 def saved_world_size(tag_dir: Path) -> int | None:
