@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import urllib.parse
 import urllib.request
@@ -20,14 +21,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # DeepSpeed JIT-builds its CPU Adam once (~1 min): keep it where apps/train finds it too
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "bl-torch-extensions"))
+# one folder per environment: torch rebuilds an op whose build paths changed, so checkouts sharing one
+# folder would rebuild it each time the other ran
+_ENV = hashlib.sha256(sys.prefix.encode()).hexdigest()[:12]
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "bl-torch-extensions" / _ENV))
 
-import torch  # after OMP_NUM_THREADS
+import torch  # noqa: E402  (after OMP_NUM_THREADS)
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import pytest
+import pytest  # noqa: E402
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
