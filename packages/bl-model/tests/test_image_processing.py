@@ -108,3 +108,34 @@ def test_pad_to_square_fills_with_the_truncated_mean_colour():
 def test_rejects_bad_arrays(frames):
     with pytest.raises(ValueError, match=r"uint8|shape"):
         clip_pixels(frames)
+
+
+def test_video_frames_are_never_padded():
+    frames = np.random.default_rng(4).integers(0, 256, (2, 20, 40, 3), dtype=np.uint8)
+    padded = BehaviorLlavaImageProcessor(pad_to_square=True)
+    torch.testing.assert_close(
+        padded(frames, is_video=True)["pixel_values"], clip_pixels(frames), rtol=0, atol=0
+    )
+    assert not torch.equal(padded(frames)["pixel_values"], clip_pixels(frames))
+
+
+def test_saved_settings_load_through_auto_image_processor(tmp_path):
+    from transformers import AutoImageProcessor
+
+    import bl_model  # noqa: F401  registers the class with AutoImageProcessor
+
+    original = BehaviorLlavaImageProcessor(
+        size=64, pad_to_square=False, image_mean=(0.5,) * 3, image_std=(0.25,) * 3
+    )
+    original.save_pretrained(tmp_path)
+    loaded = AutoImageProcessor.from_pretrained(tmp_path)
+    assert type(loaded) is BehaviorLlavaImageProcessor
+    image = np.random.default_rng(5).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    out = loaded(image)["pixel_values"]
+    assert out.shape == (1, 3, 64, 64)
+    torch.testing.assert_close(out, original(image)["pixel_values"], rtol=0, atol=0)
+    crop = np.asarray(Image.fromarray(image).resize((106, 64), Image.Resampling.BICUBIC))[
+        :, 21:85
+    ]  # (64, 64, 3)
+    expected = ((crop / 255.0 - 0.5) / 0.25).transpose(2, 0, 1)[None]
+    np.testing.assert_allclose(out.numpy(), expected, rtol=0, atol=1e-5)

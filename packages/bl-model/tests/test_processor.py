@@ -196,9 +196,7 @@ def test_pad_to_square_applies_to_images_only(make_processor):
         "conversations": [{"from": "human", "value": "<image> <video>"}, {"from": "gpt", "value": "ok"}],
     }
     out = processor(sample, media)
-    torch.testing.assert_close(
-        out["pixel_values"][0], clip_pixels(media[0].frames, pad_to_square=True)[0]
-    )
+    torch.testing.assert_close(out["pixel_values"][0], clip_pixels(media[0].frames, pad_to_square=True)[0])
     torch.testing.assert_close(out["pixel_values"][1], clip_pixels(media[1].frames)[0])
 
 
@@ -296,7 +294,9 @@ def test_media_token_is_added_when_missing(llama_tokenizer_dir, bert_tokenizer):
 
 def test_media_token_id_mismatch_is_an_error(llama_tokenizer, bert_tokenizer):
     with pytest.raises(ValueError, match="media_token_id"):
-        BehaviorLlavaProcessor.from_config(llama_tokenizer, bert_tokenizer, BehaviorLlavaConfig(media_token_id=32005))
+        BehaviorLlavaProcessor.from_config(
+            llama_tokenizer, bert_tokenizer, BehaviorLlavaConfig(media_token_id=32005)
+        )
 
 
 def test_unknown_template_lists_valid_ones(make_processor):
@@ -485,3 +485,53 @@ def test_old_layout_is_an_error_whose_recipe_resaves_it(llama_tokenizer, bert_to
     expected, actual = built(sample, media), resaved(sample, media)
     for key in expected:
         assert torch.equal(expected[key], actual[key]), key
+
+
+def chat(messages: list[str], system: str | None = None) -> list[dict]:
+    """`messages` (alternating user/assistant, `<image>` / `<video>` at the front of a user turn) as chat messages
+    with content parts."""
+    out = [{"role": "system", "content": system}] if system is not None else []
+    for i, text in enumerate(messages):
+        if i % 2:
+            out.append({"role": "assistant", "content": text})
+            continue
+        parts = []
+        while text.startswith(("<image>\n", "<video>\n")):
+            parts.append({"type": text[1:6]})
+            text = text[8:]
+        out.append({"role": "user", "content": [*parts, {"type": "text", "text": text}]})
+    return out
+
+
+@pytest.mark.parametrize(
+    "messages, system",
+    [
+        (["<video>\nWhat happens in the video?"], None),  # the generation prompt
+        (["<video>\nWhat happens?", ANSWERS[0], "Why so fast?", ANSWERS[1]], None),  # multi-turn, closed
+        (["<image>\nDescribe.", ANSWERS[2], "<video>\n<image>\nAnd these?  "], "Be brief."),  # system, open
+        (["plain text, no media", " spaced answer "], ""),  # empty system
+    ],
+)
+def test_chat_template_renders_what_the_vicuna_v1_template_renders(
+    make_processor, tmp_path, messages, system
+):
+    processor = make_processor()
+    expected = get_template("vicuna_v1").render(messages, system).text
+    open_turn = len(messages) % 2 == 1
+    assert processor.apply_chat_template(chat(messages, system), add_generation_prompt=open_turn) == expected
+    processor.save_pretrained(tmp_path)
+    loaded = BehaviorLlavaProcessor.from_pretrained(tmp_path)  # the template travels as chat_template.jinja
+    assert (tmp_path / "chat_template.jinja").read_text() == processor.chat_template
+    assert loaded.apply_chat_template(chat(messages, system), add_generation_prompt=open_turn) == expected
+    plain_strings = [{**m, "content": m["content"][-1]["text"]} for m in chat(messages[-1:])]
+    assert processor.apply_chat_template(plain_strings).endswith(f"USER: {messages[-1].split(chr(10))[-1]} ")
+
+
+def test_chat_template_errors(make_processor):
+    processor = make_processor()
+    with pytest.raises(Exception, match="roles must alternate"):
+        processor.apply_chat_template([{"role": "assistant", "content": "hi"}])
+    with pytest.raises(Exception, match="unknown content type audio"):
+        processor.apply_chat_template([{"role": "user", "content": [{"type": "audio"}]}])
+    with pytest.raises(ValueError, match="renders text only"):
+        processor.apply_chat_template(chat(["hi"]), tokenize=True)
