@@ -27,12 +27,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def model_dir(demo: Path, tmp_path: Path) -> Path:
-    """The demo model with its processor in `model/processor`, as bl-train's export lays it out."""
+    """The demo model with its processor files beside the weights, as bl-train's export lays it out."""
     model = tmp_path / "ckpt"
     model.mkdir()
-    for f in (demo / "model").iterdir():
-        (model / f.name).symlink_to(f)
-    (model / "processor").symlink_to(demo / "processor")
+    for f in [*(demo / "model").iterdir(), *(demo / "processor").iterdir()]:
+        if not (model / f.name).exists():  # both hold the remote code's configuration.py
+            (model / f.name).symlink_to(f)
     return model
 
 
