@@ -4,7 +4,7 @@ Each `<image>` / `<video>` placeholder of a human turn is written as one added `
 `tokenizer_image_token`, the text between placeholders is tokenized piece by piece (each piece starts a new
 SentencePiece text, so it gets its "▁" prefix whatever the tokenizer's `legacy` setting) and the pieces are
 joined with the `<media>` id, after one bos. Every `<media>` id is then expanded into exactly
-`config.media_tokens(T, is_video)` copies, which the model fills with its visual tokens. Labels come from
+`media_tokens(T, is_video)` copies (the model config's count, saved with the processor), which the model fills with its visual tokens. Labels come from
 the pieces' character offsets: a token is supervised iff it covers a character of an assistant message, its
 closing separator or the space before it. Nothing is truncated: over-long samples and too many frames are
 errors.
@@ -238,8 +238,9 @@ class BehaviorLlavaProcessor(ProcessorMixin):
 
         Returns:
             input_ids [L], labels [L] (-100 outside assistant text), pixel_values [S, 3, 224, 224]
-            (S = frames of all media; the side is `config.vision_config.image_size`), media_frame_counts [M], media_is_video [M], query_input_ids [Q, Lq],
-            query_attention_mask [Q, Lq], query_media_index [Q] (Q = placeholders, in text order).
+            (S = frames of all media; the side is the image processor's `size`), media_frame_counts [M],
+            media_is_video [M], query_input_ids [Q, Lq], query_attention_mask [Q, Lq], query_media_index [Q]
+            (Q = placeholders, in text order).
         """
         sample_id = str(sample.get("id", "<no id>"))
         conversations = sample.get("conversations") or []
