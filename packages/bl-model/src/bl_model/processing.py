@@ -4,10 +4,10 @@ Each `<image>` / `<video>` placeholder of a human turn is written as one added `
 `tokenizer_image_token`, the text between placeholders is tokenized piece by piece (each piece starts a new
 SentencePiece text, so it gets its "▁" prefix whatever the tokenizer's `legacy` setting) and the pieces are
 joined with the `<media>` id, after one bos. Every `<media>` id is then expanded into exactly
-`media_tokens(T, is_video)` copies (the model config's count, saved with the processor), which the model fills with its visual tokens. Labels come from
-the pieces' character offsets: a token is supervised iff it covers a character of an assistant message, its
-closing separator or the space before it. Nothing is truncated: over-long samples and too many frames are
-errors.
+`media_tokens(T, is_video)` copies (the model config's counts, saved with the processor), which the model fills
+with its visual tokens. Labels come from the pieces' character offsets: a token is supervised iff it covers a
+character of an assistant message, its closing separator or the space before it. Nothing is truncated:
+over-long samples and too many frames are errors.
 
 Two ways to read a training sample (`preprocess`):
 - `"as_written"`: media are shown where placeholders are written, one media item per placeholder; each
