@@ -31,7 +31,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def loaded(demo: Path) -> tuple[BehaviorLlavaForCausalLM, BehaviorLlavaProcessor]:
     torch.manual_seed(0)
     model = BehaviorLlavaForCausalLM.from_pretrained(demo / "model").eval()
-    return model, BehaviorLlavaProcessor.from_pretrained(demo / "processor", model.config)
+    return model, BehaviorLlavaProcessor.from_pretrained(demo / "processor")
 
 
 def _spec(protocol: str, **kw) -> TaskSpec:

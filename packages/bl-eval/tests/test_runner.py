@@ -11,7 +11,7 @@ import pytest
 from bl_eval import protocols, runner
 from bl_eval.metrics import METRICS
 from bl_eval.spec import Example, TaskSpec, spec_hash
-from bl_model import inference
+from bl_model import BehaviorLlavaProcessor, inference
 from bl_train.demo import build_demo_data
 
 COLOURS = ["red", "green", "blue", "yellow"]
@@ -27,12 +27,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def model_dir(demo: Path, tmp_path: Path) -> Path:
-    """The demo model with its processor in `model/processor`, as bl-train's export lays it out."""
+    """The demo model with its processor files beside the weights, as bl-train's export lays it out."""
     model = tmp_path / "ckpt"
     model.mkdir()
-    for f in (demo / "model").iterdir():
-        (model / f.name).symlink_to(f)
-    (model / "processor").symlink_to(demo / "processor")
+    for f in [*(demo / "model").iterdir(), *(demo / "processor").iterdir()]:
+        if not (model / f.name).exists():  # both hold the remote code's configuration.py
+            (model / f.name).symlink_to(f)
     return model
 
 
@@ -136,6 +136,10 @@ def test_cache_belongs_to_one_model(demo, model_dir, tmp_path):
 def test_missing_processor_and_unknown_task_are_clear_errors(demo, tmp_path):
     with pytest.raises(FileNotFoundError, match="--processor"):
         inference.load(demo / "model")
+    mismatched = tmp_path / "processor"
+    BehaviorLlavaProcessor.from_pretrained(demo / "processor", qformer_max_length=5).save_pretrained(mismatched)
+    with pytest.raises(ValueError, match=r"does not match the model config \(qformer_max_length: processor 5"):
+        inference.load(demo / "model", mismatched)
     with pytest.raises(FileNotFoundError, match="Expected layout"):
         runner.evaluate(
             demo / "model", [TOY], tmp_path / "nowhere", tmp_path / "out", processor_path=demo / "processor"

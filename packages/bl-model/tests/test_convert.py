@@ -117,7 +117,8 @@ def test_processor_is_written_beside_the_weights(
     main(["--llamavid", str(ckpt), "--eva", str(eva), "--out", str(out), "--config", str(config_path),
           "--bert-vocab", str(bert_vocab_path)])  # fmt: skip
     model = AutoModelForCausalLM.from_pretrained(out)
-    processor = BehaviorLlavaProcessor.from_pretrained(out / "processor", model.config)
+    processor = BehaviorLlavaProcessor.from_pretrained(out)
+    processor.check_config(model.config)
     sample = {
         "id": "s",
         "conversations": [
@@ -176,7 +177,7 @@ def test_processor_tokenizer_equals_llama_tokenizer(
     settings = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "legacy": legacy}
     (ckpt / "tokenizer_config.json").write_text(json.dumps(settings))
     target = save_processor(ckpt, bert_vocab_path, tmp_path / "out", model.config)
-    processor = BehaviorLlavaProcessor.from_pretrained(target, model.config)
+    processor = BehaviorLlavaProcessor.from_pretrained(target)
     reference = LlamaTokenizer.from_pretrained(ckpt)
     assert (
         reference.legacy is legacy

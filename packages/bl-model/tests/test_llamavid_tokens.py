@@ -22,8 +22,9 @@ from sentencepiece import sentencepiece_model_pb2
 from transformers import LlamaTokenizer
 
 from bl_model.configuration import BehaviorLlavaConfig
-from bl_model.image_processing import preprocess_frames
 from bl_model.processing import IGNORE_INDEX, BehaviorLlavaProcessor, Media, sample_seed
+
+from .test_image_processing import clip_pixels
 
 IMAGE = -200  # LLaVA's IMAGE_TOKEN_INDEX, expanded to the processor's media tokens below
 SYSTEM = (
@@ -104,7 +105,7 @@ def tokenizers(request, llama_spm_model, tmp_path_factory, bert_tokenizer):
     spm_dir = tmp_path_factory.mktemp("spm")
     (spm_dir / "tokenizer.model").write_bytes(llama_spm_model.read_bytes())
     tokenizer = LlamaTokenizer.from_pretrained(spm_dir, legacy=legacy, add_bos_token=True)
-    processor = BehaviorLlavaProcessor(tokenizer, bert_tokenizer, CONFIG, preprocess="llamavid")
+    processor = BehaviorLlavaProcessor.from_config(tokenizer, bert_tokenizer, CONFIG, preprocess="llamavid")
     return processor, SlowLlama(llama_spm_model, legacy)
 
 
@@ -190,9 +191,9 @@ def test_still_image_sample(tokenizers, bert_tokenizer):
     assert processor.tokenizer.convert_ids_to_tokens(labels[first : first + 2]) == ["▁", "2"]  # after ":"
     assert query_texts(processor, out) == [bert_tokenizer("What is in this picture?")["input_ids"]]
     torch.testing.assert_close(
-        out["pixel_values"], preprocess_frames(pixels, pad_to_square=True), rtol=0, atol=0
+        out["pixel_values"], clip_pixels(pixels, pad_to_square=True), rtol=0, atol=0
     )
-    assert not torch.equal(out["pixel_values"], preprocess_frames(pixels))
+    assert not torch.equal(out["pixel_values"], clip_pixels(pixels))
 
 
 def test_default_seed_is_the_sample_id(tokenizers):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import textwrap
+
 import numpy as np
 import pytest
 import torch
@@ -10,8 +13,9 @@ from transformers import AutoTokenizer
 
 from bl_model.configuration import BehaviorLlavaConfig
 from bl_model.conversation import TEMPLATES, get_template
-from bl_model.image_processing import preprocess_frames
 from bl_model.processing import IGNORE_INDEX, BehaviorLlavaProcessor, Media
+
+from .test_image_processing import clip_pixels
 
 MEDIA_ID = 32000
 SYSTEM = (
@@ -50,7 +54,7 @@ def three_turn_sample() -> dict:
 @pytest.fixture
 def make_processor(llama_tokenizer, bert_tokenizer):
     def make(config: BehaviorLlavaConfig | None = None, **kwargs) -> BehaviorLlavaProcessor:
-        return BehaviorLlavaProcessor(
+        return BehaviorLlavaProcessor.from_config(
             llama_tokenizer, bert_tokenizer, config or BehaviorLlavaConfig(), **kwargs
         )
 
@@ -113,7 +117,7 @@ def test_three_turns_two_videos(make_processor):
 
     # Media tensors.
     torch.testing.assert_close(
-        out["pixel_values"], torch.cat([preprocess_frames(m.frames) for m in media]), rtol=0, atol=0
+        out["pixel_values"], torch.cat([clip_pixels(m.frames) for m in media]), rtol=0, atol=0
     )
     assert out["pixel_values"].shape == (5, 3, 224, 224)
     assert out["media_frame_counts"].tolist() == [3, 2] and out["media_frame_counts"].dtype == torch.long
@@ -192,10 +196,8 @@ def test_pad_to_square_applies_to_images_only(make_processor):
         "conversations": [{"from": "human", "value": "<image> <video>"}, {"from": "gpt", "value": "ok"}],
     }
     out = processor(sample, media)
-    torch.testing.assert_close(
-        out["pixel_values"][0], preprocess_frames(media[0].frames, pad_to_square=True)[0]
-    )
-    torch.testing.assert_close(out["pixel_values"][1], preprocess_frames(media[1].frames)[0])
+    torch.testing.assert_close(out["pixel_values"][0], clip_pixels(media[0].frames, pad_to_square=True)[0])
+    torch.testing.assert_close(out["pixel_values"][1], clip_pixels(media[1].frames)[0])
 
 
 ERROR_CASES = {
@@ -285,14 +287,16 @@ def test_errors_name_the_sample(make_processor, case):
 def test_media_token_is_added_when_missing(llama_tokenizer_dir, bert_tokenizer):
     tokenizer = AutoTokenizer.from_pretrained(llama_tokenizer_dir)
     assert "<media>" not in tokenizer.get_added_vocab()
-    processor = BehaviorLlavaProcessor(tokenizer, bert_tokenizer, BehaviorLlavaConfig())
+    processor = BehaviorLlavaProcessor.from_config(tokenizer, bert_tokenizer, BehaviorLlavaConfig())
     assert processor.tokenizer.convert_tokens_to_ids("<media>") == MEDIA_ID
     assert processor.tokenizer.tokenize("a<media>b").count("<media>") == 1
 
 
 def test_media_token_id_mismatch_is_an_error(llama_tokenizer, bert_tokenizer):
     with pytest.raises(ValueError, match="media_token_id"):
-        BehaviorLlavaProcessor(llama_tokenizer, bert_tokenizer, BehaviorLlavaConfig(media_token_id=32005))
+        BehaviorLlavaProcessor.from_config(
+            llama_tokenizer, bert_tokenizer, BehaviorLlavaConfig(media_token_id=32005)
+        )
 
 
 def test_unknown_template_lists_valid_ones(make_processor):
@@ -419,18 +423,23 @@ def test_collate(make_processor):
 
 
 def test_save_load_round_trip(make_processor, tmp_path):
-    config = BehaviorLlavaConfig()
-    processor = make_processor(config, max_length=1000, max_frames=8, pad_to_square=True)
+    """transformers' processor layout; the loaded processor needs no model config and encodes the same."""
+    config = BehaviorLlavaConfig(image_compress="grid:2", qformer_max_length=12)
+    processor = make_processor(config, max_length=1000, max_frames=8, pad_to_square=False)
     processor.save_pretrained(tmp_path)
-    assert {p.name for p in tmp_path.iterdir()} == {"tokenizer", "qformer_tokenizer", "processor_config.json"}
-    loaded = BehaviorLlavaProcessor.from_pretrained(tmp_path, config)
-    assert (loaded.template.name, loaded.max_length, loaded.max_frames, loaded.pad_to_square) == (
-        "vicuna_v1",
-        1000,
-        8,
-        True,
-    )
+    assert {"processor_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+            "qformer_tokenizer", "processing.py"} <= {p.name for p in tmp_path.iterdir()}  # fmt: skip
+    assert not (tmp_path / "tokenizer").exists()
+    loaded = BehaviorLlavaProcessor.from_pretrained(tmp_path)
+    assert (loaded.template, loaded.max_length, loaded.max_frames, loaded.image_processor.pad_to_square) == (
+        "vicuna_v1", 1000, 8, False,
+    )  # fmt: skip
+    assert (loaded.image_tokens, loaded.video_frame_tokens, loaded.qformer_max_length) == (
+        config.media_tokens(1, False), config.media_tokens(1, True), 12,
+    )  # fmt: skip
+    loaded.check_config(config)
     assert loaded.qformer_tokenizer.truncation_side == "left" and len(loaded.qformer_tokenizer) == 30523
+    assert loaded.chat_template == processor.chat_template
     sample = three_turn_sample()
     sample["conversations"][2]["value"] = "<image> why so fast?"
     media = [video(3, seed=1), image(seed=9), video(2, seed=2)]
@@ -438,3 +447,91 @@ def test_save_load_round_trip(make_processor, tmp_path):
     assert expected.keys() == actual.keys()
     for key in expected:
         assert torch.equal(expected[key], actual[key]), key
+    overridden = BehaviorLlavaProcessor.from_pretrained(tmp_path, max_length=7, preprocess="llamavid")
+    assert (overridden.max_length, overridden.preprocess, overridden.max_frames) == (7, "llamavid", 8)
+    assert "max_length" not in overridden.tokenizer.init_kwargs  # settings do not leak into the tokenizer
+
+
+def test_check_config_names_each_mismatch(make_processor):
+    processor = make_processor(BehaviorLlavaConfig())
+    processor.check_config(BehaviorLlavaConfig())
+    with pytest.raises(ValueError, match=r"video_frame_tokens: processor 2, model 5.*qformer_max_length"):
+        processor.check_config(BehaviorLlavaConfig(video_compress="grid:2", qformer_max_length=9))
+
+
+def test_old_layout_is_an_error_whose_recipe_resaves_it(llama_tokenizer, bert_tokenizer, tmp_path):
+    """A processor bl-model saved before it was a ProcessorMixin: the error's re-save recipe, run as written, gives
+    a processor that loads from the model folder and encodes as one built from the same parts."""
+    final = tmp_path / "final"
+    config = BehaviorLlavaConfig(video_compress="grid:2")
+    config.save_pretrained(final)
+    old = final / "processor"
+    llama_tokenizer.save_pretrained(old / "tokenizer")
+    bert_tokenizer.save_pretrained(old / "qformer_tokenizer")
+    settings = {"template": "vicuna_v1", "max_length": 900, "max_frames": 6, "pad_to_square": False,
+                "preprocess": "as_written"}  # fmt: skip
+    (old / "processor_config.json").write_text(json.dumps(settings))
+    for path in (final, old):
+        with pytest.raises(ValueError, match=r"(?s)older bl-model.*re-save") as error:
+            BehaviorLlavaProcessor.from_pretrained(path)
+    recipe = str(error.value).split("\n", 1)[1].replace("MODEL", repr(str(final)))
+    exec(textwrap.dedent(recipe), {})
+    resaved = BehaviorLlavaProcessor.from_pretrained(final)
+    resaved.check_config(config)
+    built = BehaviorLlavaProcessor.from_config(llama_tokenizer, bert_tokenizer, config, **settings)
+    assert (resaved.max_length, resaved.max_frames, resaved.image_processor.pad_to_square) == (900, 6, False)
+    sample = three_turn_sample()
+    media = [video(3, seed=1), video(2, seed=2)]
+    expected, actual = built(sample, media), resaved(sample, media)
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), key
+
+
+def chat(messages: list[str], system: str | None = None) -> list[dict]:
+    """`messages` (alternating user/assistant, `<image>` / `<video>` at the front of a user turn) as chat messages
+    with content parts."""
+    out = [{"role": "system", "content": system}] if system is not None else []
+    for i, text in enumerate(messages):
+        if i % 2:
+            out.append({"role": "assistant", "content": text})
+            continue
+        parts = []
+        while text.startswith(("<image>\n", "<video>\n")):
+            parts.append({"type": text[1:6]})
+            text = text[8:]
+        out.append({"role": "user", "content": [*parts, {"type": "text", "text": text}]})
+    return out
+
+
+@pytest.mark.parametrize(
+    "messages, system",
+    [
+        (["<video>\nWhat happens in the video?"], None),  # the generation prompt
+        (["<video>\nWhat happens?", ANSWERS[0], "Why so fast?", ANSWERS[1]], None),  # multi-turn, closed
+        (["<image>\nDescribe.", ANSWERS[2], "<video>\n<image>\nAnd these?  "], "Be brief."),  # system, open
+        (["plain text, no media", " spaced answer "], ""),  # empty system
+    ],
+)
+def test_chat_template_renders_what_the_vicuna_v1_template_renders(
+    make_processor, tmp_path, messages, system
+):
+    processor = make_processor()
+    expected = get_template("vicuna_v1").render(messages, system).text
+    open_turn = len(messages) % 2 == 1
+    assert processor.apply_chat_template(chat(messages, system), add_generation_prompt=open_turn) == expected
+    processor.save_pretrained(tmp_path)
+    loaded = BehaviorLlavaProcessor.from_pretrained(tmp_path)  # the template travels as chat_template.jinja
+    assert (tmp_path / "chat_template.jinja").read_text() == processor.chat_template
+    assert loaded.apply_chat_template(chat(messages, system), add_generation_prompt=open_turn) == expected
+    plain_strings = [{**m, "content": m["content"][-1]["text"]} for m in chat(messages[-1:])]
+    assert processor.apply_chat_template(plain_strings).endswith(f"USER: {messages[-1].split(chr(10))[-1]} ")
+
+
+def test_chat_template_errors(make_processor):
+    processor = make_processor()
+    with pytest.raises(Exception, match="roles must alternate"):
+        processor.apply_chat_template([{"role": "assistant", "content": "hi"}])
+    with pytest.raises(Exception, match="unknown content type audio"):
+        processor.apply_chat_template([{"role": "user", "content": [{"type": "audio"}]}])
+    with pytest.raises(ValueError, match="renders text only"):
+        processor.apply_chat_template(chat(["hi"]), tokenize=True)

@@ -7,31 +7,48 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
 import bl_model
-from bl_model import BehaviorLlavaConfig, BehaviorLlavaForCausalLM
+from bl_model import (
+    BehaviorLlavaConfig,
+    BehaviorLlavaForCausalLM,
+    BehaviorLlavaImageProcessor,
+    BehaviorLlavaProcessor,
+    Media,
+)
+from bl_model.conversation import get_template
 from bl_model.remote_code import code_closure
 
 from .test_modeling import batch_with_media, make_model
 
-# Runs with bl_model off sys.path: loads the checkpoint as remote code, writes logits + tokens.
+# Runs with bl_model off sys.path: loads model + processor as remote code; writes logits and tokens on the given
+# inputs, and the processor's encoding of a prompt (its text from the chat template) with the tokens generated from it.
 _WITHOUT_BL_MODEL = textwrap.dedent(
     """
     import importlib.util, pathlib, sys
     sys.path[:] = [p for p in sys.path if not (pathlib.Path(p or ".") / "bl_model").exists()]
-    import torch
-    from transformers import AutoModelForCausalLM
+    import numpy as np, torch
+    from transformers import AutoModelForCausalLM, AutoProcessor
     assert importlib.util.find_spec("bl_model") is None, "bl_model must not be importable here"
-    ckpt, inputs_path, out_path = sys.argv[1:]
+    ckpt, inputs_path, frames_path, out_path = sys.argv[1:]
     model = AutoModelForCausalLM.from_pretrained(ckpt, trust_remote_code=True).eval()
     inputs = torch.load(inputs_path)
     with torch.no_grad():
         logits = model(**inputs).logits
     tokens = model.generate(**inputs, max_new_tokens=6, eos_token_id=None)
-    torch.save({"logits": logits, "tokens": tokens, "class": type(model).__module__}, out_path)
+    processor = AutoProcessor.from_pretrained(ckpt, trust_remote_code=True)
+    Media = sys.modules[type(processor).__module__].Media
+    conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What happens?"}]}]
+    prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
+    encoded = processor.prompt_for_generation("<video>\\nWhat happens?", [Media(np.load(frames_path), True)])
+    answer = model.generate(**processor.collate([encoded]), max_new_tokens=6, eos_token_id=None)
+    torch.save({"logits": logits, "tokens": tokens, "class": type(model).__module__, "prompt": prompt,
+                "encoded": encoded, "answer": answer, "processor": type(processor).__module__,
+                "image_processor": type(processor.image_processor).__module__}, out_path)
     """
 )
 
@@ -45,8 +62,17 @@ def test_saved_checkpoint_carries_auto_map_and_flat_source(tmp_path):
         "AutoModelForCausalLM": "modeling.BehaviorLlavaForCausalLM",
     }
     saved = {p.name for p in tmp_path.glob("*.py")}
-    assert saved == {f"{name}.py" for name in code_closure(sys.modules[BehaviorLlavaForCausalLM.__module__].__file__)}
-    assert {"modeling.py", "configuration.py", "eva_vit.py", "ops.py", "compress.py", "varlen_attention.py"} <= saved
+    assert saved == {
+        f"{name}.py" for name in code_closure(sys.modules[BehaviorLlavaForCausalLM.__module__].__file__)
+    }
+    assert {
+        "modeling.py",
+        "configuration.py",
+        "eva_vit.py",
+        "ops.py",
+        "compress.py",
+        "varlen_attention.py",
+    } <= saved
     for path in tmp_path.glob("*.py"):  # flat: transformers' loader follows only `from .name import`
         source = path.read_text()
         assert "from bl_model" not in source and "import bl_model" not in source
@@ -70,33 +96,80 @@ def test_auto_classes_load_without_trust_remote_code_once_bl_model_is_imported(t
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(loaded) is BehaviorLlavaForCausalLM
     with torch.no_grad():
-        assert torch.equal(model(input_ids=ids, **vars(media)).logits, loaded(input_ids=ids, **vars(media)).logits)
+        assert torch.equal(
+            model(input_ids=ids, **vars(media)).logits, loaded(input_ids=ids, **vars(media)).logits
+        )
 
 
-def test_without_bl_model_the_checkpoint_loads_as_remote_code_and_computes_the_same(tmp_path):
-    """A subprocess whose sys.path lacks bl_model: what a venv with only torch + transformers sees (such a venv
-    installs from uv's cache in seconds, but its first import compiles all of torch's bytecode)."""
+def saved_with_processor(ckpt, llama_tokenizer, bert_tokenizer):
+    """A tiny model (grid:2 still images) and its processor saved to `ckpt`."""
     model = make_model(image_compress="grid:2")
-    ids, _, media = batch_with_media(model.config)
-    ckpt = tmp_path / "ckpt"
+    processor = BehaviorLlavaProcessor.from_config(
+        llama_tokenizer, bert_tokenizer, model.config, max_frames=4
+    )
     model.save_pretrained(ckpt)
+    processor.save_pretrained(ckpt)
+    return model, processor
+
+
+def test_with_bl_model_auto_processor_gives_its_class_and_encodes_the_same(
+    llama_tokenizer, bert_tokenizer, tmp_path
+):
+    model, processor = saved_with_processor(tmp_path, llama_tokenizer, bert_tokenizer)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert saved["auto_map"] == {"AutoProcessor": "processing.BehaviorLlavaProcessor"}
+    assert saved["image_processor"]["auto_map"] == {
+        "AutoImageProcessor": "image_processing.BehaviorLlavaImageProcessor"
+    }
+    assert {"processing.py", "image_processing.py", "conversation.py"} <= {
+        p.name for p in tmp_path.glob("*.py")
+    }
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert (
+        type(loaded) is BehaviorLlavaProcessor and type(loaded.image_processor) is BehaviorLlavaImageProcessor
+    )
+    loaded.check_config(model.config)
+    media = [Media(np.random.default_rng(0).integers(0, 256, (3, 30, 40, 3), dtype=np.uint8), True)]
+    expected = processor.prompt_for_generation("<video>\nWhat happens?", media)
+    for key, value in loaded.prompt_for_generation("<video>\nWhat happens?", media).items():
+        assert torch.equal(value, expected[key]), key
+
+
+def test_without_bl_model_the_checkpoint_loads_as_remote_code_and_computes_the_same(
+    llama_tokenizer, bert_tokenizer, tmp_path
+):
+    """A subprocess whose sys.path lacks bl_model: what a venv with only torch + transformers sees (such a venv
+    installs from uv's cache in seconds, but its first import compiles all of torch's bytecode). The model and
+    processor load with `trust_remote_code=True` and compute what the original objects do."""
+    ckpt = tmp_path / "ckpt"
+    model, processor = saved_with_processor(ckpt, llama_tokenizer, bert_tokenizer)
+    ids, _, media = batch_with_media(model.config)
     inputs = {"input_ids": ids, **vars(media)}
     torch.save(inputs, tmp_path / "inputs.pt")
     with torch.no_grad():
         logits = model(**inputs).logits
     tokens = model.generate(**inputs, max_new_tokens=6, eos_token_id=None)
+    frames = np.random.default_rng(0).integers(0, 256, (3, 30, 40, 3), dtype=np.uint8)
+    np.save(tmp_path / "frames.npy", frames)
+    encoded = processor.prompt_for_generation("<video>\nWhat happens?", [Media(frames, True)])
+    answer = model.generate(**processor.collate([encoded]), max_new_tokens=6, eos_token_id=None)
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env |= {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     out = tmp_path / "out.pt"
-    subprocess.run(
-        [sys.executable, "-c", _WITHOUT_BL_MODEL, str(ckpt), str(tmp_path / "inputs.pt"), str(out)],
-        check=True, cwd=tmp_path, env=env,
-    )  # fmt: skip
+    args = [str(ckpt), str(tmp_path / "inputs.pt"), str(tmp_path / "frames.npy"), str(out)]
+    subprocess.run([sys.executable, "-c", _WITHOUT_BL_MODEL, *args], check=True, cwd=tmp_path, env=env)
     remote = torch.load(out)
-    assert remote["class"].startswith("transformers_modules.")
+    assert all(
+        remote[k].startswith("transformers_modules.") for k in ("class", "processor", "image_processor")
+    )
     assert torch.equal(remote["logits"], logits)
     assert torch.equal(remote["tokens"], tokens)
+    assert remote["encoded"].keys() == encoded.keys()
+    for key, value in encoded.items():
+        assert torch.equal(remote["encoded"][key], value), key
+    assert torch.equal(remote["answer"], answer)
+    assert remote["prompt"] == get_template("vicuna_v1").render(["<video>\nWhat happens?"]).text
 
 
 def test_remote_copy_and_bl_model_each_build_their_own_vision_config(tmp_path, monkeypatch):
@@ -106,7 +179,9 @@ def test_remote_copy_and_bl_model_each_build_their_own_vision_config(tmp_path, m
     make_model().save_pretrained(tmp_path)
     remote_cls = get_class_from_dynamic_module("configuration.BehaviorLlavaConfig", tmp_path)
     assert remote_cls is not BehaviorLlavaConfig
-    remote = remote_cls.from_pretrained(tmp_path)  # would fail its own type check if built by bl-model's class
+    remote = remote_cls.from_pretrained(
+        tmp_path
+    )  # would fail its own type check if built by bl-model's class
     assert type(remote.vision_config).__module__ == remote_cls.__module__
     local = BehaviorLlavaConfig.from_pretrained(tmp_path)
     assert type(local.vision_config) is bl_model.EvaVisionConfig

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoProcessor
 
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
 from bl_train.batching import collate
@@ -108,7 +109,7 @@ def test_killed_then_resumed_run_matches_an_uninterrupted_one(demo_args, tmp_pat
 def test_packed_and_padded_batches_give_the_same_loss_at_step_zero(demo_recipe):
     recipe = demo_recipe()
     model = BehaviorLlavaForCausalLM.from_pretrained(recipe.model.pretrained).eval()
-    processor = BehaviorLlavaProcessor.from_pretrained(recipe.data.processor, model.config)
+    processor = BehaviorLlavaProcessor.from_pretrained(recipe.data.processor)
     trainer = Trainer(recipe)
     dataset = trainer._data(processor)
     samples = [dataset.get(0, i)[0] for i in range(4)]
@@ -151,7 +152,7 @@ def test_behavior_metrics_on_heldout_shards(demo_recipe):
 
     recipe = demo_recipe()
     model = BehaviorLlavaForCausalLM.from_pretrained(recipe.model.pretrained)
-    processor = BehaviorLlavaProcessor.from_pretrained(recipe.data.processor, model.config)
+    processor = BehaviorLlavaProcessor.from_pretrained(recipe.data.processor)
     result = evaluate_behavior(
         model, processor, ShardIndex(recipe.data.heldout_shards), num_samples=2, max_new_tokens=8
     )
@@ -193,7 +194,8 @@ def test_final_export_loads_and_matches_the_engine_module(demo_recipe, zero):
     recipe = demo_recipe("--train.max_steps", "2", "--train.eval_every", "0", "--data.num_workers", "0", *zero)
     trainer = Trainer(recipe)
     summary = trainer.run()
-    processor = BehaviorLlavaProcessor.from_pretrained(recipe.data.processor, trainer.engine.module.config)
+    processor = AutoProcessor.from_pretrained(summary.final_dir)  # exported beside the weights
+    assert type(processor) is BehaviorLlavaProcessor and processor.max_length == recipe.data.max_length
     batch = collate(processor, [trainer._data(processor).get(0, i)[0] for i in range(2)], packing=False)
     reloaded = BehaviorLlavaForCausalLM.from_pretrained(summary.final_dir).eval()
     trained = BehaviorLlavaForCausalLM.from_pretrained(recipe.model.pretrained)

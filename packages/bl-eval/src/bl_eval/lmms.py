@@ -37,7 +37,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".
 class BehaviorLlavaLMM(lmms):
     """A Behavior-LLaVA checkpoint as an lmms-eval "simple" model.
 
-    Args (`--model_args k=v,...`): pretrained (checkpoint dir), processor (default `<pretrained>/processor`),
+    Args (`--model_args k=v,...`): pretrained (checkpoint dir), processor (default `<pretrained>`),
     device, dtype ("auto", "bfloat16", "float16", "float32"), batch_size, max_frames (default: the processor's),
     fps (video sampling rate, 1 as in training), max_new_tokens (when the task does not set it).
     """

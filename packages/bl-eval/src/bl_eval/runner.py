@@ -24,7 +24,7 @@ from transformers import set_seed
 
 from bl_data.progress import progress
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
-from bl_model.inference import default_processor_dir, load
+from bl_model.inference import load
 
 from .metrics import METRICS, SCORE_METRICS
 from .protocols import PROTOCOLS, Record
@@ -212,7 +212,7 @@ def evaluate(
     model, processor = load(model_path, processor_path, device)
     results: dict[str, Any] = {
         "model": {"path": str(model_path), "config": json.loads(model.config.to_json_string())},
-        "processor": str(processor_path or default_processor_dir(model_path)),
+        "processor": str(processor_path or model_path),
         "data_root": str(data_root),
         "limit": limit,
         "seed": seed,

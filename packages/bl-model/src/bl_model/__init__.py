@@ -1,9 +1,10 @@
 """bl-model: the LLaMA-VID architecture that Behavior-LLaVA fine-tunes, its processor and converters."""
 
-from transformers import AutoModelForCausalLM
+from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoProcessor
 
 from .builders import llama_vid_7b, llama_vid_13b, tiny
 from .configuration import IGNORE_INDEX, BehaviorLlavaConfig, CompressMode, EvaVisionConfig, FreezePolicy
+from .image_processing import BehaviorLlavaImageProcessor
 from .modeling import BehaviorLlavaForCausalLM, MediaBatch
 from .ops import compress_video_tokens
 from .ops.varlen_attention import varlen_attention
@@ -11,6 +12,8 @@ from .packing import enable_packed_attention, pack_sequences
 from .processing import BehaviorLlavaProcessor, Media
 
 AutoModelForCausalLM.register(BehaviorLlavaConfig, BehaviorLlavaForCausalLM)
+AutoImageProcessor.register(BehaviorLlavaConfig, image_processor_classes=dict.fromkeys(("pil", "torchvision"), BehaviorLlavaImageProcessor))
+AutoProcessor.register(BehaviorLlavaConfig, BehaviorLlavaProcessor)
 
 __version__ = "0.1.0"
 
@@ -18,6 +21,7 @@ __all__ = [
     "IGNORE_INDEX",
     "BehaviorLlavaConfig",
     "BehaviorLlavaForCausalLM",
+    "BehaviorLlavaImageProcessor",
     "BehaviorLlavaProcessor",
     "CompressMode",
     "EvaVisionConfig",

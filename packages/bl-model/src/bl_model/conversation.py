@@ -2,7 +2,8 @@
 
 A template renders alternating human/assistant messages to one prompt string and reports the character
 spans the loss is computed on (each assistant message plus its closing separator), so that the processor
-can derive labels from the tokenizer's offsets instead of re-tokenising pieces.
+can derive labels from the tokenizer's offsets instead of re-tokenising pieces. `VICUNA_V1_CHAT_TEMPLATE` is the
+`vicuna_v1` template in Jinja, for transformers' `apply_chat_template`.
 """
 
 from __future__ import annotations
@@ -97,6 +98,38 @@ TEMPLATES: dict[str, ConversationTemplate] = {
     ),
     "plain": ConversationTemplate(name="plain", system="", roles=("", ""), sep="", sep2="\n", style="plain"),
 }
+
+
+def _vicuna_v1_jinja(template: ConversationTemplate) -> str:
+    """`template` (style "two") as a Jinja chat template: messages `{"role": "system" | "user" | "assistant",
+    "content": str | [{"type": "text", "text": str} | {"type": "image"} | {"type": "video"}, ...]}`; an image /
+    video part is written `"<image>\\n"` / `"<video>\\n"` (LLaMA-VID's `"<image>\\nquestion"`), text parts as they are."""
+    user, assistant = template.roles
+    return (
+        "{%- macro text(content) -%}{%- if content is string -%}{{ content }}{%- else -%}"
+        "{%- for part in content -%}"
+        "{%- if part['type'] in ('image', 'video') -%}{{ '<' ~ part['type'] ~ '>\\n' }}"
+        "{%- elif part['type'] == 'text' -%}{{ part['text'] }}"
+        "{%- else -%}{{ raise_exception('unknown content type ' ~ part['type']) }}{%- endif -%}"
+        "{%- endfor -%}{%- endif -%}{%- endmacro -%}"
+        "{%- set ns = namespace(system=" + repr(template.system) + ", turn=0) -%}"
+        "{%- if messages and messages[0]['role'] == 'system' -%}{%- set ns.system = text(messages[0]['content']) -%}"
+        "{%- endif -%}"
+        "{{- ns.system ~ " + repr(template.sep) + " -}}"
+        "{%- for message in messages if message['role'] != 'system' -%}"
+        "{%- if message['role'] != ('user', 'assistant')[ns.turn % 2] -%}"
+        "{{ raise_exception('roles must alternate user/assistant starting with user') }}{%- endif -%}"
+        "{%- if message['role'] == 'user' -%}{{ " + repr(user + ": ") + " ~ text(message['content']) ~ "
+        + repr(template.sep) + " }}"
+        "{%- else -%}{{ " + repr(assistant + ": ") + " ~ text(message['content']) ~ " + repr(template.sep2) + " }}"
+        "{%- endif -%}{%- set ns.turn = ns.turn + 1 -%}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{ " + repr(assistant + ":") + " }}{%- endif -%}"
+    )
+
+
+VICUNA_V1_CHAT_TEMPLATE = _vicuna_v1_jinja(TEMPLATES["vicuna_v1"])
+"""What `TEMPLATES["vicuna_v1"].render` writes, as a Jinja chat template (saved as `chat_template.jinja`)."""
 
 
 def get_template(name: str) -> ConversationTemplate:

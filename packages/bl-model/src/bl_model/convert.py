@@ -2,7 +2,7 @@
 
     uv run python -m bl_model.convert --llamavid DIR --eva PATH --out DIR [--config CONFIG_JSON] [--bert-vocab VOCAB]
 
-With `--bert-vocab` (bert-base-uncased's vocab.txt) the processor is written too, to `DIR/processor`: the
+With `--bert-vocab` (bert-base-uncased's vocab.txt) the processor is written too, into `DIR` beside the weights: the
 checkpoint's `LlamaTokenizer` (its `legacy` setting kept) plus the Q-Former's BERT tokenizer, preprocessing
 training samples the way LLaMA-VID did (`preprocess="llamavid"`). Without `--config` the LLM shape comes
 from the checkpoint's `config.json` (`head_dim` as stated, else hidden_size / num_attention_heads).
@@ -211,8 +211,9 @@ def load_llama_tokenizer(llamavid_dir: Path):
 
 
 def save_processor(llamavid_dir: Path, bert_vocab: Path, out_dir: Path, config: BehaviorLlavaConfig) -> Path:
-    """Write `out_dir/processor`: the checkpoint's LLaMA tokenizer and a bert-base-uncased Q-Former tokenizer,
-    with LLaMA-VID's training preprocessing (`preprocess="llamavid"`)."""
+    """Write the processor into `out_dir`, beside the weights (transformers' layout): the checkpoint's LLaMA
+    tokenizer and a bert-base-uncased Q-Former tokenizer, with LLaMA-VID's training preprocessing
+    (`preprocess="llamavid"`)."""
     from transformers import BertTokenizerFast
 
     from .processing import BehaviorLlavaProcessor
@@ -221,10 +222,9 @@ def save_processor(llamavid_dir: Path, bert_vocab: Path, out_dir: Path, config: 
         raise FileNotFoundError(f"bert vocab not found: {bert_vocab}")
     tokenizer = load_llama_tokenizer(llamavid_dir)
     qformer_tokenizer = BertTokenizerFast(vocab=str(bert_vocab), truncation_side="left")
-    target = Path(out_dir) / "processor"
-    BehaviorLlavaProcessor(tokenizer, qformer_tokenizer, config, preprocess="llamavid").save_pretrained(
-        target
-    )
+    target = Path(out_dir)
+    processor = BehaviorLlavaProcessor.from_config(tokenizer, qformer_tokenizer, config, preprocess="llamavid")
+    processor.save_pretrained(target)
     return target
 
 
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         "--config", type=Path, help="a BehaviorLlavaConfig config.json to use instead of deriving one"
     )
     parser.add_argument(
-        "--bert-vocab", type=Path, help="bert-base-uncased vocab.txt: also write OUT/processor"
+        "--bert-vocab", type=Path, help="bert-base-uncased vocab.txt: also write the processor into OUT"
     )
     args = parser.parse_args(argv)
     config = BehaviorLlavaConfig.from_json_file(args.config) if args.config else None

@@ -1,4 +1,5 @@
-"""CLIP-224 preprocessing as LLaVA / LLaMA-VID apply it (transformers' `CLIPImageProcessor`), without torchvision.
+"""CLIP-224 preprocessing as LLaVA / LLaMA-VID apply it (transformers' `CLIPImageProcessor`), without torchvision:
+`BehaviorLlavaImageProcessor`, a transformers image processor.
 
 Per frame: optional pad-to-square (LLaVA's `expand2square`), resize the shortest side to `size` with PIL
 bicubic, center crop `size`, scale to [0, 1], normalize with the CLIP mean and std.
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from PIL import Image
+from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -74,26 +76,54 @@ def as_frame_list(frames: Frames) -> list[Frame]:
     return list(frames)
 
 
-def preprocess_frames(frames: Frames, *, size: int = 224, pad_to_square: bool = False) -> torch.Tensor:
-    """CLIP-preprocess a still image or the frames of a video.
+class BehaviorLlavaImageProcessor(BaseImageProcessor):
+    """CLIP-224 preprocessing of still images and video frames, as transformers' image processors are saved
+    (`image_processor` in `processor_config.json`) and loaded (`AutoImageProcessor`).
 
     Args:
-        frames: a PIL image, a uint8 (H, W, 3) RGB array, a uint8 (T, H, W, 3) array, or a list of either.
-        size: output side (224 for the released models).
-        pad_to_square: pad each frame to a square with the CLIP mean colour before resizing (LLaVA "pad").
-
-    Returns:
-        float32 tensor (T, 3, size, size); T = 0 gives (0, 3, size, size).
+        size: output side (224 for the released models: the vision tower's `image_size`).
+        pad_to_square: pad still images to a square with the mean colour before resizing (LLaVA's
+            `image_aspect_ratio pad`, what LLaMA-VID stage 2 trained with); video frames are never padded.
+        image_mean / image_std: per-channel normalization (CLIP's).
     """
-    crops = []
-    for frame in as_frame_list(frames):
-        image = _to_pil(frame)
-        if pad_to_square:
-            image = expand2square(image)
-        crops.append(np.asarray(center_crop(resize_shortest_side(image, size), size)))
-    if not crops:
-        return torch.empty(0, 3, size, size)
-    pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0  # (T, 3, size, size)
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    return (pixels - mean) / std
+
+    model_input_names = ["pixel_values"]
+
+    def __init__(
+        self,
+        size: int = 224,
+        pad_to_square: bool = True,
+        image_mean: Sequence[float] = CLIP_MEAN,
+        image_std: Sequence[float] = CLIP_STD,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.size = size
+        self.pad_to_square = pad_to_square
+        self.image_mean = list(image_mean)
+        self.image_std = list(image_std)
+
+    def preprocess(self, images: Frames, is_video: bool = False, return_tensors: str | None = "pt") -> BatchFeature:
+        """One still image (`is_video=False`) or the frames of one video.
+
+        Args:
+            images: a PIL image, a uint8 (H, W, 3) RGB array, a uint8 (T, H, W, 3) array, or a list of either.
+            is_video: the frames are a video's (never padded to a square).
+
+        Returns:
+            `pixel_values`: float32 (T, 3, size, size); T = 0 gives (0, 3, size, size).
+        """
+        if return_tensors not in (None, "pt"):
+            raise ValueError(f"{type(self).__name__} returns torch tensors only, got return_tensors={return_tensors!r}")
+        crops = []
+        for frame in as_frame_list(images):
+            image = _to_pil(frame)
+            if self.pad_to_square and not is_video:
+                image = expand2square(image)
+            crops.append(np.asarray(center_crop(resize_shortest_side(image, self.size), self.size)))
+        if not crops:
+            return BatchFeature({"pixel_values": torch.empty(0, 3, self.size, self.size)})
+        pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0  # (T, 3, size, size)
+        mean = torch.tensor(self.image_mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.image_std).view(1, 3, 1, 1)
+        return BatchFeature({"pixel_values": (pixels - mean) / std})  # (T, 3, size, size)

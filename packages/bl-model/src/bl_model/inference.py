@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .modeling import BehaviorLlavaForCausalLM, MediaBatch
-from .processing import IGNORE_INDEX, PROCESSOR_CONFIG_NAME, BehaviorLlavaProcessor, Media
+from .processing import IGNORE_INDEX, PROCESSOR_CONFIG_NAME, BehaviorLlavaProcessor, Media, reject_old_layout
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,6 @@ class Sampling:
             raise ValueError(f"need temperature > 0, 0 < top_p <= 1, top_k >= 0; got {self}")
 
 
-def default_processor_dir(model_path: str | Path) -> Path:
-    """Where a checkpoint keeps its processor: `<model>/processor` (the trainer's and converter's layout)."""
-    return Path(model_path) / "processor"
-
-
 def load(
     model_path: str | Path,
     processor_path: str | Path | None = None,
@@ -49,15 +44,19 @@ def load(
     dtype: torch.dtype | str = "auto",
 ) -> tuple[BehaviorLlavaForCausalLM, BehaviorLlavaProcessor]:
     """The model of `model_path` (config.json + weights) in eval mode on `device` (default: cuda if available)
-    in `dtype` ("auto": as saved), and its processor (`processor_path`, default `model_path/processor`)."""
-    processor_dir = Path(processor_path) if processor_path else default_processor_dir(model_path)
+    in `dtype` ("auto": as saved), and its processor (`processor_path`, default `model_path`: transformers' layout,
+    processor files beside the weights), checked against the model config."""
+    processor_dir = Path(processor_path or model_path)
+    reject_old_layout(processor_dir)
     if not (processor_dir / PROCESSOR_CONFIG_NAME).is_file():
         raise FileNotFoundError(
             f"no processor at {processor_dir} (no {PROCESSOR_CONFIG_NAME}); give its directory (--processor DIR)"
         )
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = BehaviorLlavaForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
-    return model, BehaviorLlavaProcessor.from_pretrained(processor_dir, model.config)
+    processor = BehaviorLlavaProcessor.from_pretrained(processor_dir)
+    processor.check_config(model.config)
+    return model, processor
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

@@ -4,10 +4,10 @@ Each `<image>` / `<video>` placeholder of a human turn is written as one added `
 `tokenizer_image_token`, the text between placeholders is tokenized piece by piece (each piece starts a new
 SentencePiece text, so it gets its "▁" prefix whatever the tokenizer's `legacy` setting) and the pieces are
 joined with the `<media>` id, after one bos. Every `<media>` id is then expanded into exactly
-`config.media_tokens(T, is_video)` copies, which the model fills with its visual tokens. Labels come from
-the pieces' character offsets: a token is supervised iff it covers a character of an assistant message, its
-closing separator or the space before it. Nothing is truncated: over-long samples and too many frames are
-errors.
+`media_tokens(T, is_video)` copies (the model config's counts, saved with the processor), which the model fills
+with its visual tokens. Labels come from the pieces' character offsets: a token is supervised iff it covers a
+character of an assistant message, its closing separator or the space before it. Nothing is truncated:
+over-long samples and too many frames are errors.
 
 Two ways to read a training sample (`preprocess`):
 - `"as_written"`: media are shown where placeholders are written, one media item per placeholder; each
@@ -37,11 +37,12 @@ import torch
 import torch.nn.functional as F
 from tokenizers import AddedToken, pre_tokenizers
 from torch.nn.utils.rnn import pad_sequence
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, ProcessorMixin
 
 from .configuration import IGNORE_INDEX, BehaviorLlavaConfig
-from .conversation import MEDIA_TOKEN, get_template
-from .image_processing import Frames, as_frame_list, preprocess_frames
+from .conversation import MEDIA_TOKEN, VICUNA_V1_CHAT_TEMPLATE, get_template
+from .image_processing import BehaviorLlavaImageProcessor, Frames, as_frame_list
+from .remote_code import PROCESSOR_AUTO_MAP, save_code
 
 PLACEHOLDER_IS_VIDEO = {"<image>": False, "<video>": True}
 QFORMER_BOS = "[DEC]"
@@ -109,59 +110,106 @@ def llamavid_turns(messages: Sequence[str], rng: random.Random) -> tuple[list[st
     return rewritten, prompts
 
 
-class BehaviorLlavaProcessor:
-    """Turns one LLaMA-VID sample (or a generation prompt) and its media into model inputs.
+class BehaviorLlavaProcessor(ProcessorMixin):
+    """Turns one LLaMA-VID sample (or a generation prompt) and its media into model inputs: a transformers
+    processor (LLaMA tokenizer + Q-Former BERT tokenizer + `BehaviorLlavaImageProcessor`), saved with
+    `save_pretrained` and loaded with `from_pretrained` / `AutoProcessor.from_pretrained` without the model config.
+
+    Build one for a model with `from_config(tokenizer, qformer_tokenizer, config, ...)`; `check_config(config)`
+    says whether a loaded processor matches a model.
 
     Args:
+        image_processor: frames -> pixel values (its `size` is the vision tower's image size).
         tokenizer: fast LLaMA tokenizer. `<media>` is added to it as a special token if missing (the
-            tokenizer is modified in place); its id must equal `config.media_token_id`. The LLM embedding
+            tokenizer is modified in place); its id must equal `media_token_id`. The LLM embedding
             table is not resized: the model masks placeholder ids before its embedding lookup.
         qformer_tokenizer: BERT (bert-base-uncased) tokenizer. `[DEC]` is added as its bos token, as
             LLaMA-VID does (vocab 30523), and its truncation side is set to "left" (in place).
-        config: the model config (media token counts, `media_token_id`, `qformer_max_length`, image size).
+        media_token_id: the model's `media_token_id`.
+        image_tokens / video_frame_tokens: LLM tokens a still image / each video frame expands to (the model
+            config's `media_tokens(1, False)` / `media_tokens(1, True)`).
+        qformer_max_length: the model's `qformer_max_length` (Q-Former prompts are left-truncated to it).
         template: conversation template name (`vicuna_v1` or `plain`).
         max_length: largest LLM sequence after media expansion; longer samples raise, never truncate.
         max_frames: most frames one media item may have; more raise, frames are never dropped.
-        pad_to_square: pad still images to a square with the mean colour before resizing (LLaVA's
-            `image_aspect_ratio pad`, what LLaMA-VID stage 2 trained with); videos are never padded.
         preprocess: how training samples are read: `"as_written"` or `"llamavid"` (module docstring).
+        chat_template: Jinja chat template (default: `VICUNA_V1_CHAT_TEMPLATE` for `vicuna_v1`).
     """
 
     def __init__(
         self,
+        image_processor: BehaviorLlavaImageProcessor,
         tokenizer: PreTrainedTokenizerBase,
         qformer_tokenizer: PreTrainedTokenizerBase,
-        config: BehaviorLlavaConfig,
-        *,
+        media_token_id: int = 32000,
+        image_tokens: int = 2,
+        video_frame_tokens: int = 2,
+        qformer_max_length: int = 256,
         template: str = "vicuna_v1",
         max_length: int = 2048,
         max_frames: int = 300,
-        pad_to_square: bool = True,
         preprocess: Preprocess = "as_written",
+        chat_template: str | None = None,
     ):
         if preprocess not in PREPROCESS_MODES:
             raise ValueError(f"unknown preprocess {preprocess!r}; valid: {list(PREPROCESS_MODES)}")
-        self.template = get_template(template)
+        self.conversation = get_template(template)
         if MEDIA_TOKEN not in tokenizer.get_added_vocab():
             tokenizer.add_tokens(
                 [AddedToken(MEDIA_TOKEN, special=True, normalized=False)], special_tokens=True
             )
         media_id = tokenizer.convert_tokens_to_ids(MEDIA_TOKEN)
-        if media_id != config.media_token_id:
+        if media_id != media_token_id:
             raise ValueError(
-                f"the tokenizer gives {MEDIA_TOKEN} id {media_id} but config.media_token_id is "
-                f"{config.media_token_id}; set config.media_token_id={media_id} or use a matching tokenizer"
+                f"the tokenizer gives {MEDIA_TOKEN} id {media_id} but media_token_id is {media_token_id}; "
+                f"set the model config's media_token_id={media_id} or use a matching tokenizer"
             )
         if qformer_tokenizer.bos_token != QFORMER_BOS:
             qformer_tokenizer.add_special_tokens({"bos_token": QFORMER_BOS})
         qformer_tokenizer.truncation_side = "left"
-        self.tokenizer = tokenizer
-        self.qformer_tokenizer = qformer_tokenizer
-        self.config = config
+        self.media_token_id = media_token_id
+        self.image_tokens = image_tokens
+        self.video_frame_tokens = video_frame_tokens
+        self.qformer_max_length = qformer_max_length
+        self.template = template
         self.max_length = max_length
         self.max_frames = max_frames
-        self.pad_to_square = pad_to_square
         self.preprocess = preprocess
+        if chat_template is None and template == "vicuna_v1":
+            chat_template = VICUNA_V1_CHAT_TEMPLATE
+        super().__init__(image_processor, tokenizer, qformer_tokenizer, chat_template=chat_template)
+
+    @classmethod
+    def from_config(
+        cls,
+        tokenizer: PreTrainedTokenizerBase,
+        qformer_tokenizer: PreTrainedTokenizerBase,
+        config: BehaviorLlavaConfig,
+        *,
+        pad_to_square: bool = True,
+        **settings,
+    ) -> BehaviorLlavaProcessor:
+        """The processor of a model config: its media token counts, `media_token_id`, `qformer_max_length` and
+        image size; `settings`: template, max_length, max_frames, preprocess."""
+        image_processor = BehaviorLlavaImageProcessor(
+            size=config.vision_config.image_size, pad_to_square=pad_to_square
+        )
+        return cls(image_processor, tokenizer, qformer_tokenizer, **model_settings(config), **settings)
+
+    def check_config(self, config: BehaviorLlavaConfig) -> None:
+        """ValueError naming each setting where this processor and the model config disagree."""
+        expected = model_settings(config) | {"image_size": config.vision_config.image_size}
+        actual = {key: getattr(self, key) for key in model_settings(config)} | {"image_size": self.image_processor.size}
+        wrong = [f"{k}: processor {actual[k]}, model {expected[k]}" for k in expected if actual[k] != expected[k]]
+        if wrong:
+            raise ValueError(
+                "the processor does not match the model config (" + "; ".join(wrong) + "); build it with "
+                "BehaviorLlavaProcessor.from_config(tokenizer, qformer_tokenizer, model.config) and save it again"
+            )
+
+    def media_tokens(self, num_frames: int, is_video: bool) -> int:
+        """LLM tokens one media item expands to: T * video_frame_tokens for a video, image_tokens for an image."""
+        return num_frames * self.video_frame_tokens if is_video else self.image_tokens
 
     @property
     def pad_token_id(self) -> int:
@@ -190,8 +238,9 @@ class BehaviorLlavaProcessor:
 
         Returns:
             input_ids [L], labels [L] (-100 outside assistant text), pixel_values [S, 3, 224, 224]
-            (S = frames of all media; the side is `config.vision_config.image_size`), media_frame_counts [M], media_is_video [M], query_input_ids [Q, Lq],
-            query_attention_mask [Q, Lq], query_media_index [Q] (Q = placeholders, in text order).
+            (S = frames of all media; the side is the image processor's `size`), media_frame_counts [M],
+            media_is_video [M], query_input_ids [Q, Lq], query_attention_mask [Q, Lq], query_media_index [Q]
+            (Q = placeholders, in text order).
         """
         sample_id = str(sample.get("id", "<no id>"))
         conversations = sample.get("conversations") or []
@@ -302,9 +351,9 @@ class BehaviorLlavaProcessor:
                 f"({len(media) - len(set(shown))} media unused)"
             )
 
-        rendered = self.template.render(rewritten, system)
+        rendered = self.conversation.render(rewritten, system)
         ids, offsets = self._tokenize(rendered.text)  # (L0,), (L0, 2) char spans
-        is_media = ids == self.config.media_token_id  # (L0,)
+        is_media = ids == self.media_token_id  # (L0,)
         if int(is_media.sum()) != len(shown):
             raise ValueError(
                 f"sample {sample_id}: the text holds {int(is_media.sum())} {MEDIA_TOKEN} ids for "
@@ -312,7 +361,7 @@ class BehaviorLlavaProcessor:
             )
         repeats = torch.ones_like(ids)  # (L0,) copies of each token after expansion
         repeats[is_media] = torch.tensor(
-            [self.config.media_tokens(frame_counts[m], media[m].is_video) for m in shown], dtype=torch.long
+            [self.media_tokens(frame_counts[m], media[m].is_video) for m in shown], dtype=torch.long
         )
         input_ids = ids.repeat_interleave(repeats)  # (L,)
         if input_ids.numel() > self.max_length:
@@ -339,15 +388,10 @@ class BehaviorLlavaProcessor:
             labels = torch.where(keep, ids, torch.full_like(ids, IGNORE_INDEX))  # (L0,)
             out["labels"] = labels.repeat_interleave(repeats)  # (L,)
 
-        size = self.config.vision_config.image_size  # 224 for the released models
+        size = self.image_processor.size  # 224 for the released models
         if media:
             pixel_values = torch.cat(
-                [
-                    preprocess_frames(
-                        item.frames, size=size, pad_to_square=self.pad_to_square and not item.is_video
-                    )
-                    for item in media
-                ]
+                [self.image_processor(item.frames, is_video=item.is_video)["pixel_values"] for item in media]
             )  # (S, 3, size, size)
         else:
             pixel_values = torch.empty(0, 3, size, size)
@@ -370,7 +414,7 @@ class BehaviorLlavaProcessor:
         start = 0
         for i, piece in enumerate(text.split(MEDIA_TOKEN)):
             if i:
-                ids.append(self.config.media_token_id)
+                ids.append(self.media_token_id)
                 offsets.append((start - len(MEDIA_TOKEN), start))
             piece_ids, piece_offsets = self._encode_piece(piece, specials=i == 0)
             ids += piece_ids
@@ -417,7 +461,7 @@ class BehaviorLlavaProcessor:
                 prompts,
                 padding="longest",
                 truncation=True,
-                max_length=self.config.qformer_max_length,
+                max_length=self.qformer_max_length,
                 return_tensors="pt",
             )
             query_ids, query_mask = encoding["input_ids"], encoding["attention_mask"]
@@ -466,35 +510,77 @@ class BehaviorLlavaProcessor:
         )  # (sum Q, max Lq)
         return batch
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write `tokenizer/`, `qformer_tokenizer/` and `processor_config.json` under `directory`."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.tokenizer.save_pretrained(directory / "tokenizer")
+    def apply_chat_template(self, conversation, *args, tokenize: bool = False, **kwargs) -> str:
+        """The conversation's prompt text (transformers' `apply_chat_template` with `tokenize=False`); encode it with
+        `prompt_for_generation` / `__call__`, which take the turns and media as this processor's inputs."""
+        if tokenize:
+            raise ValueError(
+                f"{type(self).__name__}.apply_chat_template renders text only (tokenize=False); encode a prompt with "
+                "prompt_for_generation(turns, media) and a training sample with processor(sample, media)"
+            )
+        return super().apply_chat_template(conversation, *args, tokenize=False, **kwargs)
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> list[str]:
+        """transformers' layout (tokenizer files at the root, `qformer_tokenizer/`, `processor_config.json` with the
+        image processor and settings, `chat_template.jinja`), plus the source for `AutoProcessor`'s remote code."""
+        directory = Path(save_directory)
+        self.auto_map = {"AutoProcessor": PROCESSOR_AUTO_MAP["AutoProcessor"]}
+        self.image_processor.auto_map = {"AutoImageProcessor": PROCESSOR_AUTO_MAP["AutoImageProcessor"]}
+        written = super().save_pretrained(directory, **kwargs)
         if hasattr(self.tokenizer, "legacy"):  # transformers 5 leaves it out, and reloads legacy=False
-            config_path = directory / "tokenizer" / "tokenizer_config.json"
+            config_path = directory / "tokenizer_config.json"
             saved = json.loads(config_path.read_text())
             config_path.write_text(json.dumps(saved | {"legacy": self.tokenizer.legacy}, indent=2) + "\n")
-        self.qformer_tokenizer.save_pretrained(directory / "qformer_tokenizer")
-        settings = {
-            "template": self.template.name,
-            "max_length": self.max_length,
-            "max_frames": self.max_frames,
-            "pad_to_square": self.pad_to_square,
-            "preprocess": self.preprocess,
-        }
-        (directory / PROCESSOR_CONFIG_NAME).write_text(json.dumps(settings, indent=2) + "\n")
+        save_code(directory, type(self))
+        return written
 
     @classmethod
-    def from_pretrained(
-        cls, directory: str | Path, config: BehaviorLlavaConfig, **overrides
-    ) -> BehaviorLlavaProcessor:
-        """Load a processor written by `save_pretrained`; `overrides` replace saved settings (e.g. max_length)."""
-        directory = Path(directory)
-        settings = json.loads((directory / PROCESSOR_CONFIG_NAME).read_text()) | overrides
-        return cls(
-            AutoTokenizer.from_pretrained(directory / "tokenizer"),
-            AutoTokenizer.from_pretrained(directory / "qformer_tokenizer"),
-            config,
-            **settings,
-        )
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> BehaviorLlavaProcessor:
+        """Load a processor written by `save_pretrained`; `SETTINGS` given as keywords (e.g. max_length) replace the
+        saved ones; other keywords go to transformers' loader."""
+        reject_old_layout(Path(pretrained_model_name_or_path))
+        overrides = {key: kwargs.pop(key) for key in SETTINGS if key in kwargs}
+        processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if not overrides:
+            return processor
+        settings = {key: getattr(processor, key) for key in SETTINGS} | overrides
+        parts = (processor.image_processor, processor.tokenizer, processor.qformer_tokenizer)
+        chat_template = None if "template" in overrides else processor.chat_template  # None: the template's own
+        return cls(*parts, **settings, chat_template=chat_template)
+
+
+SETTINGS = (
+    "media_token_id", "image_tokens", "video_frame_tokens", "qformer_max_length", "template", "max_length",
+    "max_frames", "preprocess",
+)  # fmt: skip
+"""The processor's own settings (`__init__`'s keywords but the chat template), saved in `processor_config.json`."""
+
+
+def model_settings(config: BehaviorLlavaConfig) -> dict[str, int]:
+    """The processor settings a model config fixes."""
+    return {
+        "media_token_id": config.media_token_id,
+        "image_tokens": config.media_tokens(1, is_video=False),
+        "video_frame_tokens": config.media_tokens(1, is_video=True),
+        "qformer_max_length": config.qformer_max_length,
+    }
+
+
+def reject_old_layout(directory: Path) -> None:
+    """FileNotFoundError / ValueError saying how to re-save a processor in bl-model's pre-ProcessorMixin layout
+    (`tokenizer/`, `qformer_tokenizer/`, settings-only `processor_config.json`, in `<model>/processor`)."""
+    if not directory.is_dir() or (directory / "tokenizer_config.json").is_file():
+        return  # a hub id, a missing path (transformers' own error) or the current layout
+    old = directory / "processor" if (directory / "processor" / "tokenizer").is_dir() else directory
+    if not (old / "tokenizer").is_dir():
+        return
+    raise ValueError(
+        f"{old} holds a processor saved by an older bl-model (tokenizer/ + qformer_tokenizer/ + "
+        f"{PROCESSOR_CONFIG_NAME} with settings only); re-save it in transformers' layout, beside the model:\n"
+        "  import json; from transformers import AutoTokenizer; from bl_model import BehaviorLlavaConfig, "
+        "BehaviorLlavaProcessor\n"
+        f"  old = {str(old)!r}; settings = json.load(open(old + '/{PROCESSOR_CONFIG_NAME}'))\n"
+        "  BehaviorLlavaProcessor.from_config(AutoTokenizer.from_pretrained(old + '/tokenizer'), "
+        "AutoTokenizer.from_pretrained(old + '/qformer_tokenizer'), BehaviorLlavaConfig.from_pretrained(MODEL), "
+        "**settings).save_pretrained(MODEL)"
+    )

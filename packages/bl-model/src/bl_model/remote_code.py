@@ -1,6 +1,7 @@
 """The model's source saved beside its weights, so transformers' Auto classes load a checkpoint without bl-model.
 
     AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)   # any environment with transformers + torch
+    AutoProcessor.from_pretrained(path, trust_remote_code=True)
 
 transformers' remote-code loader imports the module named in the config's `auto_map` and copies, recursively, the
 files it imports with `from .name import …` out of the checkpoint folder — flat, one folder, no sub-packages.
@@ -19,6 +20,10 @@ from pathlib import Path
 AUTO_MAP = {
     "AutoConfig": "configuration.BehaviorLlavaConfig",
     "AutoModelForCausalLM": "modeling.BehaviorLlavaForCausalLM",
+}
+PROCESSOR_AUTO_MAP = {
+    "AutoProcessor": "processing.BehaviorLlavaProcessor",
+    "AutoImageProcessor": "image_processing.BehaviorLlavaImageProcessor",
 }
 _NESTED_RELATIVE = re.compile(r"^(\s*from \.)(?:\w+\.)+(\w+ import)", re.MULTILINE)
 

@@ -114,7 +114,7 @@ def build_demo_data(
     config.text_config.vocab_size = len(tokenizer)
     config.text_config.pad_token_id = tokenizer.pad_token_id
     config.qformer_config.vocab_size = len(qformer_tokenizer) + 1  # + "[DEC]"
-    processor = BehaviorLlavaProcessor(tokenizer, qformer_tokenizer, config)
+    processor = BehaviorLlavaProcessor.from_config(tokenizer, qformer_tokenizer, config)
     processor.save_pretrained(root / "processor")
     torch.manual_seed(seed)  # the same demo checkpoint on every machine
     BehaviorLlavaForCausalLM(config).save_pretrained(root / "model")

@@ -159,9 +159,9 @@ class Trainer:
         model = build_model(r)
         preprocess = {"preprocess": r.data.preprocess} if r.data.preprocess else {}
         processor = BehaviorLlavaProcessor.from_pretrained(
-            r.data.processor, model.config, max_length=r.data.max_length, max_frames=r.data.max_frames,
-            **preprocess,
+            r.data.processor, max_length=r.data.max_length, max_frames=r.data.max_frames, **preprocess
         )
+        processor.check_config(model.config)
         dataset = self._data(processor)
         total = t.max_steps or steps_for(
             t.epochs, dataset.epoch_size, t.micro_batch_size * t.grad_accum, world
@@ -335,7 +335,7 @@ class Trainer:
         checkpoint.save(engine, self.ckpt_dir, step, self.recipe.train.keep_last)
 
     def _export(self, engine, processor: BehaviorLlavaProcessor) -> Path:
-        """HF weights in `final/` (every rank calls: under ZeRO-3 the partitions are gathered first)."""
+        """HF weights and the processor in `final/` (every rank calls: under ZeRO-3 the partitions are gathered first)."""
         final = self.out / "final"
         model: BehaviorLlavaForCausalLM = engine.module
         state = None
@@ -347,7 +347,7 @@ class Trainer:
                 (final / _GATHERED).unlink()
         if torch.distributed.get_rank() == 0:
             model.save_pretrained(final, state_dict=state)
-            processor.save_pretrained(final / "processor")
+            processor.save_pretrained(final)
         torch.distributed.barrier()
         return final
 
