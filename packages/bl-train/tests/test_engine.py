@@ -122,7 +122,7 @@ def test_packed_and_padded_batches_give_the_same_loss_at_step_zero(demo_recipe):
 def test_a_dropped_micro_step_reaches_the_same_parameters_with_exact_zero_gradients(demo_recipe):
     recipe = demo_recipe()
     model = BehaviorLlavaForCausalLM.from_pretrained(recipe.model.pretrained)
-    processor = BehaviorLlavaProcessor.from_pretrained(recipe.data.processor, model.config)
+    processor = BehaviorLlavaProcessor.from_pretrained(recipe.data.processor)
     dataset = Trainer(recipe)._data(processor)
     batch = collate(processor, [dataset.get(0, i)[0] for i in range(2)], packing=True)
 
