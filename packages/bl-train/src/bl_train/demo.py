@@ -4,6 +4,8 @@ text with `tokenizers` (no hub), and a tiny model initialised for them. Built on
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -19,6 +21,10 @@ from bl_data.demo import synthesize_youtube
 from bl_data.pipeline import PrepareConfig, prepare
 from bl_data.shards import open_shards
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
+
+logger = logging.getLogger(__name__)
+# what READY holds: a demo folder written by an older bl-train (another text) gets its processor and model rebuilt
+DEMO_FORMAT = "demo data, format 2: the processor in transformers' layout\n"
 
 _COLOURS = {"red": (210, 40, 40), "green": (40, 170, 60), "blue": (50, 60, 210), "yellow": (230, 200, 40)}
 _SHAPES = ("square", "circle")
@@ -97,7 +103,11 @@ def build_demo_data(
     root = Path(root)
     ready = root / "READY"
     if ready.exists():
-        return root
+        if ready.read_text() == DEMO_FORMAT:
+            return root
+        logger.info("%s was built by an older bl-train: rebuilding its processor and model", root)
+        ready.unlink()
+        shutil.rmtree(root / "processor", ignore_errors=True)
     for name, n, s in (("shards", n_train, seed), ("heldout", n_heldout, seed + 1)):
         download = synthesize_youtube(root / "download" / name, n, seed=s)
         prepare(
@@ -118,14 +128,15 @@ def build_demo_data(
     processor.save_pretrained(root / "processor")
     torch.manual_seed(seed)  # the same demo checkpoint on every machine
     BehaviorLlavaForCausalLM(config).save_pretrained(root / "model")
-    ready.write_text("demo data complete\n")
+    ready.write_text(DEMO_FORMAT)
     return root
 
 
 def wait_for_demo_data(root: str | Path, timeout_s: float = 1800.0) -> None:
     """For ranks > 0: wait until rank 0's `build_demo_data(root)` has finished."""
     deadline = time.monotonic() + timeout_s
-    while not (Path(root) / "READY").exists():
+    ready = Path(root) / "READY"
+    while not (ready.exists() and ready.read_text() == DEMO_FORMAT):
         if time.monotonic() > deadline:
             raise TimeoutError(f"demo data under {root} not ready after {timeout_s:.0f} s (rank 0 builds it)")
         time.sleep(1.0)
