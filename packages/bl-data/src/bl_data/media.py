@@ -123,63 +123,107 @@ def _fraction(rate) -> Fraction | None:
     return Fraction(rate.numerator, rate.denominator) if rate else None
 
 
+class _Video:
+    """An open media file, read in one pass: the video packets, checked and counted as `probe` reports
+    them, and the frames decoded from them. A context manager."""
+
+    def __init__(self, source: MediaSource):
+        self.name = _name(source)
+        self.container = _open(source)
+        self.stream = self.container.streams.video[0]
+        self.packets = 0  # video packets demuxed so far (the demuxer's final empty one not counted)
+
+    def __enter__(self) -> _Video:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.container.close()
+
+    @property
+    def is_image(self) -> bool:
+        return _is_image(self.container)
+
+    @property
+    def width(self) -> int:  # as coded
+        return self.stream.codec_context.width
+
+    @property
+    def height(self) -> int:
+        return self.stream.codec_context.height
+
+    @property
+    def declared_duration(self) -> float | None:
+        """Seconds, from the stream's or else the container's header; None when neither has it."""
+        if self.stream.duration is not None and self.stream.time_base:
+            return float(self.stream.duration * self.stream.time_base)
+        if self.container.duration:
+            return self.container.duration / av.time_base
+        return None
+
+    def demux(self) -> Iterator[av.Packet]:
+        """The video packets in order; a damaged packet or a read error raises `MediaError`."""
+        packets = self.container.demux(self.stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as exc:
+                raise MediaError(
+                    self.name,
+                    f"corrupt or truncated video stream (read error after {self.packets} frames: {exc.strerror})",
+                ) from exc
+            if packet.size:  # else the demuxer's final flush packet
+                if packet.is_corrupt:
+                    at = float(packet.pts * self.stream.time_base) if packet.pts is not None else math.nan
+                    raise MediaError(
+                        self.name, f"corrupt or truncated video stream (damaged packet at {at:.2f} s)"
+                    )
+                self.packets += 1
+            yield packet
+
+    def frames(self) -> Iterator[av.VideoFrame]:
+        """The decoded frames in order; a decoder error raises `MediaError`."""
+        for packet in self.demux():
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as exc:
+                raise MediaError(
+                    self.name, f"corrupt or truncated video stream (decode error: {exc})"
+                ) from exc
+            yield from frames
+
+    def info(self) -> MediaInfo:
+        """What `probe` reports, once every packet has been demuxed. Raises `MediaError` when the stream
+        has no packets or fewer than the container declares."""
+        width, height, stream = self.width, self.height, self.stream
+        has_audio = bool(self.container.streams.audio)
+        if self.is_image:
+            return MediaInfo(0.0, 0.0, width, height, has_audio, False, 1)
+        count = self.packets
+        if count == 0:
+            raise MediaError(self.name, "corrupt or truncated video stream (no video frames)")
+        if stream.frames and count < stream.frames:
+            raise MediaError(self.name, f"truncated video stream ({count} of {stream.frames} frames present)")
+        rate = _fraction(stream.average_rate) or _fraction(stream.guessed_rate)
+        duration = self.declared_duration
+        if duration is None:
+            duration = float(count / rate) if rate else 0.0
+        fps = float(rate) if rate else (count / duration if duration else 0.0)
+        return MediaInfo(duration, fps, width, height, has_audio, True, count)
+
+
 def probe(source: MediaSource) -> MediaInfo:
     """Read duration, frame rate, size and streams, and check the video stream is whole.
 
     The video packets are demuxed (not decoded): a damaged packet, a read error, or fewer packets than
     the container declares is a truncated or corrupt file. Raises `MediaError`.
     """
-    name = _name(source)
-    with _open(source) as container:
-        stream = container.streams.video[0]
-        width, height = stream.codec_context.width, stream.codec_context.height
-        has_audio = bool(container.streams.audio)
-        if _is_image(container):
-            return MediaInfo(0.0, 0.0, width, height, has_audio, False, 1)
-        count = 0
-        try:
-            for packet in container.demux(stream):
-                if packet.size == 0:  # the demuxer's final flush packet
-                    continue
-                if packet.is_corrupt:
-                    at = float(packet.pts * stream.time_base) if packet.pts is not None else math.nan
-                    raise MediaError(
-                        name, f"corrupt or truncated video stream (damaged packet at {at:.2f} s)"
-                    )
-                count += 1
-        except av.error.FFmpegError as exc:
-            raise MediaError(
-                name, f"corrupt or truncated video stream (read error after {count} frames: {exc.strerror})"
-            ) from exc
-    if count == 0:
-        raise MediaError(name, "corrupt or truncated video stream (no video frames)")
-    if stream.frames and count < stream.frames:
-        raise MediaError(name, f"truncated video stream ({count} of {stream.frames} frames present)")
-    rate = _fraction(stream.average_rate) or _fraction(stream.guessed_rate)
-    if stream.duration is not None and stream.time_base:
-        duration = float(stream.duration * stream.time_base)
-    elif container.duration:
-        duration = container.duration / av.time_base
-    else:
-        duration = float(count / rate) if rate else 0.0
-    fps = float(rate) if rate else (count / duration if duration else 0.0)
-    return MediaInfo(duration, fps, width, height, has_audio, True, count)
-
-
-def _frames(source: MediaSource, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
-    """Decode the first video stream in order; a decoder error becomes `MediaError`."""
-    stream = container.streams.video[0]
-    decoded = container.decode(stream)
-    while True:
-        try:
-            frame = next(decoded)
-        except StopIteration:
-            return
-        except av.error.FFmpegError as exc:
-            raise MediaError(
-                _name(source), f"corrupt or truncated video stream (decode error: {exc})"
-            ) from exc
-        yield frame
+    with _Video(source) as video:
+        if not video.is_image:
+            for _ in video.demux():
+                pass
+        return video.info()
 
 
 class _Clock:
@@ -515,51 +559,67 @@ class _HeldKeyframes:
 
 
 def _decode_pass(
-    source: MediaSource,
+    video: _Video,
     *,
     cutter: _SceneCutter | None = None,
     sampler: _Sampler | None = None,
     picker: _KeyframePicker | None = None,
     held: _HeldKeyframes | None = None,
+    check: bool = True,
 ) -> float:
-    """Feed every frame to the given consumers; stop early when only a picker is fed and it is done.
+    """Feed every frame of `video` to the given consumers and, with `check`, validate the stream as
+    `probe` does (`video.info()`, after the last packet). When only a picker is fed, decoding stops once
+    it is done (the remaining packets are demuxed, not decoded, for the check).
 
     Returns the end time of the video in seconds (last frame time plus one frame duration).
     """
-    with _open(source) as container:
-        stream = container.streams.video[0]
-        rate = _fraction(stream.guessed_rate) or _fraction(stream.average_rate) or Fraction(25)
-        clock = _Clock(stream, rate)
-        last = None
-        for frame in _frames(source, container):
-            timecode = clock.timecode(frame)
-            last = timecode.seconds
-            if cutter is not None:
-                cuts = cutter.feed(timecode, frame)
-                if held is not None:
-                    held.feed(last, frame, cuts)
-            if sampler is not None:
-                sampler.feed(last, frame)
-            if picker is not None:
-                picker.feed(last, frame)
-                if picker.done and cutter is None and sampler is None:
-                    break
+    stream = video.stream
+    rate = _fraction(stream.guessed_rate) or _fraction(stream.average_rate) or Fraction(25)
+    clock = _Clock(stream, rate)
+    last = None
+    for frame in video.frames():
+        timecode = clock.timecode(frame)
+        last = timecode.seconds
         if cutter is not None:
-            cuts = cutter.finish()
+            cuts = cutter.feed(timecode, frame)
             if held is not None:
-                held.close(cuts)
+                held.feed(last, frame, cuts)
+        if sampler is not None:
+            sampler.feed(last, frame)
+        if picker is not None:
+            picker.feed(last, frame)
+            if picker.done and cutter is None and sampler is None:
+                break
+    if cutter is not None:
+        cuts = cutter.finish()
+        if held is not None:
+            held.close(cuts)
+    if check:
+        for _ in video.demux():  # what an early stop left
+            pass
+        video.info()
     if last is None:
-        raise MediaError(_name(source), "corrupt or truncated video stream (no decodable frames)")
+        raise MediaError(video.name, "corrupt or truncated video stream (no decodable frames)")
     return last + float(1 / rate)
 
 
-def _image(source: MediaSource, max_side: int | None) -> np.ndarray:
+def _image(video: _Video, max_side: int | None) -> np.ndarray:
     """The single frame of an image, (H, W, 3) uint8 RGB."""
-    with _open(source) as container:
-        frame = next(_frames(source, container), None)
+    frame = next(video.frames(), None)
     if frame is None:
-        raise MediaError(_name(source), "corrupt image (no decodable frame)")
+        raise MediaError(video.name, "corrupt image (no decodable frame)")
     return _RGB(_output_size(frame.width, frame.height, max_side))(frame)
+
+
+def _sampler(
+    source: MediaSource, video: _Video, fps: float | None, max_frames: int | None, size: tuple[int, int]
+) -> _Sampler:
+    """A `_Sampler` for `video`; its duration is needed only to spread `max_frames` over the video (from
+    the header, else from a `probe` of the source before `video` reads it)."""
+    duration = video.declared_duration
+    if duration is None and fps is not None and max_frames is not None:
+        duration = probe(source).duration
+    return _Sampler(None if fps is None else 1.0 / fps, max_frames, duration or 0.0, size)
 
 
 def detect_scenes(
@@ -572,11 +632,11 @@ def detect_scenes(
     seconds (float); `downscale` is "auto" (about 256 px wide, as pyscenedetect) or a factor (1 = none).
     An image gives one zero-length scene.
     """
-    info = probe(source)
-    if not info.is_video:
-        return [Scene(0, 0.0, 0.0)]
-    cutter = _SceneCutter(info.width, info.height, min_scene_len, downscale)
-    return cutter.scenes(_decode_pass(source, cutter=cutter))
+    with _Video(source) as video:
+        if video.is_image:
+            return [Scene(0, 0.0, 0.0)]
+        cutter = _SceneCutter(video.width, video.height, min_scene_len, downscale)
+        return cutter.scenes(_decode_pass(video, cutter=cutter))
 
 
 def sample_frames(
@@ -593,12 +653,12 @@ def sample_frames(
     whole video (not the first `max_frames`). `max_side` resizes (area) so the longer side is at most
     that many pixels. An image gives one frame at 0 s.
     """
-    info = probe(source)
-    if not info.is_video:
-        return _image(source, max_side)[None], np.zeros(1)
-    size = _output_size(info.width, info.height, max_side)
-    sampler = _Sampler(None if fps is None else 1.0 / fps, max_frames, info.duration, size)
-    _decode_pass(source, sampler=sampler)
+    with _Video(source) as video:
+        if video.is_image:
+            return _image(video, max_side)[None], np.zeros(1)
+        size = _output_size(video.width, video.height, max_side)
+        sampler = _sampler(source, video, fps, max_frames, size)
+        _decode_pass(video, sampler=sampler)
     return sampler.result()
 
 
@@ -607,16 +667,17 @@ def scene_keyframes(
 ) -> list[np.ndarray]:
     """One (H, W, 3) uint8 RGB keyframe per scene: the frame on screen at the scene's midpoint.
 
-    One sequential decode pass that stops after the last midpoint.
+    One sequential pass that decodes up to the last midpoint (and demuxes the rest, to check the stream).
     """
-    info = probe(source)
-    if not info.is_video:
-        return [_image(source, max_side) for _ in scenes]
-    picker = _KeyframePicker(
-        [(s.start + s.end) / 2 for s in scenes], _output_size(info.width, info.height, max_side)
-    )
-    if scenes:
-        _decode_pass(source, picker=picker)
+    with _Video(source) as video:
+        if video.is_image:
+            image = _image(video, max_side)
+            return [image.copy() for _ in scenes]
+        picker = _KeyframePicker(
+            [(s.start + s.end) / 2 for s in scenes], _output_size(video.width, video.height, max_side)
+        )
+        if scenes:
+            _decode_pass(video, picker=picker)
     return picker.result()
 
 
@@ -632,22 +693,23 @@ def analyze_media(
 ) -> MediaAnalysis:
     """Probe, scenes, sampled frames and (optionally) the scene keyframes from one decode pass.
 
-    Same results as `detect_scenes`, `sample_frames` and `scene_keyframes` with these arguments. A
-    scene's midpoint is known only once the scene has ended, so the decoded frames from the earliest
-    possible midpoint on are held back (`_HeldKeyframes`, at most `_HELD_BYTES`); keyframes of scenes
-    longer than that allows are picked by a second pass that stops at the last of them.
+    Same results as `probe`, `detect_scenes`, `sample_frames` and `scene_keyframes` with these
+    arguments. A scene's midpoint is known only once the scene has ended, so the decoded frames from
+    the earliest possible midpoint on are held back (`_HeldKeyframes`, at most `_HELD_BYTES`); keyframes
+    of scenes longer than that allows are picked by a second pass that stops at the last of them.
     """
-    info = probe(source)
-    if not info.is_video:
-        image = _image(source, max_side)
-        return MediaAnalysis(
-            info, [Scene(0, 0.0, 0.0)], image[None], np.zeros(1), [image] if keyframes else []
-        )
-    size = _output_size(info.width, info.height, max_side)
-    sampler = _Sampler(None if fps is None else 1.0 / fps, max_frames, info.duration, size)
-    cutter = _SceneCutter(info.width, info.height, min_scene_len, downscale)
-    held = _HeldKeyframes(cutter.detectors, size) if keyframes else None
-    scenes = cutter.scenes(_decode_pass(source, cutter=cutter, sampler=sampler, held=held))
+    with _Video(source) as video:
+        if video.is_image:
+            image = _image(video, max_side)
+            return MediaAnalysis(
+                video.info(), [Scene(0, 0.0, 0.0)], image[None], np.zeros(1), [image] if keyframes else []
+            )
+        size = _output_size(video.width, video.height, max_side)
+        sampler = _sampler(source, video, fps, max_frames, size)
+        cutter = _SceneCutter(video.width, video.height, min_scene_len, downscale)
+        held = _HeldKeyframes(cutter.detectors, size) if keyframes else None
+        scenes = cutter.scenes(_decode_pass(video, cutter=cutter, sampler=sampler, held=held))
+        info = video.info()
     frames, timestamps = sampler.result()
     if held is None:
         return MediaAnalysis(info, scenes, frames, timestamps, [])
@@ -655,7 +717,8 @@ def analyze_media(
     missing = [i for i, keyframe in enumerate(picked) if keyframe is None]
     if missing:  # frames released before their scene closed: a second pass up to the last of them
         picker = _KeyframePicker([(scenes[i].start + scenes[i].end) / 2 for i in missing], size)
-        _decode_pass(source, picker=picker)
+        with _Video(source) as video:
+            _decode_pass(video, picker=picker, check=False)
         for i, keyframe in zip(missing, picker.result(), strict=True):
             picked[i] = keyframe
     return MediaAnalysis(info, scenes, frames, timestamps, picked)
