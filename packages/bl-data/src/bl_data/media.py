@@ -249,10 +249,12 @@ class _Clock:
 _PLANAR_8BIT = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
 
 
-def _plane(plane: av.video.plane.VideoPlane) -> np.ndarray:
-    """(height, width) uint8 view of one plane of an 8-bit planar frame (row padding cut off)."""
+def _plane(plane: av.video.plane.VideoPlane, channels: int = 1) -> np.ndarray:
+    """(height, width) uint8 view of one plane of an 8-bit planar frame, or (height, width, channels) of
+    a packed one (rgb24: 3); row padding cut off."""
     rows = np.frombuffer(plane, np.uint8, count=plane.line_size * plane.height)
-    return rows.reshape(plane.height, plane.line_size)[:, : plane.width]
+    rows = rows.reshape(plane.height, plane.line_size)[:, : plane.width * channels]
+    return rows.reshape(plane.height, plane.width, channels) if channels > 1 else rows
 
 
 class _DetectorInput:
@@ -409,13 +411,17 @@ class _RGB:
         self.size = size
         self.reformatter = VideoReformatter()
 
-    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+    def view(self, frame: av.VideoFrame) -> np.ndarray:
+        """The converted frame, upright: a view of a new frame's buffer (no copy)."""
         width, height = self.size
         rgb = self.reformatter.reformat(
             frame, width=width, height=height, format="rgb24", interpolation="AREA", threads=1
-        ).to_ndarray()
+        )
         turns = round(frame.rotation / 90) % 4  # display matrix: degrees counterclockwise
-        return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+        return np.rot90(_plane(rgb.planes[0], 3), turns)
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        return np.array(self.view(frame))
 
 
 class _Sampler:
@@ -423,32 +429,50 @@ class _Sampler:
 
     With `max_frames`, a video longer than `max_frames` periods gets a coarser grid (duration /
     max_frames) so the frames spread evenly over the whole video; `period=None` keeps every frame.
+    The frames are converted straight into the result, allocated for `expected` frames (grown if more).
     """
 
-    def __init__(self, period: float | None, max_frames: int | None, duration: float, size: tuple[int, int]):
+    def __init__(
+        self,
+        period: float | None,
+        max_frames: int | None,
+        duration: float,
+        size: tuple[int, int],
+        expected: int,
+    ):
         if period is not None and max_frames is not None and math.ceil(duration / period - _EPS) > max_frames:
             period = duration / max_frames
+        if period is not None:  # grid times in [0, duration)
+            expected = math.ceil(duration / period - _EPS)
         self.period = period
         self.max_frames = max_frames
+        self.expected = max(1, min(expected, max_frames or expected))
         self.rgb = _RGB(size)
         self.next_time = 0.0
-        self.frames: list[np.ndarray] = []
+        self.frames: np.ndarray | None = None  # (capacity, H, W, 3), the first `len(times)` kept
         self.times: list[float] = []
 
     def feed(self, t: float, frame: av.VideoFrame) -> None:
-        if self.max_frames is not None and len(self.frames) >= self.max_frames:
+        count = len(self.times)
+        if self.max_frames is not None and count >= self.max_frames:
             return
         if self.period is not None:
             if t < self.next_time - _EPS:
                 return
             self.next_time = (math.floor((t + _EPS) / self.period) + 1) * self.period
-        self.frames.append(self.rgb(frame))
+        rgb = self.rgb.view(frame)
+        if self.frames is None:
+            self.frames = np.empty((self.expected, *rgb.shape), np.uint8)
+        elif count == len(self.frames):
+            self.frames = np.concatenate([self.frames, np.empty_like(self.frames)])
+        np.copyto(self.frames[count], rgb)
         self.times.append(t)
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
-        w, h = self.rgb.size
-        frames = np.stack(self.frames) if self.frames else np.zeros((0, h, w, 3), np.uint8)
-        return frames, np.asarray(self.times, dtype=np.float64)
+        if self.frames is None:
+            w, h = self.rgb.size
+            return np.zeros((0, h, w, 3), np.uint8), np.zeros(0)
+        return self.frames[: len(self.times)], np.asarray(self.times, dtype=np.float64)
 
 
 class _KeyframePicker:
@@ -619,7 +643,8 @@ def _sampler(
     duration = video.declared_duration
     if duration is None and fps is not None and max_frames is not None:
         duration = probe(source).duration
-    return _Sampler(None if fps is None else 1.0 / fps, max_frames, duration or 0.0, size)
+    expected = video.stream.frames or 1  # used when every frame is kept (fps=None)
+    return _Sampler(None if fps is None else 1.0 / fps, max_frames, duration or 0.0, size, expected)
 
 
 def detect_scenes(
