@@ -227,22 +227,31 @@ def probe(source: MediaSource) -> MediaInfo:
 
 
 class _Clock:
-    """Presentation time of each frame relative to the stream start, as scenedetect's PyAV backend sees it."""
+    """Presentation time of each frame relative to the stream start, as scenedetect's PyAV backend sees it.
+
+    The frame time base and the start offset in it are worked out once (not per frame).
+    """
 
     def __init__(self, stream: av.video.stream.VideoStream, rate: Fraction):
         self.stream = stream
-        self.rate = rate
+        self.rate = FrameTimecode(0, fps=rate)  # passed as `fps`: FrameTimecode takes its rate as is
         self.count = 0
+        self.time_base: Fraction | None = None  # of the frames seen so far
+        self.start = 0  # stream start in `time_base` units
 
     def timecode(self, frame: av.VideoFrame) -> FrameTimecode:
         self.count += 1
-        if frame.pts is None or not frame.time_base:
-            return FrameTimecode(Timecode(pts=self.count - 1, time_base=1 / self.rate), fps=self.rate)
-        time_base = _fraction(frame.time_base)
-        start = self.stream.start_time or 0
-        if start and self.stream.time_base != frame.time_base:
-            start = int(start * _fraction(self.stream.time_base) / time_base)
-        return FrameTimecode(Timecode(pts=frame.pts - start, time_base=time_base), fps=self.rate)
+        pts, time_base = frame.pts, frame.time_base
+        if pts is None or not time_base:
+            return FrameTimecode(
+                Timecode(pts=self.count - 1, time_base=1 / self.rate.frame_rate), fps=self.rate
+            )
+        if time_base != self.time_base:
+            self.time_base = _fraction(time_base)
+            self.start = self.stream.start_time or 0
+            if self.start and self.stream.time_base != time_base:
+                self.start = int(self.start * _fraction(self.stream.time_base) / self.time_base)
+        return FrameTimecode(Timecode(pts=pts - self.start, time_base=self.time_base), fps=self.rate)
 
 
 # 8-bit planar formats whose planes `_DetectorInput` resizes before the colour conversion
@@ -272,22 +281,25 @@ class _DetectorInput:
         self.size = (max(1, round(width / factor)), max(1, round(height / factor))) if factor > 1 else None
         self.reformatter = VideoReformatter()  # one SwsContext for all frames
         self.small: av.VideoFrame | None = None
-        self.targets: list[np.ndarray] = []  # views of the small frame's planes, resized into
+        self.format = ""  # of `small`
+        self.targets: list[tuple[np.ndarray, tuple[int, int]]] = []  # views of its planes, their sizes
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        """A view of a new frame's buffer."""
         if self.size is None:
-            return self.reformatter.reformat(frame, format="bgr24", threads=1).to_ndarray()
-        if frame.format.name not in _PLANAR_8BIT:
+            return _plane(self.reformatter.reformat(frame, format="bgr24", threads=1).planes[0], 3)
+        name = frame.format.name
+        if name not in _PLANAR_8BIT:
             image = self.reformatter.reformat(frame, format="bgr24", threads=1).to_ndarray()
             return cv2.resize(image, self.size, interpolation=cv2.INTER_LINEAR)
-        if self.small is None or self.small.format.name != frame.format.name:
-            self.small = av.VideoFrame(*self.size, frame.format.name)
-            self.targets = [_plane(plane) for plane in self.small.planes]
-        self.small.colorspace, self.small.color_range = frame.colorspace, frame.color_range
-        for src, target in zip(frame.planes, self.targets, strict=True):
-            size = (target.shape[1], target.shape[0])
-            cv2.resize(_plane(src), size, dst=target, interpolation=cv2.INTER_LINEAR)
-        return self.reformatter.reformat(self.small, format="bgr24", threads=1).to_ndarray()
+        if name != self.format:
+            self.small, self.format = av.VideoFrame(*self.size, name), name
+            self.targets = [(_plane(plane), (plane.width, plane.height)) for plane in self.small.planes]
+        small = self.small
+        small.colorspace, small.color_range = frame.colorspace, frame.color_range
+        for src, (target, size) in zip(frame.planes, self.targets, strict=True):
+            cv2.resize(_plane(src), size, target, 0, 0, cv2.INTER_LINEAR)
+        return _plane(self.reformatter.reformat(small, format="bgr24", threads=1).planes[0], 3)
 
 
 class _Score:
@@ -301,23 +313,25 @@ class _Score:
 
     def __init__(self):
         assert self.weights.delta_edges == 0.0  # edges are not computed
-        self.hsv: list[np.ndarray] = []  # this frame's and the previous frame's, (h, w, 3) uint8
+        self.total_weight = sum(abs(w) for w in self.weights)
+        self.hsv: np.ndarray | None = None  # this frame's, (h, w, 3) uint8
+        self.last: np.ndarray | None = None  # the previous frame's
         self.diff: np.ndarray | None = None
 
     def __call__(self, bgr: np.ndarray) -> float:
-        if not self.hsv:
-            self.hsv = [cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV), np.empty_like(bgr)]
-            self.diff = np.empty_like(bgr)
+        if self.hsv is None:
+            self.hsv, self.last, self.diff = (np.empty_like(bgr) for _ in range(3))
+            cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV, self.last)
             return 0.0
-        last, hsv = self.hsv
-        cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV, dst=hsv)
-        self.hsv.reverse()
+        hsv, last = self.hsv, self.last
+        cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV, hsv)
+        self.hsv, self.last = last, hsv
         pixels = float(hsv.shape[0] * hsv.shape[1])
-        hue, sat, lum, _ = cv2.sumElems(cv2.absdiff(hsv, last, dst=self.diff))
-        components = ContentDetector.Components(hue / pixels, sat / pixels, lum / pixels, 0.0)
-        return sum(c * w for c, w in zip(components, self.weights, strict=True)) / sum(
-            abs(w) for w in self.weights
-        )
+        hue, sat, lum, _ = cv2.sumElems(cv2.absdiff(hsv, last, self.diff))
+        w = self.weights  # summed in ContentDetector's order: the same float
+        return (
+            hue / pixels * w[0] + sat / pixels * w[1] + lum / pixels * w[2] + 0.0 * w[3]
+        ) / self.total_weight
 
 
 class _GivenScore:
@@ -356,10 +370,10 @@ class _SceneCutter:
     def feed(self, timecode: FrameTimecode, frame: av.VideoFrame) -> list[list[FrameTimecode]]:
         """Returns the cuts each detector emitted on this frame."""
         score = self.score(self.input(frame))
-        new = [
-            d.process_frame(timecode, score) if live else []
-            for d, live in zip(self.detectors, self._live(), strict=True)
-        ]
+        adaptive, fallback = self.detectors
+        new = [adaptive.process_frame(timecode, score), []]
+        if not self.cuts[0]:  # `_live`
+            new[1] = fallback.process_frame(timecode, score)
         for cuts, emitted in zip(self.cuts, new, strict=True):
             cuts += emitted
         self.last = timecode
@@ -453,12 +467,12 @@ class _Sampler:
         self.times: list[float] = []
 
     def feed(self, t: float, frame: av.VideoFrame) -> None:
+        if self.period is not None and t < self.next_time - _EPS:
+            return
         count = len(self.times)
         if self.max_frames is not None and count >= self.max_frames:
             return
         if self.period is not None:
-            if t < self.next_time - _EPS:
-                return
             self.next_time = (math.floor((t + _EPS) / self.period) + 1) * self.period
         rgb = self.rgb.view(frame)
         if self.frames is None:
@@ -527,22 +541,20 @@ class _HeldKeyframes:
         self.in_order = True
 
     def feed(self, t: float, frame: av.VideoFrame, cuts: list[list[FrameTimecode]]) -> None:
+        held, recent = self.held, self.recent
         if not self.frame_bytes:
             self.frame_bytes = sum(plane.buffer_size for plane in frame.planes)
-        self.held.append((t, frame))
-        self.recent.append(t)
-        if any(cuts):
+        held.append((t, frame))
+        recent.append(t)
+        if cuts[0] or cuts[1]:
             self._close(cuts, ended=False)
-        recent = len(self.recent)
-        keep = min(
-            (start + self.recent[-min(lag, recent)]) / 2
-            for start, lag, active in zip(self._starts(), self.lags, self.active, strict=True)
-            if active
-        )
-        while len(self.held) > 1 and (
-            self.held[1][0] <= keep + _EPS or len(self.held) * self.frame_bytes > _HELD_BYTES
-        ):
-            self.held.popleft()
+        count = len(recent)
+        keep = math.inf  # the earliest midpoint still possible
+        for start, lag, active in zip(self._starts(), self.lags, self.active, strict=True):
+            if active:
+                keep = min(keep, (start + recent[-min(lag, count)]) / 2)
+        while len(held) > 1 and (held[1][0] <= keep + _EPS or len(held) * self.frame_bytes > _HELD_BYTES):
+            held.popleft()
             self.released = True
 
     def close(self, cuts: list[list[FrameTimecode]]) -> None:
