@@ -137,6 +137,9 @@ class _Video:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
         self.container.close()
 
     @property
@@ -647,16 +650,25 @@ def _image(video: _Video, max_side: int | None) -> np.ndarray:
     return _RGB(_output_size(frame.width, frame.height, max_side))(frame)
 
 
-def _sampler(
-    source: MediaSource, video: _Video, fps: float | None, max_frames: int | None, size: tuple[int, int]
-) -> _Sampler:
-    """A `_Sampler` for `video`; its duration is needed only to spread `max_frames` over the video (from
-    the header, else from a `probe` of the source before `video` reads it)."""
+def _open_for_sampling(
+    source: MediaSource, fps: float | None, max_frames: int | None
+) -> tuple[_Video, float]:
+    """`source` opened for a decode pass, and the duration a `_Sampler` spreads `max_frames` over: the
+    header's, else (a stream without one, when `max_frames` needs it) a `probe`'s, before the pass."""
+    video = _Video(source)
     duration = video.declared_duration
-    if duration is None and fps is not None and max_frames is not None:
+    if duration is None and fps is not None and max_frames is not None and not video.is_image:
+        video.close()  # a file object is read by one container at a time
         duration = probe(source).duration
+        video = _Video(source)
+    return video, duration or 0.0
+
+
+def _sampler(
+    video: _Video, duration: float, fps: float | None, max_frames: int | None, size: tuple[int, int]
+) -> _Sampler:
     expected = video.stream.frames or 1  # used when every frame is kept (fps=None)
-    return _Sampler(None if fps is None else 1.0 / fps, max_frames, duration or 0.0, size, expected)
+    return _Sampler(None if fps is None else 1.0 / fps, max_frames, duration, size, expected)
 
 
 def detect_scenes(
@@ -690,11 +702,12 @@ def sample_frames(
     whole video (not the first `max_frames`). `max_side` resizes (area) so the longer side is at most
     that many pixels. An image gives one frame at 0 s.
     """
-    with _Video(source) as video:
+    video, duration = _open_for_sampling(source, fps, max_frames)
+    with video:
         if video.is_image:
             return _image(video, max_side)[None], np.zeros(1)
         size = _output_size(video.width, video.height, max_side)
-        sampler = _sampler(source, video, fps, max_frames, size)
+        sampler = _sampler(video, duration, fps, max_frames, size)
         _decode_pass(video, sampler=sampler)
     return sampler.result()
 
@@ -735,14 +748,15 @@ def analyze_media(
     the earliest possible midpoint on are held back (`_HeldKeyframes`, at most `_HELD_BYTES`); keyframes
     of scenes longer than that allows are picked by a second pass that stops at the last of them.
     """
-    with _Video(source) as video:
+    video, duration = _open_for_sampling(source, fps, max_frames)
+    with video:
         if video.is_image:
             image = _image(video, max_side)
             return MediaAnalysis(
                 video.info(), [Scene(0, 0.0, 0.0)], image[None], np.zeros(1), [image] if keyframes else []
             )
         size = _output_size(video.width, video.height, max_side)
-        sampler = _sampler(source, video, fps, max_frames, size)
+        sampler = _sampler(video, duration, fps, max_frames, size)
         cutter = _SceneCutter(video.width, video.height, min_scene_len, downscale)
         held = _HeldKeyframes(cutter.detectors, size) if keyframes else None
         scenes = cutter.scenes(_decode_pass(video, cutter=cutter, sampler=sampler, held=held))
