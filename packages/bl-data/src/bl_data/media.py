@@ -7,8 +7,9 @@ gives the size as coded). Scene detection runs on the frames as coded (the cuts 
 An image file (jpg, png, webp, ...) is 1-frame media with one zero-length scene; a video without an
 audio track is normal. A bad input raises `MediaError` naming the file and the reason.
 
-`analyze_media` does scene detection and frame sampling in one decode pass (the fast path the pipeline
-uses); `detect_scenes` and `sample_frames` run one of the two on their own.
+`analyze_media` does the probe, scene detection, frame sampling and keyframes in one open and one decode
+pass (the fast path the pipeline uses); `detect_scenes` and `sample_frames` run one of them on their own,
+also checking the stream as `probe` does.
 """
 
 from __future__ import annotations
@@ -123,92 +124,156 @@ def _fraction(rate) -> Fraction | None:
     return Fraction(rate.numerator, rate.denominator) if rate else None
 
 
+class _Video:
+    """An open media file, read in one pass: the video packets, checked and counted as `probe` reports
+    them, and the frames decoded from them. A context manager."""
+
+    def __init__(self, source: MediaSource):
+        self.name = _name(source)
+        self.container = _open(source)
+        self.stream = self.container.streams.video[0]
+        self.packets = 0  # video packets demuxed so far (the demuxer's final empty one not counted)
+
+    def __enter__(self) -> _Video:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.container.close()
+
+    @property
+    def is_image(self) -> bool:
+        return _is_image(self.container)
+
+    @property
+    def width(self) -> int:  # as coded
+        return self.stream.codec_context.width
+
+    @property
+    def height(self) -> int:
+        return self.stream.codec_context.height
+
+    @property
+    def declared_duration(self) -> float | None:
+        """Seconds, from the stream's or else the container's header; None when neither has it."""
+        if self.stream.duration is not None and self.stream.time_base:
+            return float(self.stream.duration * self.stream.time_base)
+        if self.container.duration:
+            return self.container.duration / av.time_base
+        return None
+
+    def demux(self) -> Iterator[av.Packet]:
+        """The video packets in order; a damaged packet or a read error raises `MediaError`."""
+        packets = self.container.demux(self.stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as exc:
+                raise MediaError(
+                    self.name,
+                    f"corrupt or truncated video stream (read error after {self.packets} frames: {exc.strerror})",
+                ) from exc
+            if packet.size:  # else the demuxer's final flush packet
+                if packet.is_corrupt:
+                    at = float(packet.pts * self.stream.time_base) if packet.pts is not None else math.nan
+                    raise MediaError(
+                        self.name, f"corrupt or truncated video stream (damaged packet at {at:.2f} s)"
+                    )
+                self.packets += 1
+            yield packet
+
+    def runs(self, size: int) -> Iterator[list[av.VideoFrame]]:
+        """The decoded frames in order, in runs of `size` (the last may be shorter)."""
+        frames = self.frames()
+        while run := list(itertools.islice(frames, size)):
+            yield run
+
+    def frames(self) -> Iterator[av.VideoFrame]:
+        """The decoded frames in order; a decoder error raises `MediaError`."""
+        for packet in self.demux():
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as exc:
+                raise MediaError(
+                    self.name, f"corrupt or truncated video stream (decode error: {exc})"
+                ) from exc
+            yield from frames
+
+    def info(self) -> MediaInfo:
+        """What `probe` reports, once every packet has been demuxed. Raises `MediaError` when the stream
+        has no packets or fewer than the container declares."""
+        width, height, stream = self.width, self.height, self.stream
+        has_audio = bool(self.container.streams.audio)
+        if self.is_image:
+            return MediaInfo(0.0, 0.0, width, height, has_audio, False, 1)
+        count = self.packets
+        if count == 0:
+            raise MediaError(self.name, "corrupt or truncated video stream (no video frames)")
+        if stream.frames and count < stream.frames:
+            raise MediaError(self.name, f"truncated video stream ({count} of {stream.frames} frames present)")
+        rate = _fraction(stream.average_rate) or _fraction(stream.guessed_rate)
+        duration = self.declared_duration
+        if duration is None:
+            duration = float(count / rate) if rate else 0.0
+        fps = float(rate) if rate else (count / duration if duration else 0.0)
+        return MediaInfo(duration, fps, width, height, has_audio, True, count)
+
+
 def probe(source: MediaSource) -> MediaInfo:
     """Read duration, frame rate, size and streams, and check the video stream is whole.
 
     The video packets are demuxed (not decoded): a damaged packet, a read error, or fewer packets than
     the container declares is a truncated or corrupt file. Raises `MediaError`.
     """
-    name = _name(source)
-    with _open(source) as container:
-        stream = container.streams.video[0]
-        width, height = stream.codec_context.width, stream.codec_context.height
-        has_audio = bool(container.streams.audio)
-        if _is_image(container):
-            return MediaInfo(0.0, 0.0, width, height, has_audio, False, 1)
-        count = 0
-        try:
-            for packet in container.demux(stream):
-                if packet.size == 0:  # the demuxer's final flush packet
-                    continue
-                if packet.is_corrupt:
-                    at = float(packet.pts * stream.time_base) if packet.pts is not None else math.nan
-                    raise MediaError(
-                        name, f"corrupt or truncated video stream (damaged packet at {at:.2f} s)"
-                    )
-                count += 1
-        except av.error.FFmpegError as exc:
-            raise MediaError(
-                name, f"corrupt or truncated video stream (read error after {count} frames: {exc.strerror})"
-            ) from exc
-    if count == 0:
-        raise MediaError(name, "corrupt or truncated video stream (no video frames)")
-    if stream.frames and count < stream.frames:
-        raise MediaError(name, f"truncated video stream ({count} of {stream.frames} frames present)")
-    rate = _fraction(stream.average_rate) or _fraction(stream.guessed_rate)
-    if stream.duration is not None and stream.time_base:
-        duration = float(stream.duration * stream.time_base)
-    elif container.duration:
-        duration = container.duration / av.time_base
-    else:
-        duration = float(count / rate) if rate else 0.0
-    fps = float(rate) if rate else (count / duration if duration else 0.0)
-    return MediaInfo(duration, fps, width, height, has_audio, True, count)
-
-
-def _frames(source: MediaSource, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
-    """Decode the first video stream in order; a decoder error becomes `MediaError`."""
-    stream = container.streams.video[0]
-    decoded = container.decode(stream)
-    while True:
-        try:
-            frame = next(decoded)
-        except StopIteration:
-            return
-        except av.error.FFmpegError as exc:
-            raise MediaError(
-                _name(source), f"corrupt or truncated video stream (decode error: {exc})"
-            ) from exc
-        yield frame
+    with _Video(source) as video:
+        if not video.is_image:
+            for _ in video.demux():
+                pass
+        return video.info()
 
 
 class _Clock:
-    """Presentation time of each frame relative to the stream start, as scenedetect's PyAV backend sees it."""
+    """Presentation time of each frame relative to the stream start, as scenedetect's PyAV backend sees it.
+
+    The frame time base and the start offset in it are worked out once (not per frame).
+    """
 
     def __init__(self, stream: av.video.stream.VideoStream, rate: Fraction):
         self.stream = stream
-        self.rate = rate
+        self.rate = FrameTimecode(0, fps=rate)  # passed as `fps`: FrameTimecode takes its rate as is
         self.count = 0
+        self.time_base: Fraction | None = None  # of the frames seen so far
+        self.start = 0  # stream start in `time_base` units
 
     def timecode(self, frame: av.VideoFrame) -> FrameTimecode:
         self.count += 1
-        if frame.pts is None or not frame.time_base:
-            return FrameTimecode(Timecode(pts=self.count - 1, time_base=1 / self.rate), fps=self.rate)
-        time_base = _fraction(frame.time_base)
-        start = self.stream.start_time or 0
-        if start and self.stream.time_base != frame.time_base:
-            start = int(start * _fraction(self.stream.time_base) / time_base)
-        return FrameTimecode(Timecode(pts=frame.pts - start, time_base=time_base), fps=self.rate)
+        pts, time_base = frame.pts, frame.time_base
+        if pts is None or not time_base:
+            return FrameTimecode(
+                Timecode(pts=self.count - 1, time_base=1 / self.rate.frame_rate), fps=self.rate
+            )
+        if time_base != self.time_base:
+            self.time_base = _fraction(time_base)
+            self.start = self.stream.start_time or 0
+            if self.start and self.stream.time_base != time_base:
+                self.start = int(self.start * _fraction(self.stream.time_base) / self.time_base)
+        return FrameTimecode(Timecode(pts=pts - self.start, time_base=self.time_base), fps=self.rate)
 
 
 # 8-bit planar formats whose planes `_DetectorInput` resizes before the colour conversion
 _PLANAR_8BIT = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
 
 
-def _plane(plane: av.video.plane.VideoPlane) -> np.ndarray:
-    """(height, width) uint8 view of one plane of an 8-bit planar frame (row padding cut off)."""
+def _plane(plane: av.video.plane.VideoPlane, channels: int = 1) -> np.ndarray:
+    """(height, width) uint8 view of one plane of an 8-bit planar frame, or (height, width, channels) of
+    a packed one (rgb24: 3); row padding cut off."""
     rows = np.frombuffer(plane, np.uint8, count=plane.line_size * plane.height)
-    return rows.reshape(plane.height, plane.line_size)[:, : plane.width]
+    rows = rows.reshape(plane.height, plane.line_size)[:, : plane.width * channels]
+    return rows.reshape(plane.height, plane.width, channels) if channels > 1 else rows
 
 
 class _DetectorInput:
@@ -226,22 +291,25 @@ class _DetectorInput:
         self.size = (max(1, round(width / factor)), max(1, round(height / factor))) if factor > 1 else None
         self.reformatter = VideoReformatter()  # one SwsContext for all frames
         self.small: av.VideoFrame | None = None
-        self.targets: list[np.ndarray] = []  # views of the small frame's planes, resized into
+        self.format = ""  # of `small`
+        self.targets: list[tuple[np.ndarray, tuple[int, int]]] = []  # views of its planes, their sizes
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        """A view of a new frame's buffer."""
         if self.size is None:
-            return self.reformatter.reformat(frame, format="bgr24", threads=1).to_ndarray()
-        if frame.format.name not in _PLANAR_8BIT:
+            return _plane(self.reformatter.reformat(frame, format="bgr24", threads=1).planes[0], 3)
+        name = frame.format.name
+        if name not in _PLANAR_8BIT:
             image = self.reformatter.reformat(frame, format="bgr24", threads=1).to_ndarray()
             return cv2.resize(image, self.size, interpolation=cv2.INTER_LINEAR)
-        if self.small is None or self.small.format.name != frame.format.name:
-            self.small = av.VideoFrame(*self.size, frame.format.name)
-            self.targets = [_plane(plane) for plane in self.small.planes]
-        self.small.colorspace, self.small.color_range = frame.colorspace, frame.color_range
-        for src, target in zip(frame.planes, self.targets, strict=True):
-            size = (target.shape[1], target.shape[0])
-            cv2.resize(_plane(src), size, dst=target, interpolation=cv2.INTER_LINEAR)
-        return self.reformatter.reformat(self.small, format="bgr24", threads=1).to_ndarray()
+        if name != self.format:
+            self.small, self.format = av.VideoFrame(*self.size, name), name
+            self.targets = [(_plane(plane), (plane.width, plane.height)) for plane in self.small.planes]
+        small = self.small
+        small.colorspace, small.color_range = frame.colorspace, frame.color_range
+        for src, (target, size) in zip(frame.planes, self.targets, strict=True):
+            cv2.resize(_plane(src), size, target, 0, 0, cv2.INTER_LINEAR)
+        return _plane(self.reformatter.reformat(small, format="bgr24", threads=1).planes[0], 3)
 
 
 class _Score:
@@ -255,23 +323,25 @@ class _Score:
 
     def __init__(self):
         assert self.weights.delta_edges == 0.0  # edges are not computed
-        self.hsv: list[np.ndarray] = []  # this frame's and the previous frame's, (h, w, 3) uint8
+        self.total_weight = sum(abs(w) for w in self.weights)
+        self.hsv: np.ndarray | None = None  # this frame's, (h, w, 3) uint8
+        self.last: np.ndarray | None = None  # the previous frame's
         self.diff: np.ndarray | None = None
 
     def __call__(self, bgr: np.ndarray) -> float:
-        if not self.hsv:
-            self.hsv = [cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV), np.empty_like(bgr)]
-            self.diff = np.empty_like(bgr)
+        if self.hsv is None:
+            self.hsv, self.last, self.diff = (np.empty_like(bgr) for _ in range(3))
+            cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV, self.last)
             return 0.0
-        last, hsv = self.hsv
-        cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV, dst=hsv)
-        self.hsv.reverse()
+        hsv, last = self.hsv, self.last
+        cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV, hsv)
+        self.hsv, self.last = last, hsv
         pixels = float(hsv.shape[0] * hsv.shape[1])
-        hue, sat, lum, _ = cv2.sumElems(cv2.absdiff(hsv, last, dst=self.diff))
-        components = ContentDetector.Components(hue / pixels, sat / pixels, lum / pixels, 0.0)
-        return sum(c * w for c, w in zip(components, self.weights, strict=True)) / sum(
-            abs(w) for w in self.weights
-        )
+        hue, sat, lum, _ = cv2.sumElems(cv2.absdiff(hsv, last, self.diff))
+        w = self.weights  # summed in ContentDetector's order: the same float
+        return (
+            hue / pixels * w[0] + sat / pixels * w[1] + lum / pixels * w[2] + 0.0 * w[3]
+        ) / self.total_weight
 
 
 class _GivenScore:
@@ -307,13 +377,16 @@ class _SceneCutter:
         self.cuts: list[list[FrameTimecode]] = [[], []]
         self.last: FrameTimecode | None = None
 
-    def feed(self, timecode: FrameTimecode, frame: av.VideoFrame) -> list[list[FrameTimecode]]:
-        """Returns the cuts each detector emitted on this frame."""
-        score = self.score(self.input(frame))
-        new = [
-            d.process_frame(timecode, score) if live else []
-            for d, live in zip(self.detectors, self._live(), strict=True)
-        ]
+    def scores(self, frames: list[av.VideoFrame]) -> list[float]:
+        """The next frames' scores (each step over all of them in turn, for the caches)."""
+        return [self.score(image) for image in [self.input(frame) for frame in frames]]
+
+    def feed(self, timecode: FrameTimecode, score: float) -> list[list[FrameTimecode]]:
+        """Feeds the next frame's score; returns the cuts each detector emitted on it."""
+        adaptive, fallback = self.detectors
+        new = [adaptive.process_frame(timecode, score), []]
+        if not self.cuts[0]:  # `_live`
+            new[1] = fallback.process_frame(timecode, score)
         for cuts, emitted in zip(self.cuts, new, strict=True):
             cuts += emitted
         self.last = timecode
@@ -365,13 +438,17 @@ class _RGB:
         self.size = size
         self.reformatter = VideoReformatter()
 
-    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+    def view(self, frame: av.VideoFrame) -> np.ndarray:
+        """The converted frame, upright: a view of a new frame's buffer (no copy)."""
         width, height = self.size
         rgb = self.reformatter.reformat(
             frame, width=width, height=height, format="rgb24", interpolation="AREA", threads=1
-        ).to_ndarray()
+        )
         turns = round(frame.rotation / 90) % 4  # display matrix: degrees counterclockwise
-        return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+        return np.rot90(_plane(rgb.planes[0], 3), turns)
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        return np.array(self.view(frame))
 
 
 class _Sampler:
@@ -379,32 +456,50 @@ class _Sampler:
 
     With `max_frames`, a video longer than `max_frames` periods gets a coarser grid (duration /
     max_frames) so the frames spread evenly over the whole video; `period=None` keeps every frame.
+    The frames are converted straight into the result, allocated for `expected` frames (grown if more).
     """
 
-    def __init__(self, period: float | None, max_frames: int | None, duration: float, size: tuple[int, int]):
+    def __init__(
+        self,
+        period: float | None,
+        max_frames: int | None,
+        duration: float,
+        size: tuple[int, int],
+        expected: int,
+    ):
         if period is not None and max_frames is not None and math.ceil(duration / period - _EPS) > max_frames:
             period = duration / max_frames
+        if period is not None:  # grid times in [0, duration)
+            expected = math.ceil(duration / period - _EPS)
         self.period = period
         self.max_frames = max_frames
+        self.expected = max(1, min(expected, max_frames or expected))
         self.rgb = _RGB(size)
         self.next_time = 0.0
-        self.frames: list[np.ndarray] = []
+        self.frames: np.ndarray | None = None  # (capacity, H, W, 3), the first `len(times)` kept
         self.times: list[float] = []
 
     def feed(self, t: float, frame: av.VideoFrame) -> None:
-        if self.max_frames is not None and len(self.frames) >= self.max_frames:
+        if self.period is not None and t < self.next_time - _EPS:
+            return
+        count = len(self.times)
+        if self.max_frames is not None and count >= self.max_frames:
             return
         if self.period is not None:
-            if t < self.next_time - _EPS:
-                return
             self.next_time = (math.floor((t + _EPS) / self.period) + 1) * self.period
-        self.frames.append(self.rgb(frame))
+        rgb = self.rgb.view(frame)
+        if self.frames is None:
+            self.frames = np.empty((self.expected, *rgb.shape), np.uint8)
+        elif count == len(self.frames):
+            self.frames = np.concatenate([self.frames, np.empty_like(self.frames)])
+        np.copyto(self.frames[count], rgb)
         self.times.append(t)
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
-        w, h = self.rgb.size
-        frames = np.stack(self.frames) if self.frames else np.zeros((0, h, w, 3), np.uint8)
-        return frames, np.asarray(self.times, dtype=np.float64)
+        if self.frames is None:
+            w, h = self.rgb.size
+            return np.zeros((0, h, w, 3), np.uint8), np.zeros(0)
+        return self.frames[: len(self.times)], np.asarray(self.times, dtype=np.float64)
 
 
 class _KeyframePicker:
@@ -459,22 +554,20 @@ class _HeldKeyframes:
         self.in_order = True
 
     def feed(self, t: float, frame: av.VideoFrame, cuts: list[list[FrameTimecode]]) -> None:
+        held, recent = self.held, self.recent
         if not self.frame_bytes:
             self.frame_bytes = sum(plane.buffer_size for plane in frame.planes)
-        self.held.append((t, frame))
-        self.recent.append(t)
-        if any(cuts):
+        held.append((t, frame))
+        recent.append(t)
+        if cuts[0] or cuts[1]:
             self._close(cuts, ended=False)
-        recent = len(self.recent)
-        keep = min(
-            (start + self.recent[-min(lag, recent)]) / 2
-            for start, lag, active in zip(self._starts(), self.lags, self.active, strict=True)
-            if active
-        )
-        while len(self.held) > 1 and (
-            self.held[1][0] <= keep + _EPS or len(self.held) * self.frame_bytes > _HELD_BYTES
-        ):
-            self.held.popleft()
+        count = len(recent)
+        keep = math.inf  # the earliest midpoint still possible
+        for start, lag, active in zip(self._starts(), self.lags, self.active, strict=True):
+            if active:
+                keep = min(keep, (start + recent[-min(lag, count)]) / 2)
+        while len(held) > 1 and (held[1][0] <= keep + _EPS or len(held) * self.frame_bytes > _HELD_BYTES):
+            held.popleft()
             self.released = True
 
     def close(self, cuts: list[list[FrameTimecode]]) -> None:
@@ -514,52 +607,86 @@ class _HeldKeyframes:
         return self.rgb(self.held[on_screen[-1]][1])
 
 
+_RUN = 4
+"""Frames decoded in a run before the analysis sees them, each analysis step then going over the run: the
+code and tables of each stay in the CPU caches over a run (measured: 10-15% less CPU time per video at
+360p than taking every frame through every step in turn)."""
+
+
 def _decode_pass(
-    source: MediaSource,
+    video: _Video,
     *,
     cutter: _SceneCutter | None = None,
     sampler: _Sampler | None = None,
     picker: _KeyframePicker | None = None,
     held: _HeldKeyframes | None = None,
+    check: bool = True,
 ) -> float:
-    """Feed every frame to the given consumers; stop early when only a picker is fed and it is done.
+    """Feed every frame of `video` to the given consumers and, with `check`, validate the stream as
+    `probe` does (`video.info()`, after the last packet). When only a picker is fed, decoding stops once
+    it is done (the remaining packets are demuxed, not decoded, for the check).
 
     Returns the end time of the video in seconds (last frame time plus one frame duration).
     """
-    with _open(source) as container:
-        stream = container.streams.video[0]
-        rate = _fraction(stream.guessed_rate) or _fraction(stream.average_rate) or Fraction(25)
-        clock = _Clock(stream, rate)
-        last = None
-        for frame in _frames(source, container):
+    stream = video.stream
+    rate = _fraction(stream.guessed_rate) or _fraction(stream.average_rate) or Fraction(25)
+    clock = _Clock(stream, rate)
+    last = None
+    for run in video.runs(_RUN):
+        scores = cutter.scores(run) if cutter is not None else [0.0] * len(run)
+        for frame, score in zip(run, scores, strict=True):
             timecode = clock.timecode(frame)
             last = timecode.seconds
             if cutter is not None:
-                cuts = cutter.feed(timecode, frame)
+                cuts = cutter.feed(timecode, score)
                 if held is not None:
                     held.feed(last, frame, cuts)
             if sampler is not None:
                 sampler.feed(last, frame)
             if picker is not None:
                 picker.feed(last, frame)
-                if picker.done and cutter is None and sampler is None:
-                    break
-        if cutter is not None:
-            cuts = cutter.finish()
-            if held is not None:
-                held.close(cuts)
+        if picker is not None and picker.done and cutter is None and sampler is None:
+            break
+    if cutter is not None:
+        cuts = cutter.finish()
+        if held is not None:
+            held.close(cuts)
+    if check:
+        for _ in video.demux():  # what an early stop left
+            pass
+        video.info()
     if last is None:
-        raise MediaError(_name(source), "corrupt or truncated video stream (no decodable frames)")
+        raise MediaError(video.name, "corrupt or truncated video stream (no decodable frames)")
     return last + float(1 / rate)
 
 
-def _image(source: MediaSource, max_side: int | None) -> np.ndarray:
+def _image(video: _Video, max_side: int | None) -> np.ndarray:
     """The single frame of an image, (H, W, 3) uint8 RGB."""
-    with _open(source) as container:
-        frame = next(_frames(source, container), None)
+    frame = next(video.frames(), None)
     if frame is None:
-        raise MediaError(_name(source), "corrupt image (no decodable frame)")
+        raise MediaError(video.name, "corrupt image (no decodable frame)")
     return _RGB(_output_size(frame.width, frame.height, max_side))(frame)
+
+
+def _open_for_sampling(
+    source: MediaSource, fps: float | None, max_frames: int | None
+) -> tuple[_Video, float]:
+    """`source` opened for a decode pass, and the duration a `_Sampler` spreads `max_frames` over: the
+    header's, else (a stream without one, when `max_frames` needs it) a `probe`'s, before the pass."""
+    video = _Video(source)
+    duration = video.declared_duration
+    if duration is None and fps is not None and max_frames is not None and not video.is_image:
+        video.close()  # a file object is read by one container at a time
+        duration = probe(source).duration
+        video = _Video(source)
+    return video, duration or 0.0
+
+
+def _sampler(
+    video: _Video, duration: float, fps: float | None, max_frames: int | None, size: tuple[int, int]
+) -> _Sampler:
+    expected = video.stream.frames or 1  # used when every frame is kept (fps=None)
+    return _Sampler(None if fps is None else 1.0 / fps, max_frames, duration, size, expected)
 
 
 def detect_scenes(
@@ -572,11 +699,11 @@ def detect_scenes(
     seconds (float); `downscale` is "auto" (about 256 px wide, as pyscenedetect) or a factor (1 = none).
     An image gives one zero-length scene.
     """
-    info = probe(source)
-    if not info.is_video:
-        return [Scene(0, 0.0, 0.0)]
-    cutter = _SceneCutter(info.width, info.height, min_scene_len, downscale)
-    return cutter.scenes(_decode_pass(source, cutter=cutter))
+    with _Video(source) as video:
+        if video.is_image:
+            return [Scene(0, 0.0, 0.0)]
+        cutter = _SceneCutter(video.width, video.height, min_scene_len, downscale)
+        return cutter.scenes(_decode_pass(video, cutter=cutter))
 
 
 def sample_frames(
@@ -593,12 +720,13 @@ def sample_frames(
     whole video (not the first `max_frames`). `max_side` resizes (area) so the longer side is at most
     that many pixels. An image gives one frame at 0 s.
     """
-    info = probe(source)
-    if not info.is_video:
-        return _image(source, max_side)[None], np.zeros(1)
-    size = _output_size(info.width, info.height, max_side)
-    sampler = _Sampler(None if fps is None else 1.0 / fps, max_frames, info.duration, size)
-    _decode_pass(source, sampler=sampler)
+    video, duration = _open_for_sampling(source, fps, max_frames)
+    with video:
+        if video.is_image:
+            return _image(video, max_side)[None], np.zeros(1)
+        size = _output_size(video.width, video.height, max_side)
+        sampler = _sampler(video, duration, fps, max_frames, size)
+        _decode_pass(video, sampler=sampler)
     return sampler.result()
 
 
@@ -607,16 +735,17 @@ def scene_keyframes(
 ) -> list[np.ndarray]:
     """One (H, W, 3) uint8 RGB keyframe per scene: the frame on screen at the scene's midpoint.
 
-    One sequential decode pass that stops after the last midpoint.
+    One sequential pass that decodes up to the last midpoint (and demuxes the rest, to check the stream).
     """
-    info = probe(source)
-    if not info.is_video:
-        return [_image(source, max_side) for _ in scenes]
-    picker = _KeyframePicker(
-        [(s.start + s.end) / 2 for s in scenes], _output_size(info.width, info.height, max_side)
-    )
-    if scenes:
-        _decode_pass(source, picker=picker)
+    with _Video(source) as video:
+        if video.is_image:
+            image = _image(video, max_side)
+            return [image.copy() for _ in scenes]
+        picker = _KeyframePicker(
+            [(s.start + s.end) / 2 for s in scenes], _output_size(video.width, video.height, max_side)
+        )
+        if scenes:
+            _decode_pass(video, picker=picker)
     return picker.result()
 
 
@@ -632,22 +761,24 @@ def analyze_media(
 ) -> MediaAnalysis:
     """Probe, scenes, sampled frames and (optionally) the scene keyframes from one decode pass.
 
-    Same results as `detect_scenes`, `sample_frames` and `scene_keyframes` with these arguments. A
-    scene's midpoint is known only once the scene has ended, so the decoded frames from the earliest
-    possible midpoint on are held back (`_HeldKeyframes`, at most `_HELD_BYTES`); keyframes of scenes
-    longer than that allows are picked by a second pass that stops at the last of them.
+    Same results as `probe`, `detect_scenes`, `sample_frames` and `scene_keyframes` with these
+    arguments. A scene's midpoint is known only once the scene has ended, so the decoded frames from
+    the earliest possible midpoint on are held back (`_HeldKeyframes`, at most `_HELD_BYTES`); keyframes
+    of scenes longer than that allows are picked by a second pass that stops at the last of them.
     """
-    info = probe(source)
-    if not info.is_video:
-        image = _image(source, max_side)
-        return MediaAnalysis(
-            info, [Scene(0, 0.0, 0.0)], image[None], np.zeros(1), [image] if keyframes else []
-        )
-    size = _output_size(info.width, info.height, max_side)
-    sampler = _Sampler(None if fps is None else 1.0 / fps, max_frames, info.duration, size)
-    cutter = _SceneCutter(info.width, info.height, min_scene_len, downscale)
-    held = _HeldKeyframes(cutter.detectors, size) if keyframes else None
-    scenes = cutter.scenes(_decode_pass(source, cutter=cutter, sampler=sampler, held=held))
+    video, duration = _open_for_sampling(source, fps, max_frames)
+    with video:
+        if video.is_image:
+            image = _image(video, max_side)
+            return MediaAnalysis(
+                video.info(), [Scene(0, 0.0, 0.0)], image[None], np.zeros(1), [image] if keyframes else []
+            )
+        size = _output_size(video.width, video.height, max_side)
+        sampler = _sampler(video, duration, fps, max_frames, size)
+        cutter = _SceneCutter(video.width, video.height, min_scene_len, downscale)
+        held = _HeldKeyframes(cutter.detectors, size) if keyframes else None
+        scenes = cutter.scenes(_decode_pass(video, cutter=cutter, sampler=sampler, held=held))
+        info = video.info()
     frames, timestamps = sampler.result()
     if held is None:
         return MediaAnalysis(info, scenes, frames, timestamps, [])
@@ -655,7 +786,8 @@ def analyze_media(
     missing = [i for i, keyframe in enumerate(picked) if keyframe is None]
     if missing:  # frames released before their scene closed: a second pass up to the last of them
         picker = _KeyframePicker([(scenes[i].start + scenes[i].end) / 2 for i in missing], size)
-        _decode_pass(source, picker=picker)
+        with _Video(source) as video:
+            _decode_pass(video, picker=picker, check=False)
         for i, keyframe in zip(missing, picker.result(), strict=True):
             picked[i] = keyframe
     return MediaAnalysis(info, scenes, frames, timestamps, picked)
