@@ -3,11 +3,14 @@ classes) and without it (the source saved beside the weights, `trust_remote_code
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
@@ -25,15 +28,17 @@ from bl_model.remote_code import code_closure
 
 from .test_modeling import batch_with_media, make_model
 
+ROOT = Path(__file__).parents[3]  # the workspace (its uv.lock)
+
 # Runs with bl_model off sys.path: loads model + processor as remote code; writes logits and tokens on the given
 # inputs, and the processor's encoding of a prompt (its text from the chat template) with the tokens generated from it.
 _WITHOUT_BL_MODEL = textwrap.dedent(
     """
-    import importlib.util, pathlib, sys
-    sys.path[:] = [p for p in sys.path if not (pathlib.Path(p or ".") / "bl_model").exists()]
+    import importlib.util, sys
     import numpy as np, torch
     from transformers import AutoModelForCausalLM, AutoProcessor
-    assert importlib.util.find_spec("bl_model") is None, "bl_model must not be importable here"
+    for name in ("bl_model", "torchvision"):
+        assert importlib.util.find_spec(name) is None, f"{name} must not be importable here"
     ckpt, inputs_path, frames_path, out_path = sys.argv[1:]
     model = AutoModelForCausalLM.from_pretrained(ckpt, trust_remote_code=True).eval()
     inputs = torch.load(inputs_path)
@@ -135,12 +140,29 @@ def test_with_bl_model_auto_processor_gives_its_class_and_encodes_the_same(
         assert torch.equal(value, expected[key]), key
 
 
+@pytest.fixture(scope="module")
+def fresh_python(tmp_path_factory) -> str:
+    """The Python of a new venv with only torch, transformers and Pillow (an image processor needs an image
+    library), at the workspace lock's versions: no bl_model, no torchvision. uv installs it from its cache."""
+    uv, venv = shutil.which("uv"), tmp_path_factory.mktemp("fresh-venv")
+    assert uv is not None, "the tests run under uv (see the README)"
+    constraints = venv / "constraints.txt"
+    export = [uv, "export", "--locked", "--all-packages", "--no-emit-workspace", "--no-hashes", "-q",
+              "--format", "requirements-txt", "-o", str(constraints)]  # fmt: skip
+    subprocess.run(export, check=True, cwd=ROOT)
+    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv / "env")], check=True)
+    python = str(venv / "env" / "bin" / "python")
+    install = [uv, "pip", "install", "-q", "--python", python, "--constraint", str(constraints),
+               "torch", "transformers", "pillow"]  # fmt: skip
+    subprocess.run(install, check=True, env={k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"})
+    return python
+
+
 def test_without_bl_model_the_checkpoint_loads_as_remote_code_and_computes_the_same(
-    llama_tokenizer, bert_tokenizer, tmp_path
+    llama_tokenizer, bert_tokenizer, tmp_path, fresh_python
 ):
-    """A subprocess whose sys.path lacks bl_model: what a venv with only torch + transformers sees (such a venv
-    installs from uv's cache in seconds, but its first import compiles all of torch's bytecode). The model and
-    processor load with `trust_remote_code=True` and compute what the original objects do."""
+    """A fresh venv with only torch + transformers (+ Pillow): the model and processor load with
+    `trust_remote_code=True` and compute what the original objects do."""
     ckpt = tmp_path / "ckpt"
     model, processor = saved_with_processor(ckpt, llama_tokenizer, bert_tokenizer)
     ids, _, media = batch_with_media(model.config)
@@ -158,7 +180,7 @@ def test_without_bl_model_the_checkpoint_loads_as_remote_code_and_computes_the_s
     env |= {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     out = tmp_path / "out.pt"
     args = [str(ckpt), str(tmp_path / "inputs.pt"), str(tmp_path / "frames.npy"), str(out)]
-    subprocess.run([sys.executable, "-c", _WITHOUT_BL_MODEL, *args], check=True, cwd=tmp_path, env=env)
+    subprocess.run([fresh_python, "-c", _WITHOUT_BL_MODEL, *args], check=True, cwd=tmp_path, env=env)
     remote = torch.load(out)
     assert all(
         remote[k].startswith("transformers_modules.") for k in ("class", "processor", "image_processor")

@@ -1,5 +1,7 @@
 """bl-model: the LLaMA-VID architecture that Behavior-LLaVA fine-tunes, its processor and converters."""
 
+import contextlib
+
 from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoProcessor
 
 from .builders import llama_vid_7b, llama_vid_13b, tiny
@@ -12,7 +14,11 @@ from .packing import enable_packed_attention, pack_sequences
 from .processing import BehaviorLlavaProcessor, Media
 
 AutoModelForCausalLM.register(BehaviorLlavaConfig, BehaviorLlavaForCausalLM)
-AutoImageProcessor.register(BehaviorLlavaConfig, image_processor_classes=dict.fromkeys(("pil", "torchvision"), BehaviorLlavaImageProcessor))
+# transformers 5.17's AutoImageProcessor needs torchvision; without it AutoProcessor still loads ours
+with contextlib.suppress(ImportError):
+    AutoImageProcessor.register(
+        BehaviorLlavaConfig, image_processor_classes=dict.fromkeys(("pil", "torchvision"), BehaviorLlavaImageProcessor)
+    )
 AutoProcessor.register(BehaviorLlavaConfig, BehaviorLlavaProcessor)
 
 __version__ = "0.1.0"
