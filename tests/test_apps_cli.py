@@ -50,6 +50,7 @@ def test_train_help_lists_every_field_with_type_default_and_docstring():
         (("prepare", "--source", "youtube", "--input", ".", "--out", "x", "--workers", "0"), "--workers: must be >= 1"),
         (("eval", "--model", ".", "--tasks", "caer", "--data-root", ".", "--limit", "abc"), "--limit: expected an integer"),
         (("eval", "--model", "."), "--tasks, --data-root required"),
+        (("eval", "--model", ".", "--tasks", "caer,nosuch", "--data-root", "."), "--tasks: unknown task(s) 'nosuch'"),
         (("predict", "--model", ".", "--video", "nope.mp4"), "--video: no video or folder at nope.mp4"),
         (("predict", "--model", ".", "--video", "README.md", "--max-new-tokens", "x"), "--max-new-tokens: expected an integer"),
     ],
