@@ -128,7 +128,11 @@ def test_evaluate_writes_outputs_and_resumes(demo, model_dir, tmp_path, monkeypa
 
 def test_cache_belongs_to_one_model(demo, model_dir, tmp_path):
     out = tmp_path / "out"
+    with pytest.raises(FileNotFoundError):  # a wrong model path: nothing is cached, the claim passes on
+        runner.evaluate(tmp_path / "wrong_model", [TOY], demo, out)
     runner._claim_cache(out / "cache", model_dir)
+    (out / "cache" / "toy_shapes").mkdir()
+    (out / "cache" / "toy_shapes" / "0.jsonl").write_text('{"id": "shape000"}\n')
     with pytest.raises(ValueError, match="use another out_dir"):
         runner.evaluate(tmp_path / "other_model", [TOY], demo, out)
 

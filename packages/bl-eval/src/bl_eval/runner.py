@@ -63,11 +63,13 @@ def _read_cache(path: Path) -> dict[str, Record]:
 
 
 def _claim_cache(cache_dir: Path, model_path: Path) -> None:
-    """Tie `cache_dir` to one model; raise if it holds another model's predictions."""
+    """Tie `cache_dir` to one model; raise if it holds another model's predictions (a claim by a run that
+    cached nothing, e.g. one given a wrong model path, passes on)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     owner = cache_dir / "model.json"
     mine = {"model": str(model_path.resolve())}
-    if owner.exists() and json.loads(owner.read_text()) != mine:
+    predicted = any(path.stat().st_size for path in cache_dir.glob("*/*.jsonl"))
+    if predicted and owner.exists() and json.loads(owner.read_text()) != mine:
         raise ValueError(
             f"{cache_dir} caches predictions of {owner.read_text().strip()}, not {mine}; use another out_dir"
         )
