@@ -50,6 +50,24 @@ def test_eval_requires_model_tasks_and_data(capsys):
     assert "--model, --data-root required" in capsys.readouterr().err
 
 
+def test_eval_reports_failed_samples(demo, bikes_mp4, tmp_path, capsys):
+    for name in ("Anger", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"):
+        (tmp_path / "caer" / "test" / name).mkdir(parents=True)
+    (tmp_path / "caer" / "test" / "Happy" / "bikes.mp4").symlink_to(bikes_mp4)
+    (tmp_path / "caer" / "test" / "Sad" / "broken.avi").write_bytes(b"not a video")
+    argv = [
+        "--model", str(demo / "model"), "--processor", str(demo / "processor"), "--tasks", "caer",
+        "--data-root", str(tmp_path), "--out", str(tmp_path / "out"),
+    ]  # fmt: skip
+    assert _app("eval").main(argv) == 0
+    out = capsys.readouterr().out
+    caer = json.loads(out[: out.rindex("}") + 1])["caer"]
+    assert (caer["n"], caer["failed"]) == (1, 1)
+    rows = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in rows if "error" in row] == ["Sad/broken.avi"]
+    assert "broken.avi" in rows[1]["error"]
+
+
 def test_predict_end_to_end_on_a_folder_with_a_broken_video(demo, bikes_mp4, tmp_path, capsys):
     videos = tmp_path / "videos"
     videos.mkdir()
