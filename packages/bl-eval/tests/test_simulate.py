@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 from PIL import Image
 
 from bl_data.shards import open_shards
+from bl_eval import simulate as sim
 from bl_eval.simulate import VideoRequest, find_videos, listing1_request, plot_replay, structure
 
 from .test_protocols import demo  # noqa: F401  (the session's demo checkpoint and shards)
@@ -59,3 +64,24 @@ def test_find_videos_expands_folders_and_names_missing_paths(tmp_path):
     assert find_videos([tmp_path, single]) == [tmp_path / "a.MOV", tmp_path / "b.mp4", single]
     with pytest.raises(FileNotFoundError, match=r"nowhere\.mp4"):
         find_videos([tmp_path / "nowhere.mp4"])
+
+
+def test_videos_of_one_name_in_two_folders_keep_both_replay_plots(monkeypatch, tmp_path):
+    def request(request, max_frames):  # media processing and the model are not under test here
+        meta = {"conversations": [{"value": "<video>"}], "system": "", "scenes": [[0.0, 1.0], [1.0, 2.0]]}
+        return meta, np.zeros((2, 4, 4, 3), np.uint8)
+
+    head = "The replay values for each scene would be:\n"
+    answers = iter([head + "Scene 1: 0.9\nScene 2: 0.1", head + "Scene 1: 0.2\nScene 2: 0.8"])
+    monkeypatch.setattr(sim, "listing1_request", request)
+    monkeypatch.setattr(
+        sim, "generate_texts", lambda model, processor, encoded, *a: [next(answers) for _ in encoded]
+    )
+    processor = SimpleNamespace(max_frames=2, prompt_for_generation=lambda human, media, system: {})
+    requests = [VideoRequest(tmp_path / "a" / "ad.mp4"), VideoRequest(tmp_path / "b" / "ad.mp4")]
+    reports = list(sim.simulate(None, processor, requests, out_dir=tmp_path / "out", batch_size=1))
+    assert [r["video"] for r in reports] == [str(r.video) for r in requests]
+    assert [r["replay"][0]["value"] for r in reports] == [0.9, 0.2]
+    plots = [Path(r["plot"]) for r in reports]
+    assert [p.name for p in plots] == ["ad.replay.png", "ad-2.replay.png"]
+    assert Image.open(plots[0]).tobytes() != Image.open(plots[1]).tobytes()  # the first was not overwritten

@@ -136,7 +136,8 @@ def simulate(
     batch_size: int = 4,
 ) -> Iterator[dict[str, Any]]:
     """One report per request, in order, `batch_size` videos per generation batch; with `out_dir`, each replay
-    graph is plotted to `out_dir/<video stem>.replay.png` (report["plot"])."""
+    graph is plotted to `out_dir/<video stem>.replay.png` (report["plot"]; `<stem>-2`, ... for a repeated stem)."""
+    plotted: set[str] = set()  # names taken by this run: videos of one name in two folders keep both plots
     with tqdm(total=len(requests), desc="simulate", unit="video") as bar:
         for start in range(0, len(requests), batch_size):
             chunk = requests[start : start + batch_size]
@@ -160,7 +161,13 @@ def simulate(
                 report |= structure(raw, report["scenes"])
                 report["plot"] = None
                 if out_dir is not None and report.get("replay"):
-                    path = out_dir / f"{Path(report['video']).stem}.replay.png"
+                    stem = Path(report["video"]).stem
+                    name, i = stem, 1
+                    while name in plotted:
+                        i += 1
+                        name = f"{stem}-{i}"
+                    plotted.add(name)
+                    path = out_dir / f"{name}.replay.png"
                     report["plot"] = str(plot_replay(report["replay"], path, report["title"]))
             bar.update(len(chunk))
             yield from reports
