@@ -35,18 +35,15 @@ REFERENCE_MODELS = ("LLaMA-VID", "Ad-LLaVA", "Behavior-LLaVA")
 
 
 def resolve_tasks(tasks: Sequence[str | TaskSpec]) -> list[TaskSpec]:
-    """Task names (keys of `bl_eval.tasks.TASKS`) or specs -> specs."""
-    specs = []
-    for task in tasks:
-        if isinstance(task, TaskSpec):
-            specs.append(task)
-            continue
-        from .tasks import TASKS
+    """Task names (keys of `bl_eval.tasks.TASKS`) or specs -> specs; ValueError naming every unknown name."""
+    from .tasks import TASKS
 
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
-        specs.append(TASKS[task])
-    return specs
+    unknown = [task for task in tasks if not isinstance(task, TaskSpec) and task not in TASKS]
+    if unknown:
+        raise ValueError(
+            f"unknown task(s) {', '.join(map(repr, unknown))}; known tasks: {', '.join(sorted(TASKS))}"
+        )
+    return [task if isinstance(task, TaskSpec) else TASKS[task] for task in tasks]
 
 
 def _read_cache(path: Path) -> dict[str, Record]:
