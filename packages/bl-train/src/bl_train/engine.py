@@ -279,7 +279,7 @@ class Trainer:
         for micro, batch in enumerate(batches):
             value, loss = float("nan"), None
             if not empty[micro]:
-                batch = {k: v.to(engine.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                batch = _on_device(batch, engine.device)
                 try:
                     loss = engine(**batch, num_items_in_batch=per_backward).loss
                 except torch.OutOfMemoryError as err:
@@ -358,6 +358,11 @@ class Trainer:
         return SummaryWriter(str(self.out / "tensorboard"), purge_step=start + 1)
 
 
+def _on_device(batch: dict, device: torch.device) -> dict:
+    """A copy of `batch` with its tensors on `device` (other values as they are)."""
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
 def _zero_gradient_loss(engine, batch: dict, per_backward: float) -> torch.Tensor:
     """A loss of 0 whose backward gives every trainable parameter an exact zero gradient: the forward of `batch`
     (a micro-batch whose loss was finite on every rank) with every label ignored.
@@ -365,6 +370,6 @@ def _zero_gradient_loss(engine, batch: dict, per_backward: float) -> torch.Tenso
     A stand-in for a dropped micro-step: DeepSpeed moves accumulated gradients in hooks that only a backward
     through the model fires (a bare zero tensor would lose the step's earlier micro-steps under ZeRO-2 offload),
     and under ZeRO-3 every rank must run the same forward."""
-    batch = {k: v.to(engine.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    batch = _on_device(batch, engine.device)
     batch["labels"] = torch.full_like(batch["labels"], IGNORE_INDEX)  # (B, L): nothing scored
     return engine(**batch, num_items_in_batch=per_backward).loss
