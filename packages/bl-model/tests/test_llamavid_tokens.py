@@ -1,24 +1,31 @@
 """Token ids and labels against LLaMA-VID's text pipeline, for legacy=True and legacy=False LLaMA tokenizers.
 
-The reference is written from the original algorithm, on the raw SentencePiece model (what LLaMA-VID's slow
-tokenizer ran), not on `tokenizers`: LLaVA's `tokenizer_image_token` (the prompt split at each placeholder,
-every piece encoded as a text of its own, one bos, the pieces joined with the image id), LLaMA-VID's turn
-preprocessing (placeholder moved to the front of its turn, the media added to every later human turn on a
-random side, each turn's Q-Former prompt with `\\n` removed) and LLaVA's v1 label masking (round lengths:
-everything after each "ASSISTANT:" colon, through its "</s>").
+Two references. The golden cases (`golden/llamavid_golden.json`, written by `golden/make_llamavid_golden.py`) are
+what LLaMA-VID ran: transformers 4.31's slow `LlamaTokenizer` on the SentencePiece model, through LLaVA's
+`tokenizer_image_token`, LLaMA-VID's turn preprocessing and LLaVA's v1 label masking, over multi-turn samples and
+generation prompts. The tests below them re-derive a few of those from the algorithm on the raw SentencePiece
+model (not on `tokenizers`): `tokenizer_image_token` (the prompt split at each placeholder, every piece encoded as
+a text of its own, one bos, the pieces joined with the image id), LLaMA-VID's turn preprocessing (placeholder
+moved to the front of its turn, the media added to every later human turn on a random side, each turn's Q-Former
+prompt with `\\n` removed) and LLaVA's v1 label masking (round lengths: everything after each "ASSISTANT:"
+colon, through its "</s>").
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import random
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import sentencepiece as spm
 import torch
 from PIL import Image
-from sentencepiece import sentencepiece_model_pb2
 from transformers import LlamaTokenizer
 
 from bl_model.configuration import BehaviorLlavaConfig
@@ -32,18 +39,16 @@ SYSTEM = (
     "detailed, and polite answers to the user's questions."
 )
 CONFIG = BehaviorLlavaConfig()  # mean compression: 2 tokens per frame
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "llamavid_golden.json").read_text())
 
 
 class SlowLlama:
-    """LLaMA's slow tokenizer on the SentencePiece model: text split at "</s>"; every part gets the "▁"
-    prefix when `legacy`, else only the first part of a text (the parts after a special token get none)."""
+    """transformers 4.31's slow LLaMA tokenizer on the SentencePiece model: text split at "</s>"; every part is
+    encoded with the "▁" prefix, and when not `legacy` a part after "</s>" that does not start with a space loses
+    it again: its first piece "▁x" becomes the piece "x" (unk if "x" is no piece), a lone "▁" is dropped."""
 
     def __init__(self, model_file, legacy: bool):
         self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
-        proto = sentencepiece_model_pb2.ModelProto()
-        proto.ParseFromString(self.sp.serialized_model_proto())
-        proto.normalizer_spec.add_dummy_prefix = False
-        self.sp_no_prefix = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
         self.legacy = legacy
 
     def encode(self, text: str) -> list[int]:
@@ -52,8 +57,12 @@ class SlowLlama:
         for j, part in enumerate(text.split("</s>")):
             if j:
                 ids.append(2)
-            if part:
-                ids += (self.sp if j == 0 or self.legacy else self.sp_no_prefix).encode(part)
+            if not part:
+                continue
+            pieces = self.sp.encode(part, out_type=str)
+            if j and not self.legacy and not part.startswith(" ") and pieces[0].startswith("▁"):
+                pieces = ([pieces[0][1:]] if pieces[0] != "▁" else []) + pieces[1:]
+            ids += [self.sp.piece_to_id(piece) for piece in pieces]
         return ids
 
     def image_tokens(self, prompt: str) -> list[int]:
@@ -65,20 +74,17 @@ class SlowLlama:
 
 
 def v1_labels(slow: SlowLlama, conversation: str, ids: list[int]) -> list[int]:
-    """LLaVA's `preprocess_v1` masking by round lengths; with a legacy=False tokenizer a round after the first
-    is one token shorter on its own than in context (LLaVA's later fix). The lengths must add up."""
+    """LLaVA's `preprocess_v1` masking by round lengths. The lengths must add up."""
     labels = list(ids)
     cur = 1
     labels[:cur] = [IGNORE_INDEX] * cur
     sep = " ASSISTANT: "
-    for i, rou in enumerate(conversation.split("</s>")):
+    for rou in conversation.split("</s>"):
         if rou == "":
             break
         instruction, _ = rou.split(sep)
         round_len = len(slow.image_tokens(rou))
         instruction_len = len(slow.image_tokens(instruction + sep)) - 2
-        if i and not slow.legacy:
-            round_len, instruction_len = round_len - 1, instruction_len - 1
         labels[cur : cur + instruction_len] = [IGNORE_INDEX] * instruction_len
         cur += round_len
     assert cur == len(ids), "the round lengths must tile the conversation"
@@ -221,3 +227,59 @@ def test_llamavid_mode_takes_one_media_item(tokenizers):
                                              {"from": "gpt", "value": "ok"}]}  # fmt: skip
     with pytest.raises(ValueError, match="sample two: 2 media items; llamavid"):
         processor(sample, [video(1), video(1)])
+
+
+@pytest.fixture(scope="module")
+def golden_tokenizers(llama_spm_model, tmp_path_factory) -> dict[bool, LlamaTokenizer]:
+    """transformers 5 LLaMA tokenizers of the golden cases' SentencePiece model, by `legacy`."""
+    sha256 = hashlib.sha256(llama_spm_model.read_bytes()).hexdigest()
+    assert sha256 == GOLDEN["made_with"]["spm_model_sha256"], "the golden ids were made with another model"
+    spm_dir = tmp_path_factory.mktemp("golden_spm")
+    shutil.copyfile(llama_spm_model, spm_dir / "tokenizer.model")
+    return {legacy: LlamaTokenizer.from_pretrained(spm_dir, legacy=legacy, add_bos_token=True)
+            for legacy in (True, False)}  # fmt: skip
+
+
+@pytest.mark.parametrize("legacy", [True, False], ids=["legacy", "non-legacy"])
+@pytest.mark.parametrize("case", GOLDEN["cases"], ids=[case["name"] for case in GOLDEN["cases"]])
+def test_golden_ids_of_llamavid_under_transformers_4_31(case, legacy, golden_tokenizers, bert_tokenizer):
+    """Ids and labels equal LLaMA-VID's under transformers 4.31's slow LlamaTokenizer: `imgsp_v1` training samples
+    in `llamavid` mode, `vicuna_v1` samples in `as_written` mode, generation prompts (always as written)."""
+    tokenizer = copy.deepcopy(golden_tokenizers[legacy])
+    tokenizer.add_tokens(case["added_tokens"], special_tokens=True)  # numbered before <media>, as LLaMA-VID
+    config = BehaviorLlavaConfig(media_token_id=len(tokenizer))
+    preprocess = "llamavid" if case["template"] == "imgsp_v1" else "as_written"
+    processor = BehaviorLlavaProcessor.from_config(tokenizer, bert_tokenizer, config, preprocess=preprocess)
+    media = [
+        video(m["frames"], seed=i) if m["is_video"] else Media(np.zeros((8, 8, 3), np.uint8), is_video=False)
+        for i, m in enumerate(case["media"])
+    ]
+    if case["kind"] == "generation":
+        out = processor.prompt_for_generation(case["messages"], media)
+    else:
+        turns = [{"from": ("human", "gpt")[i % 2], "value": text} for i, text in enumerate(case["messages"])]
+        out = processor({"id": case["name"], "conversations": turns}, media, seed=case["seed"])
+
+    golden = case[f"legacy={legacy}"]
+    ids = golden["input_ids"]
+    placeholders = ids.count(IMAGE)  # llamavid: all show the one media item; as written: one item each
+    one_item = preprocess == "llamavid" and case["kind"] == "train"
+    shown = [0] * placeholders if one_item else range(placeholders)
+    counts = [config.media_tokens(media[m].num_frames, media[m].is_video) for m in shown]
+    assert out["input_ids"].tolist() == expand(ids, ids, counts, config.media_token_id)
+    if case["kind"] == "train":
+        assert out["labels"].tolist() == expand(golden["labels"], ids, counts, IGNORE_INDEX)
+
+
+@pytest.mark.parametrize("legacy", [True, False], ids=["legacy", "non-legacy"])
+def test_golden_texts_of_transformers_4_31(legacy, golden_tokenizers, bert_tokenizer):
+    """Generation prompts whose question holds special tokens, runs of spaces, digits, newlines, tabs, "▁" and other
+    scripts tokenise as transformers 4.31's slow LlamaTokenizer does (the golden file's `texts`)."""
+    tokenizer = copy.deepcopy(golden_tokenizers[legacy])
+    processor = BehaviorLlavaProcessor.from_config(tokenizer, bert_tokenizer, CONFIG)
+    wrong = {}
+    for item in GOLDEN["texts"]:
+        ids = processor.prompt_for_generation(item["text"], [])["input_ids"].tolist()
+        if ids != (expected := item[f"legacy={legacy}"]):
+            wrong[item["text"]] = [tokenizer.convert_ids_to_tokens(x) for x in (ids, expected)]
+    assert not wrong, "tokens (ours, transformers 4.31's) of each text that differs"

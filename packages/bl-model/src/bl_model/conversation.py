@@ -34,7 +34,8 @@ class ConversationTemplate:
     """A LLaVA conversation template.
 
     `style="two"` is LLaVA's `SeparatorStyle.TWO`:
-    `system + sep + "USER: q1" + sep + "ASSISTANT: a1" + sep2 + "USER: q2" + sep + ...`.
+    `system + sep + "USER: q1" + sep + "ASSISTANT: a1" + sep2 + "USER: q2" + sep + ...`; an empty message is
+    written as its role and colon alone (`"ASSISTANT:USER: q2"`), with no separator and no supervised span.
     `style="plain"` is LLaVA's stage-1 `conv_llava_plain`: each human message is reduced to its media tokens,
     followed by the answer and `sep2` ("\\n"); roles and system text are not written.
     """
@@ -67,12 +68,15 @@ class ConversationTemplate:
         for i, message in enumerate(messages):
             if i % 2 == 0:
                 if self.style == "two":
-                    write(f"{self.roles[0]}: {message}{self.sep}")
+                    write(f"{self.roles[0]}: {message}{self.sep}" if message else f"{self.roles[0]}:")
                 else:
                     write(MEDIA_TOKEN * message.count(MEDIA_TOKEN) + self.sep)
                 continue
             if self.style == "two":
                 write(f"{self.roles[1]}:")
+                if not message:  # written as its role alone, no separator: nothing to supervise
+                    answer_starts.append(length)
+                    continue
             start = length
             if self.style == "two":
                 write(" ")
@@ -105,6 +109,7 @@ def _vicuna_v1_jinja(template: ConversationTemplate) -> str:
     "content": str | [{"type": "text", "text": str} | {"type": "image"} | {"type": "video"}, ...]}`; an image /
     video part is written `"<image>\\n"` / `"<video>\\n"` (LLaMA-VID's `"<image>\\nquestion"`), text parts as they are."""
     user, assistant = template.roles
+    sep, sep2 = repr(template.sep), repr(template.sep2)
     return (
         "{%- macro text(content) -%}{%- if content is string -%}{{ content }}{%- else -%}"
         "{%- for part in content -%}"
@@ -115,13 +120,14 @@ def _vicuna_v1_jinja(template: ConversationTemplate) -> str:
         "{%- set ns = namespace(system=" + repr(template.system) + ", turn=0) -%}"
         "{%- if messages and messages[0]['role'] == 'system' -%}{%- set ns.system = text(messages[0]['content']) -%}"
         "{%- endif -%}"
-        "{{- ns.system ~ " + repr(template.sep) + " -}}"
+        "{{- ns.system ~ " + sep + " -}}"
         "{%- for message in messages if message['role'] != 'system' -%}"
         "{%- if message['role'] != ('user', 'assistant')[ns.turn % 2] -%}"
         "{{ raise_exception('roles must alternate user/assistant starting with user') }}{%- endif -%}"
-        "{%- if message['role'] == 'user' -%}{{ " + repr(user + ": ") + " ~ text(message['content']) ~ "
-        + repr(template.sep) + " }}"
-        "{%- else -%}{{ " + repr(assistant + ": ") + " ~ text(message['content']) ~ " + repr(template.sep2) + " }}"
+        "{%- set body = text(message['content']) -%}"
+        "{%- if not body -%}{{ (" + repr(user) + ", " + repr(assistant) + ")[ns.turn % 2] ~ ':' }}"
+        "{%- elif message['role'] == 'user' -%}{{ " + repr(user + ": ") + " ~ body ~ " + sep + " }}"
+        "{%- else -%}{{ " + repr(assistant + ": ") + " ~ body ~ " + sep2 + " }}"
         "{%- endif -%}{%- set ns.turn = ns.turn + 1 -%}"
         "{%- endfor -%}"
         "{%- if add_generation_prompt -%}{{ " + repr(assistant + ":") + " }}{%- endif -%}"

@@ -405,9 +405,9 @@ class BehaviorLlavaProcessor(ProcessorMixin):
     def _tokenize(self, text: str) -> tuple[torch.Tensor, np.ndarray]:
         """LLaVA's `tokenizer_image_token` on a prompt with `<media>` placeholders. -> ids (L0,), offsets (L0, 2).
 
-        The pieces between placeholders are tokenized separately (each a text of its own, so with the
-        SentencePiece "▁" prefix), the first with the tokenizer's special tokens (bos), the rest without;
-        the placeholder ids join them. Offsets are character spans in `text`.
+        The pieces between placeholders are tokenized separately (each a text of its own, `_encode_text`), the
+        first with the tokenizer's special tokens (bos), the rest without; the placeholder ids join them.
+        Offsets are character spans in `text`.
         """
         ids: list[int] = []
         offsets: list[tuple[int, int]] = []
@@ -416,35 +416,112 @@ class BehaviorLlavaProcessor(ProcessorMixin):
             if i:
                 ids.append(self.media_token_id)
                 offsets.append((start - len(MEDIA_TOKEN), start))
-            piece_ids, piece_offsets = self._encode_piece(piece, specials=i == 0)
+            piece_ids, piece_offsets = self._encode_text(piece, specials=i == 0)
             ids += piece_ids
             offsets += [(a + start, b + start) for a, b in piece_offsets]
             start += len(piece) + len(MEDIA_TOKEN)
         return torch.tensor(ids, dtype=torch.long), np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
 
-    def _encode_piece(self, piece: str, specials: bool) -> tuple[list[int], list[tuple[int, int]]]:
-        """Token ids and character offsets of one text, as SentencePiece tokenizes a text that starts with spaces.
+    def _encode_text(self, text: str, specials: bool) -> tuple[list[int], list[tuple[int, int]]]:
+        """Ids and offsets of one text as transformers 4.31's slow `LlamaTokenizer` (what LLaMA-VID ran) encodes it.
+
+        The slow tokenizer splits the text at its added tokens (`</s>`, `<s>`, ...), strips the whitespace beside
+        them (`_split_at_added_tokens`) and encodes
+        each part as a SentencePiece text of its own (`_encode_piece`: with the "▁" prefix). With `legacy=False`
+        (a Metaspace with prepend_scheme "first") a part after an added token that does not start with a space
+        loses that prefix again: its first piece "▁x" becomes the piece "x" (the unknown token where "x" is no
+        piece; nothing for a lone "▁"). A tokenizer without SentencePiece's prefix encodes the text itself.
+        """
+        if not self._sentencepiece_prefix:
+            return self._encode_with_offsets(text, specials)
+        ids, offsets = self._encode_with_offsets("", True) if specials else ([], [])
+        legacy = self.tokenizer.backend_tokenizer.pre_tokenizer.prepend_scheme == "always"
+        text = text.replace("▁", " ")  # SentencePiece reads "▁" as a space (so does the slow tokenizer)
+        for index, (start, end, token_id) in enumerate(self._split_at_added_tokens(text)):
+            if token_id is not None:
+                ids.append(token_id)
+                offsets.append((start, end))
+                continue
+            part_ids, part_offsets = self._encode_piece(text[start:end], shift=start)
+            first = self.tokenizer.convert_ids_to_tokens(part_ids[0])
+            if index and not legacy and text[start] != " " and first.startswith("▁"):
+                if first == "▁":
+                    part_ids, part_offsets = part_ids[1:], part_offsets[1:]
+                else:
+                    part_ids = [self.tokenizer.convert_tokens_to_ids(first[1:]), *part_ids[1:]]
+            ids += part_ids
+            offsets += part_offsets
+        return ids, offsets
+
+    def _split_at_added_tokens(self, text: str) -> list[tuple[int, int, int | None]]:
+        """`text` as (start, end, token id) of its added tokens and (start, end, None) of the non-empty text parts
+        between them, the whitespace beside each token stripped as transformers 4.31's slow tokenizer strips it:
+        as bos / eos / unk / pad say (`LlamaTokenizer` makes them `AddedToken`s), on both sides of any other."""
+        tokenizer = self.tokenizer
+        added = {token.content: (i, token) for i, token in tokenizer.added_tokens_decoder.items()}
+        named = {tokenizer.bos_token, tokenizer.eos_token, tokenizer.unk_token, tokenizer.pad_token}
+        pattern = re.compile("|".join(re.escape(content) for content in sorted(added, key=len, reverse=True)))
+        spans: list[list] = []  # [start, end, token id or None]
+        position = 0
+        for match in pattern.finditer(text):
+            spans += [[position, match.start(), None], [match.start(), match.end(), added[match.group()][0]]]
+            position = match.end()
+        spans.append([position, len(text), None])
+        for i in range(1, len(spans), 2):  # the tokens; text parts sit at the even indices
+            token = added[text[spans[i][0] : spans[i][1]]][1]
+            left, right = spans[i - 1], spans[i + 1]
+            if token.rstrip or token.content not in named:
+                right[0] = right[1] - len(text[right[0] : right[1]].lstrip())
+            if token.lstrip or token.content not in named:
+                left[1] = left[0] + len(text[left[0] : left[1]].rstrip())
+        return [(start, end, token) for start, end, token in spans if token is not None or end > start]
+
+    def _encode_with_offsets(
+        self, text: str, with_specials: bool = False, shift: int = 0
+    ) -> tuple[list[int], list[tuple[int, int]]]:
+        """The tokenizer's ids of `text` and their character offsets, moved by `shift`."""
+        enc = self.tokenizer(text, add_special_tokens=with_specials, return_offsets_mapping=True)
+        return enc["input_ids"], [(a + shift, b + shift) for a, b in enc["offset_mapping"]]
+
+    def _encode_piece(self, piece: str, shift: int = 0) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids and character offsets (moved by `shift`) of one text without special tokens, as SentencePiece
+        encodes it.
+
+        SentencePiece encodes a text word by word, a word starting at the first space of a run, and merges the
+        whitespace-only pieces ("▁▁", scored lowest in LLaMA's model) last: `"this  please"` -> "▁this", "▁",
+        "▁please", where a `tokenizers` BPE gives "▁▁", "ple", "ase". So the text is cut before each run of two or
+        more spaces inside it, and each such word of k spaces is encoded as a text of its own with k - 1 leading
+        spaces (SentencePiece's "▁" prefix stands for the first), by `_encode_leading_spaces`.
+        """
+        cuts = [match.start() for match in re.finditer(r"(?<=[^ ]) {2,}(?=[^ ])", piece)]
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        for start, end in zip([0, *cuts], [*cuts, len(piece)], strict=True):
+            start += 1 if start else 0  # a later word's first space is the prefix "▁"
+            word_ids, word_offsets = self._encode_leading_spaces(piece[start:end], shift + start)
+            ids += word_ids
+            offsets += word_offsets
+        return ids, offsets
+
+    def _encode_leading_spaces(self, piece: str, shift: int) -> tuple[list[int], list[tuple[int, int]]]:
+        """Ids and offsets of a text that may start with spaces, as SentencePiece encodes it.
 
         SentencePiece adds its "▁" prefix even to a text that starts with k spaces, and encodes the k + 1 "▁"
         as "▁"*k then "▁word" (" ASSISTANT" -> "▁", "▁ASS"), or as one "▁"*(k+1) run when the word does not
         start with a "▁" piece (" 1" -> "▁▁", "1"); a `tokenizers` Metaspace adds no prefix there (-> "▁ASS").
         Such a text is encoded as its spaces and the text from its last space on, put together that way.
         """
-
-        def encode(text: str, with_specials: bool, shift: int) -> tuple[list[int], list[tuple[int, int]]]:
-            enc = self.tokenizer(text, add_special_tokens=with_specials, return_offsets_mapping=True)
-            return enc["input_ids"], [(a + shift, b + shift) for a, b in enc["offset_mapping"]]
-
+        encode = self._encode_with_offsets
         spaces = len(piece) - len(piece.lstrip(" "))
-        if not (spaces and spaces < len(piece) and self._sentencepiece_prefix):
-            return encode(piece, specials, 0)
-        rest_ids, rest_offsets = encode(piece[spaces - 1 :], False, spaces - 1)  # "▁word…"
+        if not (spaces and spaces < len(piece)):
+            return encode(piece, shift=shift)
+        rest_ids, rest_offsets = encode(piece[spaces - 1 :], shift=shift + spaces - 1)  # "▁word…"
         if self.tokenizer.convert_ids_to_tokens(rest_ids[0]) == "▁":  # the word has no "▁" piece
-            head_ids, head_offsets = encode(" " * (spaces + 1), specials, 0)  # the whole "▁" run
-            head_offsets = [(min(a, spaces), min(b, spaces)) for a, b in head_offsets]
+            head_ids, head_offsets = encode(" " * (spaces + 1), shift=shift)  # the whole "▁" run
+            head_offsets = [(min(a, shift + spaces), min(b, shift + spaces)) for a, b in head_offsets]
             rest_ids, rest_offsets = rest_ids[1:], rest_offsets[1:]
         else:
-            head_ids, head_offsets = encode(piece[:spaces], specials, 0)
+            head_ids, head_offsets = encode(piece[:spaces], shift=shift)
         return head_ids + rest_ids, head_offsets + rest_offsets
 
     @property
