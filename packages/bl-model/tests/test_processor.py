@@ -315,6 +315,11 @@ def test_vicuna_template_render():
     assert [rendered.text[s:e] for s, e in rendered.supervised_spans] == [" a1</s>", " a2</s>"]
     assert [rendered.text[s : s + 2] for s in rendered.answer_starts] == ["a1", "a2"]
     assert template.render(["q1"]).text == f"{SYSTEM} USER: q1 ASSISTANT:"
+    # LLaVA writes an empty message as its role alone, without a separator; nothing of it is supervised
+    empty = template.render(["q1", "", "q2", "a2"], system="SYS")
+    assert empty.text == "SYS USER: q1 ASSISTANT:USER: q2 ASSISTANT: a2</s>"
+    assert [empty.text[s:e] for s, e in empty.supervised_spans] == [" a2</s>"]
+    assert [empty.text[s : s + 2] for s in empty.answer_starts] == ["US", "a2"]
     plain = get_template("plain").render(["<media>\nDescribe.", "A car."])
     assert plain.text == "<media>A car.\n" and [plain.text[s:e] for s, e in plain.supervised_spans] == [
         "A car.\n"
@@ -510,6 +515,7 @@ def chat(messages: list[str], system: str | None = None) -> list[dict]:
         (["<video>\nWhat happens?", ANSWERS[0], "Why so fast?", ANSWERS[1]], None),  # multi-turn, closed
         (["<image>\nDescribe.", ANSWERS[2], "<video>\n<image>\nAnd these?  "], "Be brief."),  # system, open
         (["plain text, no media", " spaced answer "], ""),  # empty system
+        (["<video>\nWhat happens?", "", "And now?", ANSWERS[1]], None),  # an empty answer
     ],
 )
 def test_chat_template_renders_what_the_vicuna_v1_template_renders(

@@ -3,7 +3,8 @@
 Each `<image>` / `<video>` placeholder of a human turn is written as one added `<media>` token. As LLaVA's
 `tokenizer_image_token`, the text between placeholders is tokenized piece by piece (each piece starts a new
 SentencePiece text, so it gets its "▁" prefix whatever the tokenizer's `legacy` setting) and the pieces are
-joined with the `<media>` id, after one bos. Every `<media>` id is then expanded into exactly
+joined with the `<media>` id, after one bos. Each piece is tokenized as transformers 4.31's slow
+`LlamaTokenizer` (what LLaMA-VID ran) did, also after `</s>` and other added tokens (`_encode_text`). Every `<media>` id is then expanded into exactly
 `media_tokens(T, is_video)` copies (the model config's counts, saved with the processor), which the model fills
 with its visual tokens. Labels come from the pieces' character offsets: a token is supervised iff it covers a
 character of an assistant message, its closing separator or the space before it. Nothing is truncated:
