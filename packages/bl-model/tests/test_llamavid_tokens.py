@@ -13,7 +13,6 @@ colon, through its "</s>").
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import random
@@ -26,7 +25,7 @@ import pytest
 import sentencepiece as spm
 import torch
 from PIL import Image
-from transformers import LlamaTokenizer
+from transformers import BertTokenizerFast, LlamaTokenizer
 
 from bl_model.configuration import BehaviorLlavaConfig
 from bl_model.processing import IGNORE_INDEX, BehaviorLlavaProcessor, Media, sample_seed
@@ -230,26 +229,37 @@ def test_llamavid_mode_takes_one_media_item(tokenizers):
 
 
 @pytest.fixture(scope="module")
-def golden_tokenizers(llama_spm_model, tmp_path_factory) -> dict[bool, LlamaTokenizer]:
-    """transformers 5 LLaMA tokenizers of the golden cases' SentencePiece model, by `legacy`."""
+def golden_processor(llama_spm_model, bert_vocab_path, tmp_path_factory):
+    """(legacy, preprocess, added tokens) -> a processor on transformers 5's LLaMA tokenizer of the golden cases'
+    SentencePiece model (built once per module: copying a tokenizer takes most of a second)."""
     sha256 = hashlib.sha256(llama_spm_model.read_bytes()).hexdigest()
     assert sha256 == GOLDEN["made_with"]["spm_model_sha256"], "the golden ids were made with another model"
     spm_dir = tmp_path_factory.mktemp("golden_spm")
     shutil.copyfile(llama_spm_model, spm_dir / "tokenizer.model")
-    return {legacy: LlamaTokenizer.from_pretrained(spm_dir, legacy=legacy, add_bos_token=True)
-            for legacy in (True, False)}  # fmt: skip
+    processors: dict[tuple, BehaviorLlavaProcessor] = {}
+
+    def get(legacy: bool, preprocess: str, added_tokens: list[str]) -> BehaviorLlavaProcessor:
+        key = (legacy, preprocess, *added_tokens)
+        if key not in processors:
+            tokenizer = LlamaTokenizer.from_pretrained(spm_dir, legacy=legacy, add_bos_token=True)
+            tokenizer.add_tokens(added_tokens, special_tokens=True)  # numbered before <media>, as LLaMA-VID
+            config = BehaviorLlavaConfig(media_token_id=len(tokenizer))
+            qformer_tokenizer = BertTokenizerFast(vocab=str(bert_vocab_path), truncation_side="left")
+            processors[key] = BehaviorLlavaProcessor.from_config(
+                tokenizer, qformer_tokenizer, config, preprocess=preprocess
+            )
+        return processors[key]
+
+    return get
 
 
 @pytest.mark.parametrize("legacy", [True, False], ids=["legacy", "non-legacy"])
 @pytest.mark.parametrize("case", GOLDEN["cases"], ids=[case["name"] for case in GOLDEN["cases"]])
-def test_golden_ids_of_llamavid_under_transformers_4_31(case, legacy, golden_tokenizers, bert_tokenizer):
+def test_golden_ids_of_llamavid_under_transformers_4_31(case, legacy, golden_processor):
     """Ids and labels equal LLaMA-VID's under transformers 4.31's slow LlamaTokenizer: `imgsp_v1` training samples
     in `llamavid` mode, `vicuna_v1` samples in `as_written` mode, generation prompts (always as written)."""
-    tokenizer = copy.deepcopy(golden_tokenizers[legacy])
-    tokenizer.add_tokens(case["added_tokens"], special_tokens=True)  # numbered before <media>, as LLaMA-VID
-    config = BehaviorLlavaConfig(media_token_id=len(tokenizer))
     preprocess = "llamavid" if case["template"] == "imgsp_v1" else "as_written"
-    processor = BehaviorLlavaProcessor.from_config(tokenizer, bert_tokenizer, config, preprocess=preprocess)
+    processor = golden_processor(legacy, preprocess, case["added_tokens"])
     media = [
         video(m["frames"], seed=i) if m["is_video"] else Media(np.zeros((8, 8, 3), np.uint8), is_video=False)
         for i, m in enumerate(case["media"])
@@ -265,21 +275,20 @@ def test_golden_ids_of_llamavid_under_transformers_4_31(case, legacy, golden_tok
     placeholders = ids.count(IMAGE)  # llamavid: all show the one media item; as written: one item each
     one_item = preprocess == "llamavid" and case["kind"] == "train"
     shown = [0] * placeholders if one_item else range(placeholders)
-    counts = [config.media_tokens(media[m].num_frames, media[m].is_video) for m in shown]
-    assert out["input_ids"].tolist() == expand(ids, ids, counts, config.media_token_id)
+    counts = [processor.media_tokens(media[m].num_frames, media[m].is_video) for m in shown]
+    assert out["input_ids"].tolist() == expand(ids, ids, counts, processor.media_token_id)
     if case["kind"] == "train":
         assert out["labels"].tolist() == expand(golden["labels"], ids, counts, IGNORE_INDEX)
 
 
 @pytest.mark.parametrize("legacy", [True, False], ids=["legacy", "non-legacy"])
-def test_golden_texts_of_transformers_4_31(legacy, golden_tokenizers, bert_tokenizer):
+def test_golden_texts_of_transformers_4_31(legacy, golden_processor):
     """Generation prompts whose question holds special tokens, runs of spaces, digits, newlines, tabs, "▁" and other
     scripts tokenise as transformers 4.31's slow LlamaTokenizer does (the golden file's `texts`)."""
-    tokenizer = copy.deepcopy(golden_tokenizers[legacy])
-    processor = BehaviorLlavaProcessor.from_config(tokenizer, bert_tokenizer, CONFIG)
+    processor = golden_processor(legacy, "as_written", [])
     wrong = {}
     for item in GOLDEN["texts"]:
         ids = processor.prompt_for_generation(item["text"], [])["input_ids"].tolist()
         if ids != (expected := item[f"legacy={legacy}"]):
-            wrong[item["text"]] = [tokenizer.convert_ids_to_tokens(x) for x in (ids, expected)]
+            wrong[item["text"]] = [processor.tokenizer.convert_ids_to_tokens(x) for x in (ids, expected)]
     assert not wrong, "tokens (ours, transformers 4.31's) of each text that differs"
