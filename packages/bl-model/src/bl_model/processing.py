@@ -4,11 +4,11 @@ Each `<image>` / `<video>` placeholder of a human turn is written as one added `
 `tokenizer_image_token`, the text between placeholders is tokenized piece by piece (each piece starts a new
 SentencePiece text, so it gets its "▁" prefix whatever the tokenizer's `legacy` setting) and the pieces are
 joined with the `<media>` id, after one bos. Each piece is tokenized as transformers 4.31's slow
-`LlamaTokenizer` (what LLaMA-VID ran) did, also after `</s>` and other added tokens (`_encode_text`). Every `<media>` id is then expanded into exactly
-`media_tokens(T, is_video)` copies (the model config's counts, saved with the processor), which the model fills
-with its visual tokens. Labels come from the pieces' character offsets: a token is supervised iff it covers a
-character of an assistant message, its closing separator or the space before it. Nothing is truncated:
-over-long samples and too many frames are errors.
+`LlamaTokenizer` (what LLaMA-VID ran) did, after `</s>` and other added tokens too (`_encode_text`). Every
+`<media>` id is then expanded into exactly `media_tokens(T, is_video)` copies (the model config's counts, saved
+with the processor), which the model fills with its visual tokens. Labels come from the pieces' character
+offsets: a token is supervised iff it covers a character of an assistant message, its closing separator or the
+space before it. Nothing is truncated: over-long samples and too many frames are errors.
 
 Two ways to read a training sample (`preprocess`):
 - `"as_written"`: media are shown where placeholders are written, one media item per placeholder; each
@@ -427,8 +427,8 @@ class BehaviorLlavaProcessor(ProcessorMixin):
         """Ids and offsets of one text as transformers 4.31's slow `LlamaTokenizer` (what LLaMA-VID ran) encodes it.
 
         The slow tokenizer splits the text at its added tokens (`</s>`, `<s>`, ...), strips the whitespace beside
-        them (`_split_at_added_tokens`) and encodes
-        each part as a SentencePiece text of its own (`_encode_piece`: with the "▁" prefix). With `legacy=False`
+        them (`_split_at_added_tokens`) and encodes each part as a SentencePiece text of its own (`_encode_piece`:
+        with the "▁" prefix). With `legacy=False`
         (a Metaspace with prepend_scheme "first") a part after an added token that does not start with a space
         loses that prefix again: its first piece "▁x" becomes the piece "x" (the unknown token where "x" is no
         piece; nothing for a lone "▁"). A tokenizer without SentencePiece's prefix encodes the text itself.
@@ -444,7 +444,7 @@ class BehaviorLlavaProcessor(ProcessorMixin):
                 offsets.append((start, end))
                 continue
             part_ids, part_offsets = self._encode_piece(text[start:end], shift=start)
-            first = self.tokenizer.convert_ids_to_tokens(part_ids[0])
+            first = self.tokenizer.convert_ids_to_tokens(part_ids[0]) if part_ids else ""
             if index and not legacy and text[start] != " " and first.startswith("▁"):
                 if first == "▁":
                     part_ids, part_offsets = part_ids[1:], part_offsets[1:]
@@ -461,7 +461,7 @@ class BehaviorLlavaProcessor(ProcessorMixin):
         tokenizer = self.tokenizer
         added = {token.content: (i, token) for i, token in tokenizer.added_tokens_decoder.items()}
         named = {tokenizer.bos_token, tokenizer.eos_token, tokenizer.unk_token, tokenizer.pad_token}
-        pattern = re.compile("|".join(re.escape(content) for content in sorted(added, key=len, reverse=True)))
+        pattern = re.compile("|".join(map(re.escape, sorted(added, key=len, reverse=True))) or "(?!)")
         spans: list[list] = []  # [start, end, token id or None]
         position = 0
         for match in pattern.finditer(text):
