@@ -9,6 +9,7 @@ import lzma
 import math
 import os
 import stat
+import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,7 +53,8 @@ def _reject_constant(name: str) -> Any:
 
 
 def loads(data: bytes) -> Any:
-    """Strictly decode UTF-8 JSON. Raises `InvalidField("", ...)` on bad bytes, bad JSON or NaN/Infinity."""
+    """Strictly decode UTF-8 JSON. Raises `InvalidField("", ...)` on bad bytes, bad JSON, NaN/Infinity or
+    nesting too deep for the decoder (a poison line must fail alone, not take the run down)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -61,6 +63,11 @@ def loads(data: bytes) -> Any:
         return json.loads(text, parse_constant=_reject_constant)
     except ValueError as err:  # json.JSONDecodeError is a ValueError
         raise InvalidField("", f"invalid JSON: {err}") from err
+    except RecursionError as err:
+        limit = sys.getrecursionlimit()
+        raise InvalidField(
+            "", f"JSON nested too deeply to decode (the limit is about {limit} levels)"
+        ) from err
 
 
 def not_regular(path: Path) -> str | None:
