@@ -12,7 +12,10 @@ from PIL import Image
 
 from bl_data.demo import synthesize_youtube
 from bl_data.pipeline import PrepareConfig, prepare
+from bl_data.records import Failure, Post
 from bl_data.shards import done_keys
+from bl_data.stages import run_stage
+from bl_data.testing import zero_size_avi
 
 DEEP = 1_000  # levels: the issue's 2 KB line; Python's JSON decoder recurses once per level
 
@@ -67,4 +70,35 @@ def test_a_deeply_nested_info_json_fails_alone(tmp_path, name):
     assert failure["input"] == str(folder / f"{name}.info.json") and failure["stage"] == "import"
     assert failure["reason"] == (
         f"JSON nested too deeply to decode (the limit is about {sys.getrecursionlimit()} levels)"
+    )
+
+
+def test_a_0x0_video_is_named_in_words(tmp_path):
+    """Item 5: pyscenedetect asserts on a 0x0 video; its reason says what is wrong with the file."""
+    folder = synthesize_youtube(tmp_path / "dl", 1, seed=26)
+    avi = zero_size_avi(folder / "zero.avi")
+    info = json.loads((folder / "demo260000.info.json").read_text()) | {"id": "zero", "heatmap": None}
+    (folder / "zero.info.json").write_text(json.dumps(info | {"duration": 2.0}))
+    out = tmp_path / "shards"
+    prepare(PrepareConfig(source="youtube", input=folder, out=out, max_side=64))
+    (failure,) = _failures(out)
+    assert (failure["input"], failure["stage"]) == (str(avi), "media")
+    assert failure["reason"] == "video has 0×0 frames (no picture size)"
+    assert done_keys(out) == {"demo260000"}
+
+
+def test_an_exception_without_a_message_is_explained_by_its_source_line(tmp_path):
+    """Item 5: an unforeseen bare `assert` (in a module pytest does not rewrite) names the check that failed."""
+    (tmp_path / "decoder25.py").write_text("def analyse(width):\n    assert width > 0\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from decoder25 import analyse
+    finally:
+        sys.path.remove(str(tmp_path))
+    post = Post(id="p1", source="youtube", media_path=Path("/data/p1.mp4"), title="t")
+    failure = run_stage("media", post, analyse, 0)
+    assert isinstance(failure, Failure)
+    assert (
+        failure.reason
+        == "unexpected AssertionError at decoder25.py:2: no message, raised by `assert width > 0`"
     )

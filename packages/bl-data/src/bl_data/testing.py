@@ -3,6 +3,7 @@ tiny random LLaVA-NeXT captioner checkpoint."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,6 +62,24 @@ def make_clip(
         container.mux(video.encode())
         if sound is not None:
             _write_tone(container, sound, seconds)
+    return path
+
+
+def zero_size_avi(path: str | Path) -> Path:
+    """A rawvideo AVI whose headers say 0x0 pixels (avih and strf patched): pyscenedetect asserts on it."""
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("rawvideo", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "rgb24"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), 20 * i, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    data = bytearray(path.read_bytes())
+    avih = data.find(b"avih") + 8 + 8 * 4  # MainAVIHeader: 8 DWORDs, then dwWidth, dwHeight
+    strf = data.find(b"strf") + 8 + 4  # BITMAPINFOHEADER: biSize, then biWidth, biHeight
+    data[avih : avih + 8] = data[strf : strf + 8] = struct.pack("<II", 0, 0)
+    path.write_bytes(bytes(data))
     return path
 
 
