@@ -4,18 +4,21 @@ words, and a post with 100k comments is prepared in bounded memory."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from bl_data.comment_dedup import near_duplicate_keep
 from bl_data.demo import synthesize_youtube
+from bl_data.filters import comment_similarity
 from bl_data.pipeline import PrepareConfig, prepare
 from bl_data.records import Failure, Post
-from bl_data.shards import done_keys
+from bl_data.shards import done_keys, open_shards
 from bl_data.stages import run_stage
-from bl_data.testing import zero_size_avi
+from bl_data.testing import synthetic_comments, zero_size_avi
 
 DEEP = 1_000  # levels: the issue's 2 KB line; Python's JSON decoder recurses once per level
 
@@ -102,3 +105,67 @@ def test_an_exception_without_a_message_is_explained_by_its_source_line(tmp_path
         failure.reason
         == "unexpected AssertionError at decoder25.py:2: no message, raised by `assert width > 0`"
     )
+
+
+def _dense_keep(texts: list[str], likes: list[int], threshold: float, cap: int | None) -> list[int]:
+    """The filter as it was (the whole n x n TF-IDF cosine matrix), on the `cap` most-liked comments."""
+    order = sorted(range(len(texts)), key=lambda i: -likes[i])[:cap]
+    similarity = comment_similarity(texts)  # IDF over every comment
+    kept: list[int] = []
+    for i in order:
+        if all(similarity[i, j] < threshold for j in kept):
+            kept.append(i)
+    return sorted(kept)
+
+
+@pytest.mark.parametrize(("n", "block", "cap"), [(1500, 64, None), (1500, 4096, None), (600, 16, 150)])
+def test_near_duplicate_filter_in_blocks_keeps_what_the_dense_filter_kept(n, block, cap):
+    """Item 2: the linear-memory filter (blocks, prefix-filtered pairs, merged chunks of kept comments, a cap)
+    keeps exactly the comments the n x n version keeps, at both paper thresholds."""
+    texts, likes = synthetic_comments(n, seed=n + block)
+    for threshold in (0.6, 0.7):
+        kept = near_duplicate_keep(texts, likes, threshold, max_candidates=cap, block=block).tolist()
+        expected = _dense_keep(texts, likes, threshold, cap)
+        assert kept == expected and 0 < len(kept) < (cap or n)
+
+
+PREPARE = """
+import json, resource, sys
+from pathlib import Path
+from bl_data.pipeline import PrepareConfig, prepare
+
+if __name__ == "__main__":
+    cfg = PrepareConfig(source="youtube", input=Path(sys.argv[1]), out=Path(sys.argv[2]), max_side=64)
+    report = prepare(cfg)
+    with open("/proc/self/status") as status:  # this image's peak (ru_maxrss would count pytest's at exec)
+        peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the filter's child
+    print(json.dumps({"written": report["media"]["written"], "peak_mb": peak, "children_mb": children}))
+"""
+
+
+def test_a_post_with_100k_comments_is_prepared_in_bounded_memory(tmp_path):
+    """Item 2: 100k comments (the n x n filter would ask for 80 GB) are prepared in a subprocess whose peak
+    RSS, and its filter child's, stay under 1 GB; the sample quotes the top comments, near duplicates out."""
+    folder = synthesize_youtube(tmp_path / "dl", 1, seed=27)
+    info_path = folder / "demo270000.info.json"
+    info = json.loads(info_path.read_text())
+    texts, likes = synthetic_comments(100_000, seed=27)
+    filler = [{"text": t, "like_count": k % 10} for t, k in zip(texts, likes, strict=True)]
+    top = []  # five distinct comments, each followed by a near duplicate with one like less
+    for i, words in enumerate(["alpha beta gamma delta epsilon", "zulu yankee xray whiskey victor",
+                               "mango papaya guava lychee durian", "granite basalt marble quartz slate",
+                               "violin cello oboe bassoon trumpet"]):  # fmt: skip
+        top.append({"text": words, "like_count": 10_000 - 10 * i})
+        top.append({"text": f"{words} indeed", "like_count": 9_999 - 10 * i})
+    info["comments"] = top + filler
+    info_path.write_text(json.dumps(info))
+    out = tmp_path / "shards"
+    done = subprocess.run([sys.executable, "-c", PREPARE, str(folder), str(out)],
+                          capture_output=True, text=True, timeout=600, check=True)  # fmt: skip
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["written"] == 1
+    assert result["peak_mb"] < 1024 and result["children_mb"] < 1024, result
+    (sample,) = open_shards(out, split_by_node=False, split_by_worker=False, decode_frames=False)
+    quoted = [c["text"] for c in sample["json"]["behavior"]["top_comments"]]
+    assert quoted == [c["text"] for c in top[::2]]

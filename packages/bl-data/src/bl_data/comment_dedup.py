@@ -17,11 +17,14 @@ rare feature of each), and the kept comments are indexed in a few chunks merged 
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
+_WORD = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token_pattern: words of 2+ characters
 _PAIRS_PER_SLICE = 1 << 18  # pairs whose exact cosine is computed at once (bounds the temporary rows)
 
 
@@ -46,22 +49,31 @@ def near_duplicate_keep(
 
 
 def _tfidf(texts: Sequence[str], rows: np.ndarray) -> sp.csr_matrix | None:
-    """(len(rows), V) TF-IDF of `texts[rows]`, IDF over all `texts` (scikit-learn's TfidfVectorizer: smoothed
-    idf, l2 rows), normalised again as `cosine_similarity` does; None for an empty vocabulary."""
-    # imported on first use: scikit-learn takes seconds to import, and the media workers never filter
-    from sklearn.feature_extraction.text import CountVectorizer
-    from sklearn.preprocessing import normalize
-
-    try:
-        counts = CountVectorizer(dtype=np.float64).fit_transform(texts)  # (n, V)
-    except ValueError:  # "empty vocabulary"
+    """(len(rows), V) l2-normalised TF-IDF rows of `texts[rows]` with the IDF of all `texts`, as scikit-learn's
+    `TfidfVectorizer()` defines it (lowercase, words of 2+ characters, idf = ln((1 + n) / (1 + df)) + 1);
+    None when no text has a word. Only the candidates' rows are built: memory is their size plus the
+    vocabulary, and no scikit-learn import (seconds) in the filter's child process."""
+    df: Counter[str] = Counter()
+    for text in texts:
+        df.update(set(_WORD.findall(text.lower())))
+    if not df:
         return None
-    df = np.bincount(counts.indices, minlength=counts.shape[1])
-    idf = np.log((1 + len(texts)) / (1 + df)) + 1
-    picked = counts[rows]
-    del counts
-    picked.data *= idf[picked.indices]
-    return normalize(normalize(picked))
+    columns: dict[str, int] = {}
+    counts: list[int] = []
+    indices: list[int] = []
+    indptr = [0]
+    for row in rows:
+        for word, count in Counter(_WORD.findall(texts[row].lower())).items():
+            indices.append(columns.setdefault(word, len(columns)))
+            counts.append(count)
+        indptr.append(len(indices))
+    frequency = np.array([df[word] for word in columns])  # (V,) in column order
+    idf = np.log((1 + len(texts)) / (1 + frequency)) + 1
+    data = np.array(counts, np.float64) * idf[indices]  # (nnz,)
+    vectors = sp.csr_matrix((data, indices, indptr), shape=(len(rows), len(columns)))
+    norms = np.sqrt(np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel())  # (rows,)
+    vectors.data /= np.repeat(np.where(norms > 0, norms, 1.0), np.diff(vectors.indptr))
+    return vectors
 
 
 def _rare_part(x: sp.csr_matrix, threshold: float) -> sp.csr_matrix:
