@@ -5,7 +5,7 @@ Each size runs in a fresh interpreter: it builds a YouTube `Post` of `bl_data.te
 `NearDuplicateCommentsRule().apply(post)` (posts over its `inline_limit` are filtered in a child process,
 whose start and scikit-learn import count). Peak memory is the peak RSS (`VmHWM`) of the process holding the
 post (`main_peak_mb`; `post_mb` after building it) and of the filter's child (`child_peak_mb`, sampled). The previous
-dense n x n filter (`dense`) runs at 1k and 10k for comparison. Numbers go to `extra_info` and are printed,
+dense n x n filter (`dense`) runs at 1k and 5k for comparison. Numbers go to `extra_info` and are printed,
 never asserted (goal: under 1 GB and 60 s at 1M on 2 cores). A plain (benchmark-disabled) run smoke-tests 1k.
 """
 
@@ -74,7 +74,7 @@ def _measure(n: int, how: str) -> dict:
 
 
 CASES = [(1_000, "linear"), (10_000, "linear"), (100_000, "linear"), (1_000_000, "linear")]
-CASES += [(1_000, "dense"), (10_000, "dense")]
+CASES += [(1_000, "dense"), (5_000, "dense")]
 
 
 @pytest.mark.parametrize(("n", "how"), CASES, ids=[f"{how}-{n}" for n, how in CASES])
