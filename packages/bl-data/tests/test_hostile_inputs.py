@@ -169,3 +169,56 @@ def test_a_post_with_100k_comments_is_prepared_in_bounded_memory(tmp_path):
     (sample,) = open_shards(out, split_by_node=False, split_by_worker=False, decode_frames=False)
     quoted = [c["text"] for c in sample["json"]["behavior"]["top_comments"]]
     assert quoted == [c["text"] for c in top[::2]]
+
+
+def test_a_number_too_large_for_a_float_fails_its_file_alone(tmp_path):
+    """Item 1 ("for whatever reason"): a 400-digit `duration` raised OverflowError and ended the run."""
+    folder = synthesize_youtube(tmp_path / "dl", 2, seed=28)
+    info = json.loads((folder / "demo280000.info.json").read_text()) | {"id": "aaa", "duration": 10**400}
+    (folder / "aaa.info.json").write_text(json.dumps(info))
+    out = tmp_path / "shards"
+    prepare(PrepareConfig(source="youtube", input=folder, out=out, max_side=64))
+    assert done_keys(out) == {"demo280000", "demo280001"}
+    (failure,) = _failures(out)
+    assert (failure["sample_id"], failure["field"]) == ("aaa", "duration")
+    assert failure["reason"] == "impossible value: a 401-digit number"
+
+
+def test_an_unforeseen_exception_in_one_record_fails_that_record_alone(tmp_path, monkeypatch):
+    """Item 1: whatever a line or file makes an importer raise is its Failure; the other posts go on."""
+    from bl_data.sources import reddit, youtube
+
+    def fragile(post_of):
+        def post(record, sample_id):
+            if sample_id.endswith("1"):
+                raise RuntimeError(f"cannot digest {sample_id}")
+            return post_of(record, sample_id)
+
+        return post
+
+    folder = synthesize_youtube(tmp_path / "dl", 3, seed=29)
+    monkeypatch.setattr(youtube, "_post", fragile(youtube._post))
+    out = tmp_path / "yt"
+    prepare(PrepareConfig(source="youtube", input=folder, out=out, max_side=64))
+    assert done_keys(out) == {"demo290000", "demo290002"}
+    reasons = {Path(f["input"]).name: f["reason"] for f in _failures(out)}
+    assert reasons["demo290001.info.json"] == "cannot be imported (RuntimeError: cannot digest demo290001)"
+    assert reasons.keys() == {"demo290001.info.json", "demo290001.mp4"}  # its video: no post uses it
+
+    reddit_folder = tmp_path / "reddit"
+    (reddit_folder / "media").mkdir(parents=True)
+    lines, comments = [], []
+    for i, pid in enumerate(("p0", "p1", "p2")):
+        Image.new("RGB", (40, 30), (90 * i, 90, 30)).save(reddit_folder / "media" / f"{pid}.jpg")
+        lines.append(json.dumps({"id": pid, "title": f"post {pid}", "subreddit": "pics"}))
+        for body in ("what a lovely quiet harbour", "the light on the water is perfect"):
+            comments.append(json.dumps({"link_id": f"t3_{pid}", "body": body}))
+    (reddit_folder / "RS_2020-01.ndjson").write_text("\n".join(lines) + "\n")
+    (reddit_folder / "RC_2020-01.ndjson").write_text("\n".join(comments) + "\n")
+    monkeypatch.setattr(reddit, "_post", fragile(reddit._post))
+    out = tmp_path / "rd"
+    prepare(PrepareConfig(source="reddit", input=reddit_folder, out=out, max_side=64))
+    assert done_keys(out) == {"p0", "p2"}
+    assert {f["input"]: f["reason"] for f in _failures(out) if f["stage"] == "import"}[
+        f"{reddit_folder / 'RS_2020-01.ndjson'}:2"
+    ] == "cannot be imported (RuntimeError: cannot digest p1)"

@@ -48,6 +48,11 @@ def failure(input: str, reason: str, sample_id: str | None = None, field: str | 
     return Failure(input=input, stage=STAGE, reason=reason, sample_id=sample_id, field=field or None)
 
 
+def unforeseen(input: str, err: Exception, sample_id: str | None = None) -> Failure:
+    """The Failure of a line or file that broke its importer in a way no check foresaw: it fails alone."""
+    return failure(input, f"cannot be imported ({type(err).__name__}: {err})", sample_id)
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name} is not valid JSON")
 
@@ -197,7 +202,15 @@ class Record:
         value = self._get(name, required)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self._wrong(name, "a finite number", value)
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer too large for a float (JSON allows 4,300 digits)
+            raise InvalidField(
+                self.prefix + name, f"impossible value: a {len(str(value))}-digit number"
+            ) from None
+        if not finite:
             raise self._wrong(name, "a finite number", value)
         if minimum is not None and value < minimum:
             raise InvalidField(self.prefix + name, f"impossible value {value} (< {minimum})")
