@@ -3,7 +3,10 @@ words, and a post with 100k comments is prepared in bounded memory."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +16,11 @@ from PIL import Image
 
 from bl_data.comment_dedup import near_duplicate_keep
 from bl_data.demo import synthesize_youtube
-from bl_data.filters import comment_similarity
+from bl_data.filters import Filters, NearDuplicateCommentsRule, comment_similarity
 from bl_data.pipeline import PrepareConfig, prepare
-from bl_data.records import Failure, Post
+from bl_data.records import Comment, Failure, Post
 from bl_data.shards import done_keys, open_shards
-from bl_data.stages import run_stage
+from bl_data.stages import filter_post, run_stage
 from bl_data.testing import synthetic_comments, zero_size_avi
 
 DEEP = 1_000  # levels: the issue's 2 KB line; Python's JSON decoder recurses once per level
@@ -202,7 +205,12 @@ def test_an_unforeseen_exception_in_one_record_fails_that_record_alone(tmp_path,
     prepare(PrepareConfig(source="youtube", input=folder, out=out, max_side=64))
     assert done_keys(out) == {"demo290000", "demo290002"}
     reasons = {Path(f["input"]).name: f["reason"] for f in _failures(out)}
-    assert reasons["demo290001.info.json"] == "cannot be imported (RuntimeError: cannot digest demo290001)"
+
+    def expected(sample_id: str) -> str:
+        where = re.escape("cannot be imported (unexpected RuntimeError at test_hostile_inputs.py:")
+        return where + r"\d+" + re.escape(f": cannot digest {sample_id})")
+
+    assert re.fullmatch(expected("demo290001"), reasons["demo290001.info.json"])
     assert reasons.keys() == {"demo290001.info.json", "demo290001.mp4"}  # its video: no post uses it
 
     reddit_folder = tmp_path / "reddit"
@@ -219,6 +227,27 @@ def test_an_unforeseen_exception_in_one_record_fails_that_record_alone(tmp_path,
     out = tmp_path / "rd"
     prepare(PrepareConfig(source="reddit", input=reddit_folder, out=out, max_side=64))
     assert done_keys(out) == {"p0", "p2"}
-    assert {f["input"]: f["reason"] for f in _failures(out) if f["stage"] == "import"}[
-        f"{reddit_folder / 'RS_2020-01.ndjson'}:2"
-    ] == "cannot be imported (RuntimeError: cannot digest p1)"
+    reasons = {f["input"]: f["reason"] for f in _failures(out) if f["stage"] == "import"}
+    assert re.fullmatch(expected("p1"), reasons[f"{reddit_folder / 'RS_2020-01.ndjson'}:2"])
+
+
+class _KillsItsUnpickler(str):
+    """A comment that, unpickled in the filter's child process, ends that process at once (as the OOM killer)."""
+
+    def __reduce__(self):
+        return os._exit, (3,)
+
+
+def test_the_filter_child_dying_fails_that_post_only():
+    """Item 2: a post filtered in a child process that dies is that post's Failure; this process lives on."""
+    comments = [
+        Comment("a perfectly ordinary comment", 5),
+        Comment(_KillsItsUnpickler("doomed words here"), 1),
+    ]
+    post = Post(id="big", source="youtube", media_path=Path("/data/big.mp4"), title="t", comments=comments)
+    filters = Filters([NearDuplicateCommentsRule(inline_limit=1)])
+    failure = filter_post(post, filters)
+    assert isinstance(failure, Failure) and (failure.stage, failure.sample_id) == ("filter", "big")
+    assert "the near-duplicate comment filter's process died on 2 comments" in failure.reason
+    kept = filter_post(dataclasses.replace(post, comments=comments[:1] * 2), filters)  # the next post: fine
+    assert isinstance(kept, Post) and len(kept.comments) == 1

@@ -50,7 +50,9 @@ def failure(input: str, reason: str, sample_id: str | None = None, field: str | 
 
 def unforeseen(input: str, err: Exception, sample_id: str | None = None) -> Failure:
     """The Failure of a line or file that broke its importer in a way no check foresaw: it fails alone."""
-    return failure(input, f"cannot be imported ({type(err).__name__}: {err})", sample_id)
+    from bl_data.stages import exception_reason  # imports the media stack: only on this rare path
+
+    return failure(input, f"cannot be imported ({exception_reason(err)})", sample_id)
 
 
 def _reject_constant(name: str) -> Any:
