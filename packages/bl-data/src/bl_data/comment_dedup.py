@@ -4,7 +4,8 @@
 
 The result is the paper's rule as the dense n x n version computed it: TF-IDF fitted on the post's comments
 (scikit-learn's defaults), comments visited most-liked first (ties: earlier first), one kept when its cosine
-similarity to every comment kept so far is below the threshold. Only the `max_candidates` most-liked
+similarity to every comment kept so far is below the threshold (the same similarities up to float rounding,
+so only a pair within ~1e-15 of the threshold could be judged differently). Only the `max_candidates` most-liked
 comments are visited (the rest are not kept); the IDF still counts every comment, so the comments kept
 among the candidates are those the uncapped rule keeps first (the greedy decides each comment from the
 more-liked ones only), and a sample quotes the top five.
