@@ -58,6 +58,20 @@ def existing_dir(text: str) -> Path:
     return path
 
 
+def output_dir(text: str) -> Path:
+    """argparse type: a directory to write in: an existing one, or one that can be made (no file in the way,
+    the nearest existing folder writable)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
+    existing = next(p for p in (path, *path.parents) if p.exists())  # "." at worst
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot make {text}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write in {existing} (permission denied)")
+    return path
+
+
 class _RankZero(logging.Filter):
     """Keep records of the process whose RANK is 0 (or unset); other ranks log only warnings and errors."""
 

@@ -3,6 +3,8 @@ with exit status 2 (never a traceback), and `--print_config` feeds back into `--
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +64,36 @@ def test_user_errors_are_one_line_with_exit_status_2(args, says):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0].startswith(f"apps/{args[0]}: error: ") and says in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("train", "--train.max_steps", "-5"), "--train.max_steps: must be >= 1, got -5"),
+        (("prepare", "--source", "youtube", "--input", "{tmp}", "--out", "{tmp}/file"),
+         "--out: {tmp}/file is a file, not a directory"),
+        (("prepare", "--source", "reddit", "--input", "{tmp}/empty", "--out", "{tmp}/out"),
+         "--input: {tmp}/empty is not a reddit input: no submissions dump (Pushshift RS_<month> or Arctic-Shift "
+         "*_submissions NDJSON); no media/ folder"),
+        (("prepare", "--source", "blift", "--input", "{tmp}/empty", "--out", "{tmp}/out"),
+         "--input: {tmp}/empty is not a blift input: no BLIFT rows (*.parquet, data/train-*.parquet or *.jsonl); "
+         "no media/ folder"),
+    ],
+    ids=["train max_steps -5", "prepare --out a file", "prepare empty reddit", "prepare empty blift"],
+)  # fmt: skip
+def test_more_user_errors_are_one_line_with_exit_status_2(tmp_path, capsys, args, says):
+    """Issue 25 item 3: these were tracebacks (or named media/ before the missing dump). In-process: `run` is
+    what turns a user error into one line and exit status 2 (the subprocess cases above show it end to end)."""
+    (tmp_path / "file").touch()
+    (tmp_path / "empty").mkdir()
+    loader = importlib.machinery.SourceFileLoader(f"app_{args[0]}", str(ROOT / "apps" / args[0]))
+    app = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(app)
+    assert app.run(app.main, f"apps/{args[0]}", [arg.format(tmp=tmp_path) for arg in args[1:]]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"apps/{args[0]}: error: "), lines
+    assert says.format(tmp=tmp_path) in lines[0], lines[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_print_config_feeds_back_as_the_recipe(tmp_path):

@@ -91,6 +91,20 @@ def test_predict_end_to_end_on_a_folder_with_a_broken_video(demo, bikes_mp4, tmp
     assert broken["video"].endswith("b_broken.mp4") and broken["error"] == "media" and broken["reason"]
 
 
+def test_predict_exits_non_zero_when_every_video_failed(demo, tmp_path, capsys):
+    """Issue 25 item 4: nothing predicted is not a success; the summary says how many failed."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "a.mp4").write_bytes(b"not a video")
+    (videos / "b.mp4").write_bytes(b"")
+    argv = ["--model", str(demo / "model"), "--processor", str(demo / "processor"), "--video", str(videos),
+            "--out", str(tmp_path / "pred")]  # fmt: skip
+    assert _app("predict").main(argv) == 1
+    captured = capsys.readouterr()
+    assert [json.loads(line)["error"] for line in captured.out.splitlines()] == ["media", "media"]
+    assert "apps/predict: 2 videos: 0 predicted, 0 malformed answers, 2 failed" in captured.err
+
+
 def test_predict_rejects_a_title_for_several_videos(bikes_mp4, tmp_path, capsys):
     app = _app("predict")
     argv = ["--model", str(tmp_path), "--video", str(bikes_mp4), str(bikes_mp4), "--title", "T"]

@@ -8,11 +8,8 @@ import gzip
 import json
 import os
 import signal
-import struct
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -23,7 +20,7 @@ from bl_data.records import Failure, Post
 from bl_data.shards import done_keys, open_shards
 from bl_data.sources._common import VIDEO_EXTENSIONS
 from bl_data.stages import run_stage
-from bl_data.testing import make_clip
+from bl_data.testing import make_clip, zero_size_avi
 
 APPS = Path(__file__).parents[3] / "apps"
 
@@ -52,23 +49,6 @@ def _add_post(folder: Path, video_id: str, like: str, **changes: object) -> dict
     info = json.loads((folder / f"{like}.info.json").read_text()) | {"id": video_id, **changes}
     (folder / f"{video_id}.info.json").write_text(json.dumps(info))
     return info
-
-
-def _zero_size_avi(path: Path) -> Path:
-    """A rawvideo AVI whose headers say 0x0 pixels (avih and strf patched): pyscenedetect asserts on it."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("rawvideo", rate=5)
-        stream.width, stream.height, stream.pix_fmt = 32, 24, "rgb24"
-        for i in range(10):
-            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), 20 * i, np.uint8), format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    data = bytearray(path.read_bytes())
-    avih = data.find(b"avih") + 8 + 8 * 4  # MainAVIHeader: 8 DWORDs, then dwWidth, dwHeight
-    strf = data.find(b"strf") + 8 + 4  # BITMAPINFOHEADER: biSize, then biWidth, biHeight
-    data[avih : avih + 8] = data[strf : strf + 8] = struct.pack("<II", 0, 0)
-    path.write_bytes(bytes(data))
-    return path
 
 
 def _unreadable(path: Path) -> Path:
@@ -105,7 +85,7 @@ def _deadline(seconds: int):
 def test_any_exception_is_the_posts_failure_in_workers_and_in_the_main_process(tmp_path):
     """Item 1: a 0x0 AVI makes pyscenedetect raise a bare AssertionError; the run goes on, reruns too."""
     folder = synthesize_youtube(tmp_path / "dl", 2, seed=21)
-    avi = _zero_size_avi(folder / "zero.avi")
+    avi = zero_size_avi(folder / "zero.avi")
     _add_post(folder, "zero", like="demo210000", duration=2.0, heatmap=None)
     with pytest.raises(Exception) as raised:  # what analysing it raises, whatever its type
         analyze_media(avi, max_side=64)

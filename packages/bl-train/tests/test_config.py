@@ -1,10 +1,12 @@
 """Recipes: every shipped YAML validates; overrides, type errors and DeepSpeed sanity checks."""
 
+import dataclasses
+import math
 from pathlib import Path
 
 import pytest
 
-from bl_train.config import Recipe, load_recipe
+from bl_train.config import OptimConfig, Recipe, TrainConfig, load_recipe
 from bl_train.deepspeed_config import deepspeed_config, validate
 
 CONFIGS = Path(__file__).parents[3] / "configs"
@@ -84,3 +86,42 @@ def test_deepspeed_validation_catches_silent_misconfigurations():
         validate(bad, world_size=2)
     with pytest.raises(ValueError, match="train_batch_size"):
         validate(ds, world_size=3)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["--train.max_steps", "-5"], "--train.max_steps: must be >= 1, got -5"),
+        (["--train.micro_batch_size", "0"], "--train.micro_batch_size: must be >= 1, got 0"),
+        (["--train.seed", "-1"], "--train.seed: must be in [0, 4294967295], got -1"),
+        (["--train.save_every", "0"], "--train.save_every: must be >= 1, got 0"),
+        (["--optim.lr", "0"], "--optim.lr: must be > 0, got 0.0"),
+        (["--optim.lr=-1e-5"], "--optim.lr: must be > 0, got -1e-05"),
+        (["--optim.betas", "[0.9, 1.0]"], "--optim.betas: must be in [0, 1), got (0.9, 1.0)"),
+        (["--optim.warmup_ratio", "1"], "--optim.warmup_ratio: must be in [0, 1), got 1.0"),
+        (["--data.blift_ratio", "-0.1"], "--data.blift_ratio: must be in [0, 1], got -0.1"),
+        (["--data.num_workers", "-1"], "--data.num_workers: must be >= 0, got -1"),
+        (["--deepspeed.reduce_bucket_size", "0"], "--deepspeed.reduce_bucket_size: must be >= 1, got 0"),
+    ],
+)
+def test_numeric_fields_out_of_range_are_rejected_at_parse_time(overrides, message):
+    """Issue 25 item 3: a value out of its field's range is one clear error when the recipe is parsed."""
+    with pytest.raises(ValueError) as raised:
+        load_recipe(CONFIGS / "demo.yaml", overrides)
+    assert str(raised.value) == f"{CONFIGS / 'demo.yaml'}: {message}"
+
+
+def test_every_numeric_recipe_field_declares_its_range():
+    """New int/float fields (e.g. LoRA's) must say their range: `bounded(default, ge=..., lt=...)`."""
+    recipe = Recipe()
+    for section in ("model", "data", "optim", "deepspeed", "train"):
+        for f in dataclasses.fields(getattr(recipe, section)):
+            numeric = any(t in str(f.type) for t in ("int", "float")) and "Literal" not in str(f.type)
+            assert not numeric or "range" in f.metadata, f"{section}.{f.name} ({f.type}) has no range"
+
+
+def test_recipes_built_in_python_are_range_checked_too():
+    with pytest.raises(ValueError, match=r"--train.eval_samples: must be >= 1, got 0"):
+        Recipe(train=TrainConfig(eval_samples=0)).validate()
+    with pytest.raises(ValueError, match=r"--optim.eps: must be a finite number > 0, got inf"):
+        Recipe(optim=OptimConfig(eps=math.inf)).validate()

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from bl_data.comment_dedup import near_duplicate_keep
 from bl_data.records import Comment, Post
 
 
@@ -190,30 +191,57 @@ class NearDuplicateCommentsRule:
     smoothed idf, l2 norm). Comments are visited most-liked first (ties: earlier first) and one is kept when
     it is below the threshold against every comment kept so far, so each group keeps its most-liked member.
     Kept comments stay in their input order. Paper thresholds: 0.6 Reddit, 0.7 YouTube.
+
+    Memory and time stay linear in the comments (`bl_data.comment_dedup`, exact): only the `max_candidates`
+    most-liked comments are visited (None: all), and the others are removed too (a sample quotes the top
+    five; the IDF still counts every comment). A post with more than `inline_limit` comments is filtered in
+    a child process, so the main process's memory never holds the work and a child that dies (out of memory)
+    fails that post only.
     """
 
     thresholds: Mapping[str, float] = field(
         default_factory=lambda: {"reddit": 0.6, "blift": 0.6, "youtube": 0.7}
     )
+    max_candidates: int | None = 10_000
+    inline_limit: int = 20_000
     name: str = "near_duplicate_comments"
+
+    def __post_init__(self) -> None:
+        bad = {source: t for source, t in self.thresholds.items() if not 0 < t <= 1}
+        if bad:
+            raise ValueError(f"NearDuplicateCommentsRule thresholds must be in (0, 1], got {bad}")
 
     def apply(self, post: Post) -> Post | str:
         threshold = self.thresholds.get(post.source)
         if threshold is None or len(post.comments) < 2:
             return post
-        similarity = comment_similarity([c.text for c in post.comments])
-        kept: list[int] = []
-        for i in sorted(range(len(post.comments)), key=lambda i: -post.comments[i].likes):
-            if all(similarity[i, j] < threshold for j in kept):
-                kept.append(i)
+        texts, likes = [c.text for c in post.comments], [c.likes for c in post.comments]
+        args = (texts, likes, threshold, self.max_candidates)
+        kept = near_duplicate_keep(*args) if len(texts) <= self.inline_limit else _in_child(*args)
         if len(kept) == len(post.comments):
             return post
-        keep = set(kept)
-        return dataclasses.replace(post, comments=[c for i, c in enumerate(post.comments) if i in keep])
+        return dataclasses.replace(post, comments=[post.comments[i] for i in kept])
+
+
+def _in_child(*args: Any) -> np.ndarray:
+    """`near_duplicate_keep(*args)` in a fresh process; a process that dies is a `RuntimeError` saying so."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+        try:
+            return child.submit(near_duplicate_keep, *args).result()
+        except BrokenProcessPool:
+            raise RuntimeError(
+                f"the near-duplicate comment filter's process died on {len(args[0])} comments "
+                "(killed, e.g. out of memory: lower NearDuplicateCommentsRule.max_candidates)"
+            ) from None
 
 
 def comment_similarity(texts: Sequence[str]) -> np.ndarray:
-    """(n, n) TF-IDF cosine similarity of `texts`; all zeros when no text has a word of 2+ characters."""
+    """(n, n) TF-IDF cosine similarity of `texts`; all zeros when no text has a word of 2+ characters.
+    Quadratic in memory: for tests and small sets (the rule uses `bl_data.comment_dedup`)."""
     # imported on first use: scikit-learn takes seconds to import, and the media workers never filter
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.metrics.pairwise import cosine_similarity

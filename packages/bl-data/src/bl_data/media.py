@@ -133,6 +133,10 @@ class _Video:
         self.container = _open(source)
         self.stream = self.container.streams.video[0]
         self.packets = 0  # video packets demuxed so far (the demuxer's final empty one not counted)
+        if self.width <= 0 or self.height <= 0:  # a header that says 0x0: nothing to decode into
+            kind = "image" if self.is_image else "video"
+            self.close()
+            raise MediaError(self.name, f"{kind} has {self.width}×{self.height} frames (no picture size)")
 
     def __enter__(self) -> _Video:
         return self

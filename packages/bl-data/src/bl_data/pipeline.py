@@ -78,16 +78,41 @@ def _one_dump(folder: Path, patterns: tuple[str, ...], kind: str, *, required: b
     return found[0] if found else None
 
 
+def input_problems(source: str, folder: Path) -> list[str]:
+    """Everything `folder` lacks as `source`'s input (a dump, rows, `media/`), or holds twice, before any
+    work starts; [] when it can be prepared."""
+    if source == "youtube":
+        return [] if any(folder.glob("*.info.json")) else ["no yt-dlp <id>.info.json files"]
+    problems = []
+    if source == "reddit":
+        for kind, patterns in _DUMP_PATTERNS.items():
+            found = sorted({p.name for pattern in patterns for p in folder.glob(pattern)})
+            if len(found) > 1:
+                problems.append(f"several {kind} dumps ({', '.join(found)}); concatenate them into one file")
+            elif kind == "submissions" and not found:
+                problems.append(f"no {kind} dump (Pushshift RS_<month> or Arctic-Shift *_{kind} NDJSON)")
+    elif not _blift_rows(folder):
+        problems.append("no BLIFT rows (*.parquet, data/train-*.parquet or *.jsonl)")
+    if not (folder / "media").is_dir():
+        problems.append("no media/ folder (the posts' images and videos, named <id>.<ext>)")
+    return problems
+
+
+_DUMP_PATTERNS = {"submissions": ("RS_*", "*submissions*"), "comments": ("RC_*", "*comments*")}
+
+
+def _blift_rows(folder: Path) -> list[Path]:
+    return sorted([*folder.glob("*.parquet"), *folder.glob("*.jsonl"), *folder.glob("data/*.parquet")])
+
+
 def _posts(cfg: PrepareConfig) -> Iterator[Post | Failure]:
     if cfg.source == "youtube":
         return read_youtube(cfg.input)
     if cfg.source == "reddit":
-        subs = _one_dump(cfg.input, ("RS_*", "*submissions*"), "submissions", required=True)
-        comments = _one_dump(cfg.input, ("RC_*", "*comments*"), "comments", required=False)
+        subs = _one_dump(cfg.input, _DUMP_PATTERNS["submissions"], "submissions", required=True)
+        comments = _one_dump(cfg.input, _DUMP_PATTERNS["comments"], "comments", required=False)
         return read_reddit(subs, comments, cfg.input / "media")
-    rows = sorted(
-        [*cfg.input.glob("*.parquet"), *cfg.input.glob("*.jsonl"), *cfg.input.glob("data/*.parquet")]
-    )
+    rows = _blift_rows(cfg.input)
     if not rows:
         raise FileNotFoundError(f"{cfg.input}: no BLIFT rows (*.parquet, data/train-*.parquet or *.jsonl)")
     return itertools.chain.from_iterable(read_blift(path, cfg.input / "media") for path in rows)

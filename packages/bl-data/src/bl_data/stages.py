@@ -80,10 +80,12 @@ class Rejected(Exception):
 
 
 def exception_reason(err: BaseException) -> str:
-    """A one-line reason for an unexpected exception: its type, where it was raised, and its message."""
+    """A one-line reason for an unexpected exception: its type, where it was raised, and its message (for
+    one without a message, e.g. a bare `assert`, the source line that raised it, which says what failed)."""
     frames = traceback.extract_tb(err.__traceback__)
     where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
-    message = f": {err}" if str(err) else ""
+    line = frames[-1].line if frames else None
+    message = f": {err}" if str(err) else f": no message, raised by `{line}`" if line else ""
     return f"unexpected {type(err).__name__}{where}{message}"
 
 

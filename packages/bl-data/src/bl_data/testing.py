@@ -3,6 +3,7 @@ tiny random LLaVA-NeXT captioner checkpoint."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,6 +62,24 @@ def make_clip(
         container.mux(video.encode())
         if sound is not None:
             _write_tone(container, sound, seconds)
+    return path
+
+
+def zero_size_avi(path: str | Path) -> Path:
+    """A rawvideo AVI whose headers say 0x0 pixels (avih and strf patched): pyscenedetect asserts on it."""
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("rawvideo", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "rgb24"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), 20 * i, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    data = bytearray(path.read_bytes())
+    avih = data.find(b"avih") + 8 + 8 * 4  # MainAVIHeader: 8 DWORDs, then dwWidth, dwHeight
+    strf = data.find(b"strf") + 8 + 4  # BITMAPINFOHEADER: biSize, then biWidth, biHeight
+    data[avih : avih + 8] = data[strf : strf + 8] = struct.pack("<II", 0, 0)
+    path.write_bytes(bytes(data))
     return path
 
 
@@ -144,3 +163,37 @@ def save_tiny_llava(
     LlavaNextForConditionalGeneration(config).save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+_SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "ta", "vo", "zi", "pa", "se", "do", "fu", "gi", "ha", "jo", "be")
+
+
+def synthetic_comments(
+    n: int, *, seed: int = 0, vocabulary: int = 50_000, repeat_share: float = 0.25
+) -> tuple[list[str], list[int]]:
+    """`n` comment texts and like counts shaped like a popular video's: words drawn by a Zipf law (exponent
+    1.07) from `vocabulary` made-up words, 4-60 words per comment (log-normal, median 11), likes Zipf
+    distributed (most 0); `repeat_share` of the comments repeat a recent one, half of those with one word
+    changed (near duplicates). Deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    parts = rng.integers(0, len(_SYLLABLES), size=(vocabulary, 3))
+    words = [
+        "".join(_SYLLABLES[j] for j in row[: 2 + k % 2]) + (str(k) if k >= 1000 else "")
+        for k, row in enumerate(parts)
+    ]
+    weights = 1.0 / np.arange(1, vocabulary + 1) ** 1.07
+    lengths = np.clip(rng.lognormal(2.4, 0.6, n).astype(int), 4, 60)
+    tokens = rng.choice(vocabulary, size=int(lengths.sum()), p=weights / weights.sum())
+    ends = np.cumsum(lengths)
+    repeat = rng.random(n) < repeat_share
+    texts: list[str] = []
+    for i in range(n):
+        if repeat[i] and i > 0:
+            text = texts[int(rng.integers(max(0, i - 5000), i))].split()
+            if rng.random() < 0.5:
+                text[int(rng.integers(len(text)))] = words[int(rng.integers(vocabulary))]
+            texts.append(" ".join(text))
+        else:
+            texts.append(" ".join(words[t] for t in tokens[ends[i] - lengths[i] : ends[i]]))
+    likes = (rng.zipf(1.8, n).clip(max=10**6) - 1).tolist()
+    return texts, likes

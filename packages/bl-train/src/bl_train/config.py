@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,48 @@ from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
 # the string under each field is its help text (jsonargparse reads it through docstring-parser)
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The bounds of a numeric recipe field (see `bounded`); each item of a tuple field is checked."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # True: > low, else >= low
+    high_open: bool = False
+
+    def __str__(self) -> str:
+        low, high = (f"{x:g}" if isinstance(x, float) else x for x in (self.low, self.high))
+        if high is None:
+            return f"{'>' if self.low_open else '>='} {low}"
+        if low is None:
+            return f"{'<' if self.high_open else '<='} {high}"
+        return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with `value`, or None (an unset optional field, None, is fine)."""
+        for item in value if isinstance(value, tuple | list) else [value]:
+            if item is None:
+                continue
+            below = self.low is not None and (item <= self.low if self.low_open else item < self.low)
+            above = self.high is not None and (item >= self.high if self.high_open else item > self.high)
+            if below or above or not math.isfinite(item):
+                return f"must be {'a finite number ' if not math.isfinite(item) else ''}{self}, got {value!r}"
+        return None
+
+
+def bounded(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A numeric recipe field with its range, checked when a recipe is parsed: `lr: float = bounded(2e-5, gt=0)`."""
+    low, high = (gt if gt is not None else ge), (lt if lt is not None else le)
+    return field(default=default, metadata={"range": Range(low, high, gt is not None, lt is not None)})
 
 
 @dataclass
@@ -60,17 +103,17 @@ class DataConfig:
     None: the processor's saved setting (the converter saves llamavid)"""
     build_demo: bool = False
     """build the demo set (synthesised clips -> shards, tokenizers, tiny model) in processor's parent folder first, once"""
-    blift_ratio: float = 0.5
+    blift_ratio: float = bounded(0.5, ge=0, le=1)
     """fraction of samples drawn from BLIFT (paper: 1:1 -> 0.5)"""
     with_behavior: bool = True
     """False: the Ad-LLaVA control (verbalisation without the behaviour block)"""
-    max_length: int = 2048
+    max_length: int = bounded(2048, ge=1)
     """tokens per sample; longer samples are skipped and counted"""
-    max_frames: int = 300
+    max_frames: int = bounded(300, ge=1)
     """frames per video (1 fps)"""
     packing: bool = True
     """pack a micro-batch's samples into one row (no padding)"""
-    num_workers: int = 2
+    num_workers: int = bounded(2, ge=0)
     """data-loader processes"""
     heldout_shards: list[str] = field(default_factory=list)
     """shards for the behaviour metrics"""
@@ -80,20 +123,20 @@ class DataConfig:
 class OptimConfig:
     """AdamW + linear warmup + cosine decay (the paper: lr 2e-5, weight decay 0, warmup ratio 0.03)."""
 
-    lr: float = 2e-5
+    lr: float = bounded(2e-5, gt=0)
     """peak learning rate"""
-    weight_decay: float = 0.0
+    weight_decay: float = bounded(0.0, ge=0)
     """AdamW weight decay"""
-    betas: tuple[float, float] = (0.9, 0.999)
-    """AdamW betas"""
-    eps: float = 1e-8
+    betas: tuple[float, float] = bounded((0.9, 0.999), ge=0, lt=1)
+    """AdamW betas, each in [0, 1)"""
+    eps: float = bounded(1e-8, gt=0)
     """AdamW epsilon"""
-    warmup_ratio: float = 0.03
+    warmup_ratio: float = bounded(0.03, ge=0, lt=1)
     """fraction of the steps with a linear warmup, in [0, 1)"""
     schedule: Literal["cosine", "constant"] = "cosine"
     """learning-rate decay after the warmup"""
-    grad_clip: float = 1.0
-    """gradient-norm clipping"""
+    grad_clip: float = bounded(1.0, ge=0)
+    """gradient-norm clipping (0: none)"""
 
 
 @dataclass
@@ -110,9 +153,9 @@ class DeepSpeedConfig:
     """overlap gradient reduction with the backward pass"""
     contiguous_gradients: bool = True
     """copy gradients into one buffer as they are produced"""
-    reduce_bucket_size: int = 500_000_000
+    reduce_bucket_size: int = bounded(500_000_000, ge=1)
     """elements per gradient reduction"""
-    allgather_bucket_size: int = 500_000_000
+    allgather_bucket_size: int = bounded(500_000_000, ge=1)
     """elements per parameter all-gather"""
 
 
@@ -122,35 +165,35 @@ class TrainConfig:
 
     output_dir: str = "runs/demo"
     """where checkpoints, metrics.jsonl, TensorBoard logs and final/ go"""
-    epochs: float = 2.2
+    epochs: float = bounded(2.2, ge=0)
     """passes over the data (0 when max_steps is set)"""
-    max_steps: int | None = None
+    max_steps: int | None = bounded(None, ge=1)
     """optimizer steps; overrides epochs when set"""
-    micro_batch_size: int = 4
+    micro_batch_size: int = bounded(4, ge=1)
     """samples per GPU per forward"""
-    grad_accum: int = 1
+    grad_accum: int = bounded(1, ge=1)
     """micro-batches per optimizer step"""
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
     """training precision"""
     tf32: bool = True
     """allow TF32 matmuls on Ampere and later"""
-    seed: int = 42
+    seed: int = bounded(42, ge=0, le=2**32 - 1)
     """seed of the data order and the model's initialisation"""
-    log_every: int = 1
+    log_every: int = bounded(1, ge=1)
     """steps between metrics.jsonl / TensorBoard records"""
-    save_every: int = 500
+    save_every: int = bounded(500, ge=1)
     """steps between DeepSpeed checkpoints"""
-    keep_last: int = 2
-    """checkpoints kept"""
-    eval_every: int = 0
+    keep_last: int = bounded(2, ge=0)
+    """checkpoints kept (0: all)"""
+    eval_every: int = bounded(0, ge=0)
     """steps between behaviour evaluations on data.heldout_shards (0: none)"""
-    eval_samples: int = 32
+    eval_samples: int = bounded(32, ge=1)
     """held-out samples per evaluation"""
-    eval_max_new_tokens: int = 512
+    eval_max_new_tokens: int = bounded(512, ge=1)
     """long enough for a scene-by-scene answer and its behaviour block"""
     resume: str | None = None
     """"auto": the newest loadable checkpoint in output_dir (damaged ones skipped); or a tag (step-N) / a folder"""
-    max_bad_steps: int = 5
+    max_bad_steps: int = bounded(5, ge=1)
     """stop after this many non-finite losses in a row"""
     wandb_project: str | None = None
     """also log to this Weights & Biases project (the `wandb` extra)"""
@@ -178,7 +221,15 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> Recipe:
-        """Raise ValueError for settings that cannot work together; returns self."""
+        """Raise ValueError for a numeric field out of its range (`--section.field: must be ...`) or settings
+        that cannot work together; returns self."""
+        for section in SECTIONS:
+            config = getattr(self, section)
+            for f in dataclasses.fields(config) if dataclasses.is_dataclass(config) else ():
+                limits = f.metadata.get("range")
+                problem = limits.problem(getattr(config, f.name)) if limits else None
+                if problem:
+                    raise ValueError(f"--{section}.{f.name}: {problem}")
         ds, t, d = self.deepspeed, self.train, self.data
         offload = zero_offload_problem(ds.stage, ds.offload_optimizer != "none", ds.offload_param != "none")
         if offload:
@@ -188,12 +239,8 @@ class Recipe:
                 "train.eval_every needs ZeRO stage <= 2: under stage 3 every forward gathers weights from all "
                 "ranks, so ranks generating answers of different lengths would wait on each other forever"
             )
-        if t.micro_batch_size < 1 or t.grad_accum < 1:
-            raise ValueError("train.micro_batch_size and train.grad_accum must be >= 1")
         if (t.max_steps is None) == (t.epochs <= 0):
             raise ValueError("set exactly one of train.epochs (> 0) and train.max_steps")
-        if not 0.0 <= d.blift_ratio <= 1.0:
-            raise ValueError(f"data.blift_ratio must be in [0, 1], got {d.blift_ratio}")
         if d.blift_ratio > 0 and not d.blift_shards:
             raise ValueError("data.blift_ratio > 0 needs data.blift_shards")
         if d.blift_ratio < 1 and not d.instruction_json:
@@ -202,8 +249,6 @@ class Recipe:
             raise ValueError("data.build_demo needs data.processor (the demo is built in its parent folder)")
         if self.model.builder is None and self.model.pretrained is None:
             raise ValueError("set model.builder or model.pretrained")
-        if not 0 <= self.optim.warmup_ratio < 1:
-            raise ValueError("optim.warmup_ratio must be in [0, 1)")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import lzma
 import math
 import os
 import stat
+import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,12 +48,20 @@ def failure(input: str, reason: str, sample_id: str | None = None, field: str | 
     return Failure(input=input, stage=STAGE, reason=reason, sample_id=sample_id, field=field or None)
 
 
+def unforeseen(input: str, err: Exception, sample_id: str | None = None) -> Failure:
+    """The Failure of a line or file that broke its importer in a way no check foresaw: it fails alone."""
+    from bl_data.stages import exception_reason  # imports the media stack: only on this rare path
+
+    return failure(input, f"cannot be imported ({exception_reason(err)})", sample_id)
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name} is not valid JSON")
 
 
 def loads(data: bytes) -> Any:
-    """Strictly decode UTF-8 JSON. Raises `InvalidField("", ...)` on bad bytes, bad JSON or NaN/Infinity."""
+    """Strictly decode UTF-8 JSON. Raises `InvalidField("", ...)` on bad bytes, bad JSON, NaN/Infinity or
+    nesting too deep for the decoder (a poison line must fail alone, not take the run down)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -61,6 +70,11 @@ def loads(data: bytes) -> Any:
         return json.loads(text, parse_constant=_reject_constant)
     except ValueError as err:  # json.JSONDecodeError is a ValueError
         raise InvalidField("", f"invalid JSON: {err}") from err
+    except RecursionError as err:
+        limit = sys.getrecursionlimit()
+        raise InvalidField(
+            "", f"JSON nested too deeply to decode (the limit is about {limit} levels)"
+        ) from err
 
 
 def not_regular(path: Path) -> str | None:
@@ -190,7 +204,15 @@ class Record:
         value = self._get(name, required)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self._wrong(name, "a finite number", value)
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer too large for a float (JSON allows 4,300 digits)
+            raise InvalidField(
+                self.prefix + name, f"impossible value: a {len(str(value))}-digit number"
+            ) from None
+        if not finite:
             raise self._wrong(name, "a finite number", value)
         if minimum is not None and value < minimum:
             raise InvalidField(self.prefix + name, f"impossible value {value} (< {minimum})")

@@ -22,6 +22,7 @@ from bl_data.sources._common import (
     index_media,
     not_regular,
     read_ndjson,
+    unforeseen,
 )
 
 _PERMALINK = re.compile(r"/r/[^/]+/comments/([0-9a-z]+)(?:/|$)", re.IGNORECASE)
@@ -58,6 +59,9 @@ def read_blift(rows: Path, media_folder: Path, batch_size: int = 1024) -> Iterat
                 post = _post(record, sample_id, permalink)
             except InvalidField as err:
                 yield failure(row_input, err.message, sample_id, err.field)
+                continue
+            except Exception as err:  # whatever else one row does, the others go on
+                yield unforeseen(row_input, err, sample_id)
                 continue
             if sample_id in seen:
                 yield failure(row_input, "duplicate id", sample_id, "permalink")

@@ -11,7 +11,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bl_data.records import Comment, Failure, Post
-from bl_data.sources._common import InvalidField, Record, attach_media, failure, index_media, read_ndjson
+from bl_data.sources._common import (
+    InvalidField,
+    Record,
+    attach_media,
+    failure,
+    index_media,
+    read_ndjson,
+    unforeseen,
+)
 
 
 def read_reddit(
@@ -45,6 +53,9 @@ def read_reddit(
             post = _post(record, sample_id)
         except InvalidField as err:
             yield failure(line_input, err.message, sample_id, err.field)
+            continue
+        except Exception as err:  # whatever else one line does, the others go on
+            yield unforeseen(line_input, err, sample_id)
             continue
         if sample_id in seen:
             yield failure(line_input, "duplicate id", sample_id, "id")
@@ -122,6 +133,9 @@ def _join_comments(path: Path, posts: dict[str, Post], max_comments: int | None)
             )
         except InvalidField as err:
             yield failure(line_input, f"comment skipped: {err.message}", post_id, err.field)
+            continue
+        except Exception as err:  # whatever else one line does, the others go on
+            yield unforeseen(line_input, err, post_id)
             continue
         seen = ids.setdefault(post_id, set())
         if comment.id is not None:

@@ -16,6 +16,7 @@ from bl_data.sources._common import (
     index_media,
     loads,
     read_regular,
+    unforeseen,
 )
 
 _UPLOAD_DATE = re.compile(r"\d{8}")
@@ -40,6 +41,9 @@ def read_youtube(folder: Path) -> Iterator[Post | Failure]:
             post, bad_comments = _post(record, sample_id)
         except InvalidField as err:
             yield failure(str(path), err.message, sample_id, err.field)
+            continue
+        except Exception as err:  # whatever else one file does, the others go on
+            yield unforeseen(str(path), err, sample_id)
             continue
         if sample_id in seen:
             yield failure(str(path), "duplicate id", sample_id, "id")
