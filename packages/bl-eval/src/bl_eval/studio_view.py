@@ -186,7 +186,7 @@ CSS = """
           box-shadow:0 2px 8px rgba(0,0,0,.25); font-size:.85em}
 .bl-scene:hover .bl-card {display:block}
 .bl-axis {position:relative; height:18px; font-size:.8em; color:#666}
-.bl-axis span {position:absolute; transform:translateX(-50%)}
+.bl-axis span {position:absolute; transform:translateX(-50%); white-space:nowrap}
 .bl-axis span:first-child {transform:none}
 .bl-axis span:last-child {transform:translateX(-100%)}
 """
