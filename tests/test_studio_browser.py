@@ -112,8 +112,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Path]) ->
 
 
 @pytest.fixture(scope="module")
-def predicted(trained: Path, clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """apps/predict's record for bikes.mp4 (in-process: the reference the app must match)."""
+def predicted(
+    launched, trained: Path, clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict:
+    """apps/predict's record for bikes.mp4 (in-process: the reference the app must match), computed while the
+    app (`launched`) boots."""
     import importlib.machinery
     import importlib.util
 
@@ -137,33 +140,39 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def studio(trained: Path, tmp_path_factory: pytest.TempPathFactory):
-    """apps/studio serving the trained model on a free local port -> (URL, its --out folder, its TMPDIR)."""
+def launched(trained: Path, clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+    """apps/studio started on the trained model on a free local port (not yet waited for): the process, its
+    URL, its --out folder and its TMPDIR."""
     base = tmp_path_factory.mktemp("studio")
     out, tmp = base / "out", base / "tmp"
     tmp.mkdir()
     port = _free_port()
-    log = (base / "app.log").open("w")
     env = dict(os.environ, TMPDIR=str(tmp))
     env.pop("GRADIO_TEMP_DIR", None)
     cmd = [sys.executable, str(ROOT / "apps" / "studio"), "--model", str(trained), "--out", str(out),
-           "--port", str(port), "--max-seconds", MAX_SECONDS, "--max-new-tokens", MAX_NEW_TOKENS]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/"
+           "--port", str(port), "--max-seconds", MAX_SECONDS, "--max-new-tokens", MAX_NEW_TOKENS,
+           "--video-root", str(clips["bikes"].parent)]  # fmt: skip
+    with (base / "app.log").open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        yield proc, f"http://127.0.0.1:{port}/", out, tmp
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def studio(launched, predicted) -> tuple[str, Path, Path]:
+    """The app once it answers (it boots while `predicted` computes the reference) -> (URL, --out, TMPDIR)."""
+    proc, url, out, tmp = launched
     deadline = time.monotonic() + 300
     while True:
         try:
             with urllib.request.urlopen(url, timeout=5):
-                break
+                return url, out, tmp
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                pytest.fail(f"apps/studio did not start:\n{(base / 'app.log').read_text()}")
+                pytest.fail(f"apps/studio did not start:\n{(out.parent / 'app.log').read_text()}")
             time.sleep(0.5)
-    yield url, out, tmp
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
 
 
 @pytest.fixture(scope="module")
@@ -194,15 +203,13 @@ def _comparable(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in ("video", "plot")}
 
 
-def _upload(page, files: Path | list[Path]) -> None:
-    files = files if isinstance(files, list) else [files]
-    uploads = page.locator(".bl-upload:visible")
-    for i, file in enumerate(files):
-        upload = uploads.nth(i)
-        if upload.locator("button[aria-label=Clear]").count():
-            upload.locator("button[aria-label=Clear]").click()
-        upload.locator("input[type=file]").set_input_files(file)
-        upload.get_by_text(file.name).wait_for()
+def _upload(page, file: Path) -> None:
+    """Upload `file` in the first visible upload box of the tab, clearing what it held."""
+    upload = page.locator(".bl-upload:visible").first
+    if upload.locator("button[aria-label=Clear]").count():
+        upload.locator("button[aria-label=Clear]").click()
+    upload.locator("input[type=file]").set_input_files(file)
+    upload.get_by_text(file.name).wait_for()
 
 
 def test_page_shows_predict_numbers_and_errors_then_serves_the_next_request(page, studio, clips, predicted):
@@ -246,7 +253,11 @@ def test_page_shows_predict_numbers_and_errors_then_serves_the_next_request(page
 
 def test_ab_compare_calls_out_the_differences(page, clips, predicted):
     page.get_by_role("tab", name="A/B compare").click()
-    _upload(page, [clips["bikes"], clips["bikes_short"]])
+    _upload(page, clips["bikes"])
+    cut_b = page.locator(".bl-upload:visible").nth(1)
+    page.get_by_label("or a video on the server").last.fill("bikes_short.mp4")  # --video-root's file
+    page.get_by_role("button", name="Use this server file").last.click()
+    cut_b.get_by_text("bikes_short").first.wait_for()  # shown as name and suffix
     page.get_by_label("Title").last.fill(TITLE)
     page.get_by_label("Channel / brand (on Reddit: the subreddit)").last.fill(CHANNEL)
     page.click("#bl-compare-run")

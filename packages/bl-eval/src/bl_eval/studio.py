@@ -168,14 +168,17 @@ def _inputs(
     video_root: Path | None, *labels: str
 ) -> tuple[list[gr.File], gr.Textbox, gr.Textbox, gr.Dropdown]:
     files = []
-    for label in labels:
-        file = gr.File(label=label, type="filepath", elem_classes=["bl-upload"])
-        if video_root is not None:
-            with gr.Row():
-                path = gr.Textbox(label=f"or a video on the server, under {video_root}", scale=3)
-                load = gr.Button("Use this file", scale=1)
-            load.click(lambda p: str(_server_video(video_root, p)), path, file, api_visibility="private")
-        files.append(file)
+    with gr.Row():
+        for label in labels:
+            with gr.Column():
+                file = gr.File(label=label, type="filepath", elem_classes=["bl-upload"])
+                if video_root is not None:
+                    path = gr.Textbox(label=f"or a video on the server, under {video_root}")
+                    load = gr.Button("Use this server file")
+                    load.click(
+                        lambda p: str(_server_video(video_root, p)), path, file, api_visibility="private"
+                    )
+            files.append(file)
     title = gr.Textbox(label="Title", placeholder="default: the file name")
     channel = gr.Textbox(label="Channel / brand (on Reddit: the subreddit)")
     platform = gr.Dropdown(list(PLATFORMS), value="youtube", label="Platform")
