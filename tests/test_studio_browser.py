@@ -142,32 +142,41 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def launched(trained: Path, clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
     """apps/studio started on the trained model on a free local port (not yet waited for): the process, its
-    URL, its --out folder and its TMPDIR."""
+    URL, its --out folder and its own empty HOME and TMPDIR (which must stay empty)."""
     base = tmp_path_factory.mktemp("studio")
-    out, tmp = base / "out", base / "tmp"
+    out, home, tmp = base / "out", base / "home", base / "tmp"
+    home.mkdir()
     tmp.mkdir()
     port = _free_port()
-    env = dict(os.environ, TMPDIR=str(tmp))
-    env.pop("GRADIO_TEMP_DIR", None)
+    env = dict(os.environ, HOME=str(home), TMPDIR=str(tmp))
+    for name in (
+        "GRADIO_TEMP_DIR",
+        "MPLCONFIGDIR",
+        "TORCHINDUCTOR_CACHE_DIR",
+        "XDG_CACHE_HOME",
+        "XDG_CONFIG_HOME",
+    ):
+        env.pop(name, None)
     cmd = [sys.executable, str(ROOT / "apps" / "studio"), "--model", str(trained), "--out", str(out),
            "--port", str(port), "--max-seconds", MAX_SECONDS, "--max-new-tokens", MAX_NEW_TOKENS,
            "--video-root", str(clips["bikes"].parent)]  # fmt: skip
     with (base / "app.log").open("w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        yield proc, f"http://127.0.0.1:{port}/", out, tmp
+        yield proc, f"http://127.0.0.1:{port}/", out, (home, tmp)
         proc.terminate()
         proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
-def studio(launched, predicted) -> tuple[str, Path, Path]:
-    """The app once it answers (it boots while `predicted` computes the reference) -> (URL, --out, TMPDIR)."""
-    proc, url, out, tmp = launched
+def studio(launched, predicted) -> tuple[str, Path, tuple[Path, Path]]:
+    """The app once it answers (it boots while `predicted` computes the reference) -> (URL, --out, its HOME
+    and TMPDIR)."""
+    proc, url, out, outside = launched
     deadline = time.monotonic() + 300
     while True:
         try:
             with urllib.request.urlopen(url, timeout=5):
-                return url, out, tmp
+                return url, out, outside
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
@@ -246,16 +255,19 @@ def test_page_shows_predict_numbers_and_errors_then_serves_the_next_request(page
         page.locator("#bl-download a").first.click()
     (record,) = [json.loads(line) for line in Path(download.value.path()).read_text().splitlines()]
     assert _comparable(record) == _comparable(predicted)
-    _, out, tmp = studio
+    _, out, outside = studio
     assert Path(record["video"]).is_relative_to(out) and Path(record["plot"]).is_relative_to(out)
-    assert not (tmp / "gradio").exists()  # Gradio's uploads went to --out, not the temp folder
+    for folder in outside:  # uploads and caches (Gradio's, matplotlib's, torch's) all went to --out
+        assert list(folder.iterdir()) == [], folder
 
 
 def test_ab_compare_calls_out_the_differences(page, clips, predicted):
     page.get_by_role("tab", name="A/B compare").click()
     _upload(page, clips["bikes"])
     cut_b = page.locator(".bl-upload:visible").nth(1)
-    page.get_by_label("or a video on the server").last.fill("bikes_short.mp4")  # --video-root's file
+    page.get_by_label("or the name of a video in the server's video folder").last.fill(
+        "bikes_short.mp4"
+    )  # --video-root
     page.get_by_role("button", name="Use this server file").last.click()
     cut_b.get_by_text("bikes_short").first.wait_for()  # shown as name and suffix
     page.get_by_label("Title").last.fill(TITLE)

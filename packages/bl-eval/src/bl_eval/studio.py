@@ -173,7 +173,7 @@ def _inputs(
             with gr.Column():
                 file = gr.File(label=label, type="filepath", elem_classes=["bl-upload"])
                 if video_root is not None:
-                    path = gr.Textbox(label=f"or a video on the server, under {video_root}")
+                    path = gr.Textbox(label="or the name of a video in the server's video folder")
                     load = gr.Button("Use this server file")
                     load.click(
                         lambda p: str(_server_video(video_root, p)), path, file, api_visibility="private"
@@ -188,7 +188,7 @@ def _inputs(
 def _server_video(root: Path, text: str) -> Path:
     path = (root / text).resolve()
     if not path.is_relative_to(root.resolve()) or not path.is_file():
-        raise gr.Error(f"{text}: no such file under {root}", duration=None)
+        raise gr.Error(f"{text}: no such video in the server's video folder", duration=None)
     return path
 
 
