@@ -201,7 +201,7 @@ def page(studio):
             accept_downloads=True,
         )  # fmt: skip
         page = context.new_page()
-        page.set_default_timeout(60_000)
+        page.set_default_timeout(180_000)  # a loaded 2-core CI machine
         page.goto(studio[0])
         yield page
         context.close()
