@@ -106,8 +106,9 @@ class Studio:
             )
         )  # fmt: skip
         for record in records:
-            if record.get("error") == "media":
-                raise UploadError(f"{Path(record['video']).name}: {record['reason']}")
+            if record.get("error") == "media":  # named by the file's name, not its path on the server
+                name = Path(record["video"]).name
+                raise UploadError(record["reason"].replace(record["video"], name))
         jsonl = folder / "predictions.jsonl"
         jsonl.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
         return records, views, jsonl
