@@ -85,3 +85,32 @@ def test_videos_of_one_name_in_two_folders_keep_both_replay_plots(monkeypatch, t
     plots = [Path(r["plot"]) for r in reports]
     assert [p.name for p in plots] == ["ad.replay.png", "ad-2.replay.png"]
     assert Image.open(plots[0]).tobytes() != Image.open(plots[1]).tobytes()  # the first was not overwritten
+
+
+def test_reddit_request_asks_for_upvotes_and_comments(bikes_mp4):
+    meta, _ = listing1_request(VideoRequest(bikes_mp4, "Bikes", "videos", platform="reddit"), max_frames=300)
+    human = meta["conversations"][0]["value"]
+    assert human.startswith('The video is titled "Bikes" and was posted on r/videos.')
+    assert "How many upvotes would this video get" in human and "replay" not in human
+    with pytest.raises(ValueError, match="unknown platform 'tiktok'"):
+        VideoRequest(bikes_mp4, platform="tiktok")
+
+
+def test_on_media_sees_each_readable_videos_sample(monkeypatch, tmp_path):
+    def request(request, max_frames):
+        if request.video.name == "broken.mp4":
+            raise ValueError("broken.mp4: media failed")
+        meta = {"conversations": [{"value": "<video>"}], "system": "", "scenes": [[0.0, 1.0]]}
+        return meta, np.full((1, 4, 4, 3), len(request.video.name), np.uint8)
+
+    monkeypatch.setattr(sim, "listing1_request", request)
+    monkeypatch.setattr(
+        sim, "generate_texts", lambda model, processor, encoded, *a: ["Scene 1: 0.5"] * len(encoded)
+    )
+    processor = SimpleNamespace(max_frames=2, prompt_for_generation=lambda human, media, system: {})
+    seen = []
+    requests = [VideoRequest(tmp_path / "a.mp4", platform="reddit"), VideoRequest(tmp_path / "broken.mp4")]
+    on_media = lambda request, meta, frames: seen.append((request, meta["scenes"], int(frames[0, 0, 0, 0])))  # noqa: E731
+    reports = list(sim.simulate(None, processor, requests, on_media=on_media))
+    assert seen == [(requests[0], [[0.0, 1.0]], len("a.mp4"))]
+    assert [r["platform"] for r in reports] == ["reddit", "youtube"] and reports[1]["error"] == "media"

@@ -14,7 +14,7 @@ block gives `{"error": "malformed answer", "raw"}`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,13 +31,23 @@ from bl_model.inference import generate_texts
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v"})
 
 
+PLATFORMS = ("youtube", "reddit")
+
+
 @dataclass(frozen=True)
 class VideoRequest:
-    """A video to simulate: its file, title (default: the file name) and channel / brand."""
+    """A video to simulate: its file, title (default: the file name), channel / brand (on Reddit: the
+    subreddit) and the platform it is posted on (YouTube: likes, comments and replay; Reddit: upvotes and
+    comments)."""
 
     video: Path
     title: str | None = None
     channel: str | None = None
+    platform: str = "youtube"
+
+    def __post_init__(self) -> None:
+        if self.platform not in PLATFORMS:
+            raise ValueError(f"unknown platform {self.platform!r}; expected one of {', '.join(PLATFORMS)}")
 
     @property
     def name(self) -> str:
@@ -62,13 +72,20 @@ def listing1_request(request: VideoRequest, max_frames: int) -> tuple[dict[str, 
 
     Placeholder likes/views and a one-point heatmap at 0 s (every scene takes its value, the nearest marker)
     make the verbaliser ask Listing 1's likes, comments and replay questions without a second pass over the
-    media; only the human turn, the system text and the scenes are used.
+    media (on Reddit, a placeholder score asks for upvotes and comments); only the human turn, the system
+    text and the scenes are used.
     """
     video = request.video
-    post = Post(
-        id=video.stem, source="youtube", media_path=video, title=request.name, channel=request.channel,
-        view_count=1, like_count=0, heatmap=[HeatmapMarker(0.0, 0.0, 0.0)],
-    )  # fmt: skip
+    if request.platform == "reddit":
+        post = Post(
+            id=video.stem, source="reddit", media_path=video, title=request.name, subreddit=request.channel,
+            score=0,
+        )  # fmt: skip
+    else:
+        post = Post(
+            id=video.stem, source="youtube", media_path=video, title=request.name, channel=request.channel,
+            view_count=1, like_count=0, heatmap=[HeatmapMarker(0.0, 0.0, 0.0)],
+        )  # fmt: skip
     result = process_post(post, StageConfig(max_frames=max_frames, max_duration=math.inf))
     if result.failure is not None:
         raise ValueError(f"{video}: {result.failure.stage} failed: {result.failure.reason}")
@@ -134,9 +151,12 @@ def simulate(
     out_dir: Path | None = None,
     max_new_tokens: int = 1024,
     batch_size: int = 4,
+    on_media: Callable[[VideoRequest, dict[str, Any], np.ndarray], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One report per request, in order, `batch_size` videos per generation batch; with `out_dir`, each replay
-    graph is plotted to `out_dir/<video stem>.replay.png` (report["plot"]; `<stem>-2`, ... for a repeated stem)."""
+    graph is plotted to `out_dir/<video stem>.replay.png` (report["plot"]; `<stem>-2`, ... for a repeated stem).
+    `on_media(request, meta, frames)` is called with each readable video's bl-data sample (its scenes'
+    verbalisation and 1 fps frames, e.g. for a display) before its answer is generated."""
     plotted: set[str] = set()  # names taken by this run: videos of one name in two folders keep both plots
     with tqdm(total=len(requests), desc="simulate", unit="video") as bar:
         for start in range(0, len(requests), batch_size):
@@ -144,7 +164,10 @@ def simulate(
             reports: list[dict[str, Any]] = []
             ready: list[tuple[dict[str, Any], dict]] = []
             for request in chunk:
-                report = {"video": str(request.video), "title": request.name, "channel": request.channel}
+                report = {
+                    "video": str(request.video), "title": request.name, "channel": request.channel,
+                    "platform": request.platform,
+                }  # fmt: skip
                 reports.append(report)
                 try:  # unreadable media, or over the processor's frame / token budget (a ValueError)
                     meta, frames = listing1_request(request, processor.max_frames)
@@ -154,6 +177,8 @@ def simulate(
                 except (ValueError, OSError) as err:
                     report |= {"error": "media", "reason": str(err)}
                     continue
+                if on_media is not None:
+                    on_media(request, meta, frames)
                 report["scenes"] = meta["scenes"]
                 ready.append((report, encoded))
             answers = generate_texts(model, processor, [e for _, e in ready], max_new_tokens, batch_size)
