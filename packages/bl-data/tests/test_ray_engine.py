@@ -51,7 +51,8 @@ for line in sys.stdin:
 """
 
 
-RAY_CLI = str(Path(sys.executable).parent / "ray")
+# the `ray` command that starts the nodes (BL_TEST_RAY_CLI: e.g. a wrapper that runs it under `nice`)
+RAY_CLI = os.environ.get("BL_TEST_RAY_CLI", str(Path(sys.executable).parent / "ray"))
 
 
 def _free_port() -> int:
@@ -118,7 +119,9 @@ def _failures(out: Path) -> set[tuple[str, str]]:
 
 
 def _cfg(folder: Path, out: Path, **kw) -> PrepareConfig:
-    return PrepareConfig(source="youtube", input=folder, out=out, max_side=64, samples_per_shard=2, **kw)
+    return PrepareConfig(
+        source="youtube", input=folder, out=out, max_side=64, **{"samples_per_shard": 2, **kw}
+    )
 
 
 def test_same_samples_as_the_local_engine_with_captions_and_asr(tmp_path, llama_tokenizer_dir):
@@ -231,6 +234,33 @@ def test_a_killed_driver_resumes_without_redoing_completed_shards(tmp_path):
     keys = {name.split(".")[0] for name in _members(out)}
     assert len(keys) == 6 and report["folder"]["samples"] == 6
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def _straggle_until_the_others_are_written(post_id: str, out: Path, others: int, verdict: Path):
+    """A stage hook: the decode of `post_id` waits (up to 120 s) until `others` samples are in completed
+    shards, and records whether they got there while it was still decoding."""
+
+    def hook(name: str, current: str) -> None:
+        if name != "decode" or current != post_id or verdict.exists():
+            return
+        from bl_data.shards import done_keys
+
+        deadline = time.monotonic() + 120
+        while len(done_keys(out)) < others and time.monotonic() < deadline:
+            time.sleep(0.1)
+        verdict.write_text(str(len(done_keys(out))))
+
+    return hook
+
+
+def test_a_straggler_delays_only_itself(tmp_path):
+    """With no barrier, every other post is decoded, verbalised and written while one post is still decoding."""
+    folder = synthesize_youtube(tmp_path / "dl", 6, seed=9)
+    out, verdict = tmp_path / "out", tmp_path / "verdict"
+    hook = _straggle_until_the_others_are_written("demo090000", out, 5, verdict)
+    report = prepare_ray(_cfg(folder, out, samples_per_shard=1), RayConfig(spool_page=2, on_stage=hook))
+    assert verdict.read_text() == "5"  # the first post in the input was the last one written
+    assert report["stages"]["written"] == 6 and len(_members(out)) > 0
 
 
 def _raylet_pid(node_manager_port: int) -> int:
