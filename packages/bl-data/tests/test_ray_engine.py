@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # as bl_data.engines.ray: workers run this Python
+# the module's loopback cluster runs without Ray's token authentication, in its nodes and in the drivers it starts
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 ray = pytest.importorskip("ray")
 
 import cloudpickle  # noqa: E402  (ray's dependency)

@@ -13,7 +13,7 @@ posts per file. One Ray Dataset then streams the whole run, every post a block o
     asr        an actor pool: each actor keeps one `bl-asr serve` process (the model loaded once), started
                again if it dies (the file it died on fails alone), behind `bl_data.asr`'s per-file cache
     verbalize  CPU tasks of one post: `finish_post`
-    write      CPU tasks of up to `samples_per_shard` posts: one atomic shard + manifest line each, under a
+    write      tasks (0.5 CPU) of up to `samples_per_shard` posts: one atomic shard + manifest line each, under a
                prefix named after the task's first post (so a retried task finds its own shard again)
 
 Ray Data's streaming executor runs the stages together with backpressure between them: there is no barrier,
@@ -443,16 +443,24 @@ def _stream(
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
-    saved = ctx.target_max_block_size, ctx.max_errored_blocks, ctx.enable_progress_bars
-    ctx.target_max_block_size = 1  # every post a block of its own: one post per decode / verbalize task
-    ctx.max_errored_blocks = -1  # a post whose task fails past its retries is dropped alone, not the run
-    ctx.enable_progress_bars = False  # the driver's own bar counts posts
+    settings = {
+        "target_max_block_size": 1,  # every post a block of its own: one post per decode / verbalize task
+        "max_errored_blocks": -1,  # a post whose task fails past its retries is dropped alone, not the run
+        "enable_progress_bars": False,  # the driver's own bar counts posts
+        # no per-operator CPU reservations: with them a stage's share of a small cluster can be a single
+        # task, and one straggler then holds back every post behind it (backpressure still bounds memory)
+        "op_resource_reservation_enabled": False,
+    }
+    saved = {name: getattr(ctx, name) for name in settings}
+    for name, value in settings.items():
+        setattr(ctx, name, value)
     try:
         ds = _dataset(pages, cfg, rcfg, captioner, token)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             yield from _batch_rows(batch)
     finally:
-        ctx.target_max_block_size, ctx.max_errored_blocks, ctx.enable_progress_bars = saved
+        for name, value in saved.items():
+            setattr(ctx, name, value)
 
 
 def _dataset(
@@ -469,7 +477,7 @@ def _dataset(
     stage_cfg = StageConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(StageConfig)})
     hook = {"on_stage": rcfg.on_stage}
     one_post = {"num_cpus": 1, "max_retries": rcfg.max_retries}
-    ds = ray.data.read_datasource(_spool_source(pages), ray_remote_args={"num_cpus": 0.25})
+    ds = ray.data.read_datasource(_spool_source(pages), num_cpus=0.25)
     ds = ds.map(_decode_row, fn_kwargs={"cfg": stage_cfg, **hook}, **one_post)
     if captioner is not None:
         ds = ds.map_batches(
@@ -491,11 +499,12 @@ def _dataset(
         )
     ds = ds.map(_finish_row, fn_kwargs={"cfg": stage_cfg, **hook}, **one_post)
     write_kwargs = {"out": cfg.out, "samples_per_shard": cfg.samples_per_shard, "token": token, **hook}
-    # `ray_remote_args_fn`: Ray Data never fuses an operator that has one, so the one-post tasks above are
-    # not merged into shard-sized write tasks
+    # half a CPU (a write is mostly I/O), which also keeps Ray Data from fusing the one-post tasks above
+    # into shard-sized write tasks (it fuses only operators with the same resources)
     return ds.map_batches(
         _write_batch,
         fn_kwargs=write_kwargs,
         batch_size=cfg.samples_per_shard,
-        ray_remote_args_fn=functools.partial(dict, one_post),
+        num_cpus=0.5,
+        max_retries=rcfg.max_retries,
     )
