@@ -366,6 +366,12 @@ def _spool(posts: Iterable[Post], folder: Path, page: int) -> tuple[list[Path], 
     return pages, ids
 
 
+def _counted(posts: Iterable[Post], bar: Any) -> Iterator[Post]:
+    for post in posts:
+        bar.update(1)
+        yield post
+
+
 def _spooled(pages: list[Path]) -> Iterator[Post]:
     for page in pages:
         yield from pickle.loads(page.read_bytes())
@@ -391,7 +397,8 @@ def prepare_ray(
     run = Run(cfg, done_keys(cfg.out), hasher=_ray_hashes)
     token = f"ray{time.time_ns():x}"
     spool = cfg.out / f".{token}-spool"
-    pages, pending = _spool(run.posts(), spool, rcfg.spool_page)
+    with progress_bar(desc=f"import + filters {cfg.source}", unit="post") as spooling:
+        pages, pending = _spool(_counted(run.posts(), spooling), spool, rcfg.spool_page)
     meters: dict[str, dict[str, Any]] = {}
     bar = progress_bar(total=len(pending), desc=f"prepare {cfg.source} on ray", unit="post")
     try:
