@@ -146,3 +146,33 @@ def test_resume_ignores_a_torn_line_and_reads_list(
         write_line(stream, {"path": "b.mp4", "error": "y"})
     lines = out.read_text().splitlines()
     assert lines[1] == '{"path": "b.mp4", "lang' and json.loads(lines[2]) == {"path": "b.mp4", "error": "y"}
+
+
+def test_serve_loads_once_and_answers_each_stdin_path(
+    tiny_en_model: Path, speech_mp4: Path, corrupt_mp4: Path, tmp_path: Path
+) -> None:
+    """`bl-asr serve`: a ready line, then one JSON line per path in order (errors included), stdout clean."""
+    missing = tmp_path / "missing.mp4"
+    cli = [str(Path(sys.executable).parent / "bl-asr"), "serve", "--model", str(tiny_en_model)]
+    server = subprocess.Popen(
+        [*cli, "--compute-type", "int8", "--threads", "2"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = server.communicate(f"{speech_mp4}\n{corrupt_mp4}\n\n{missing}\n{speech_mp4}\n", timeout=600)
+    assert server.returncode == 0, err
+    ready, *records = [json.loads(line) for line in out.splitlines()]  # every stdout line is JSON
+    assert ready == {"ready": True, "model": str(tiny_en_model)}
+    assert [r["path"] for r in records] == [str(p) for p in (speech_mp4, corrupt_mp4, missing, speech_mp4)]
+    assert "fox" in " ".join(s["text"] for s in records[0]["segments"]).lower()
+    assert set(records[1]) == {"path", "error"} and "No such file" in records[2]["error"]
+    assert records[3] == records[0]  # the resident model answers the same file the same way
+    assert err.count("bl-asr serve:") == 4
+
+
+def test_serve_exits_2_when_the_model_cannot_load(tmp_path: Path) -> None:
+    cli = [str(Path(sys.executable).parent / "bl-asr"), "serve", "--model", str(tmp_path / "no-model")]
+    run = subprocess.run(cli, input="a.mp4\n", capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and run.stdout == "" and "cannot load model" in run.stderr

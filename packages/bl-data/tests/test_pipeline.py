@@ -139,14 +139,15 @@ def test_real_clip_with_fixture_metadata_becomes_a_readable_shard(tmp_path, bike
 
 
 FAKE_ASR = """
-import argparse, json
+import argparse, json, sys
 p = argparse.ArgumentParser()
-p.add_argument("--model"); p.add_argument("--out"); p.add_argument("--list"); p.add_argument("--language")
+p.add_argument("mode", choices=["serve"]); p.add_argument("--model")
 a = p.parse_args()
-with open(a.out, "a") as out:
-    for path in filter(None, open(a.list).read().splitlines()):
-        out.write(json.dumps({"path": path, "language": "en", "duration": 14.0, "model": a.model,
-                              "segments": [{"start": 0.0, "end": 2.0, "text": " a cockatoo says hello", "words": []}]}) + "\\n")
+print(json.dumps({"ready": True, "model": a.model}), flush=True)
+for line in sys.stdin:
+    print(json.dumps({"path": line.rstrip("\\n"), "language": "en", "duration": 14.0, "model": a.model,
+                      "segments": [{"start": 0.0, "end": 2.0, "text": " a cockatoo says hello", "words": []}]}),
+          flush=True)
 """
 
 
@@ -172,6 +173,8 @@ def test_clip_with_audio_gets_its_transcript_in_the_prompt(tmp_path, cockatoo_mp
     human = sample["json"]["conversations"][0]["value"]
     assert 'The audio in the ad says "a cockatoo says hello".' in human
     assert sample["json"]["provenance"]["asr_model"] == "tiny.en"
+    report = json.loads((out / "report.json").read_text())
+    assert report["actors"]["asr"]["model_loads"] == 1 and report["actors"]["asr"]["posts"] == 1
 
 
 def test_reddit_dump_with_a_video_and_an_image_becomes_shards(tmp_path):

@@ -1,5 +1,8 @@
 """``bl-asr``: transcribe media files with whisperx into JSONL, one line per file, resumable.
 
+``bl-asr serve``: a long-lived mode for a driver that keeps the model resident: the model is loaded once,
+then each media path read from stdin (one per line) is answered by one JSON line on stdout, as the JSONL.
+
 Each finished file is appended and flushed at once, so a killed run loses nothing finished; a rerun skips
 every path already in the output (``--retry-errors`` redoes the failed ones). A file that fails becomes
 ``{"path", "error"}`` and the run goes on. Exit status: 0 when every file has a line (transcript or error),
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -17,12 +21,17 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line; media come as arguments and/or ``--list FILE`` (one path per line)."""
-    parser = argparse.ArgumentParser(prog="bl-asr", description=__doc__.splitlines()[0])
-    parser.add_argument("media", nargs="*", help="media files (audio or video)")
-    parser.add_argument("--list", type=Path, help="a file with one media path per line")
-    parser.add_argument("--out", type=Path, required=True, help="JSONL output, appended to")
+def parse_args(argv: Sequence[str] | None = None, *, serve: bool = False) -> argparse.Namespace:
+    """The command line; media come as arguments and/or ``--list FILE`` (one path per line), or on stdin
+    with ``serve``."""
+    if serve:
+        parser = argparse.ArgumentParser(prog="bl-asr serve", description=__doc__.splitlines()[2])
+    else:
+        parser = argparse.ArgumentParser(prog="bl-asr", description=__doc__.splitlines()[0])
+        parser.add_argument("media", nargs="*", help="media files (audio or video)")
+        parser.add_argument("--list", type=Path, help="a file with one media path per line")
+        parser.add_argument("--out", type=Path, required=True, help="JSONL output, appended to")
+        parser.add_argument("--retry-errors", action="store_true", help="redo paths whose line is an error")
     parser.add_argument(
         "--model", required=True, help="CTranslate2 Whisper model directory or faster-whisper name"
     )
@@ -41,7 +50,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--diarize", action="store_true", help="speaker labels (downloads a model, needs HF_TOKEN)"
     )
-    parser.add_argument("--retry-errors", action="store_true", help="redo paths whose line is an error")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
@@ -94,22 +102,8 @@ def write_line(stream: IO[str], record: dict[str, Any]) -> None:
     stream.flush()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status."""
-    args = parse_args(argv)
-    try:
-        paths = read_media_list(args.media, args.list)
-    except OSError as e:
-        print(f"bl-asr: cannot read --list {args.list}: {e}", file=sys.stderr)
-        return 2
-    done = read_done(args.out, retry_errors=args.retry_errors)
-    todo = [p for p in paths if p not in done]
-    print(
-        f"bl-asr: {len(todo)} to transcribe, {len(paths) - len(todo)} already in {args.out}", file=sys.stderr
-    )
-    if not todo:
-        return 0
-
+def load_transcriber(args: argparse.Namespace) -> Any:
+    """The `Transcriber` of the command line's options; None (the reason on stderr) when it cannot load."""
     from bl_asr.transcribe import AsrOptions, Transcriber  # heavy (torch, whisperx): only when there is work
 
     options = AsrOptions(
@@ -125,22 +119,79 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads=args.threads,
     )
     try:
-        transcriber = Transcriber(options)
+        return Transcriber(options)
     except Exception as e:  # any load failure ends the run: nothing can be transcribed
         print(f"bl-asr: cannot load model {args.model!r}: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
+
+
+def transcribe_or_error(transcriber: Any, path: str) -> dict[str, Any]:
+    """The file's transcript record, or ``{"path", "error"}``: one bad file never stops the run."""
+    try:
+        return transcriber.transcribe(path)
+    except Exception as e:  # any failure of this file becomes its error line
+        return {"path": path, "error": f"{type(e).__name__}: {e}".strip()}
+
+
+def serve(argv: Sequence[str]) -> int:
+    """``bl-asr serve``: load the model once, then answer each stdin path with one JSON line on stdout.
+
+    The first line is ``{"ready": true, "model": ...}`` once the model is loaded. Anything the libraries
+    print goes to stderr (fd 1 is redirected), so stdout carries only the protocol. Exits at end of input.
+    """
+    args = parse_args(argv, serve=True)
+    protocol = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)  # C and Python prints of whisperx, pyannote, CTranslate2 go to stderr
+    sys.stdout = sys.stderr
+    transcriber = load_transcriber(args)
+    if transcriber is None:
+        return 2
+    write_line(protocol, {"ready": True, "model": args.model})
+    for line in sys.stdin:
+        path = line.rstrip("\n")
+        if not path:
+            continue
+        start = time.perf_counter()
+        record = transcribe_or_error(transcriber, path)
+        write_line(protocol, record)
+        status = f"FAILED: {record['error'][:200]}" if "error" in record else "done"
+        print(f"bl-asr serve: {path}: {status} ({time.perf_counter() - start:.1f}s)", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        return serve(argv[1:])
+    args = parse_args(argv)
+    try:
+        paths = read_media_list(args.media, args.list)
+    except OSError as e:
+        print(f"bl-asr: cannot read --list {args.list}: {e}", file=sys.stderr)
+        return 2
+    done = read_done(args.out, retry_errors=args.retry_errors)
+    todo = [p for p in paths if p not in done]
+    print(
+        f"bl-asr: {len(todo)} to transcribe, {len(paths) - len(todo)} already in {args.out}", file=sys.stderr
+    )
+    if not todo:
+        return 0
+
+    transcriber = load_transcriber(args)
+    if transcriber is None:
         return 2
 
     failed = 0
     with open_for_append(args.out) as stream:
         for i, path in enumerate(todo, 1):
             start = time.perf_counter()
-            try:
-                record = transcriber.transcribe(path)
-                status = f"{len(record['segments'])} segments, language {record['language']}"
-            except Exception as e:  # one bad file must not stop the run: it becomes an error line
-                record = {"path": path, "error": f"{type(e).__name__}: {e}".strip()}
+            record = transcribe_or_error(transcriber, path)
+            if "error" in record:
                 status = f"FAILED: {record['error'][:200]}"
                 failed += 1
+            else:
+                status = f"{len(record['segments'])} segments, language {record['language']}"
             write_line(stream, record)
             print(
                 f"bl-asr: [{i}/{len(todo)}] {path}: {status} ({time.perf_counter() - start:.1f}s)",

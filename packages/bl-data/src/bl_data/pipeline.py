@@ -20,12 +20,16 @@ import itertools
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
+from .asr import AsrSpec, AsrWorker
 from .filters import Dropped, DuplicateMediaRule, Filters, first_posts, hash_media
+from .meters import StageMeter, summarize
 from .pool import process_posts
 from .progress import progress as progress_bar
 from .records import Failure, Post
@@ -52,8 +56,11 @@ class PrepareConfig(StageConfig):
     # split the posts over machines: this run takes the posts whose id hashes to shard_index
     num_shards: int = 1
     shard_index: int = 0
+    asr: AsrSpec | None = None  # the ASR stage (bl-asr serve); None: samples carry no transcript
 
     def __post_init__(self) -> None:
+        if self.asr is not None:
+            self.asr_name = self.asr.model
         for name in ("workers", "samples_per_shard", "num_shards", "max_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PrepareConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -61,6 +68,16 @@ class PrepareConfig(StageConfig):
             raise ValueError(
                 f"PrepareConfig.shard_index must be in [0, {self.num_shards}), got {self.shard_index}"
             )
+
+    @property
+    def prefix(self) -> str:
+        """The shard-name prefix of this part: `partNNNN` of several machines' parts, else `blift`."""
+        return f"part{self.shard_index:04d}" if self.num_shards > 1 else "blift"
+
+    @property
+    def media_dir(self) -> Path:
+        """The folder of the media files: the yt-dlp folder itself, else `<input>/media`."""
+        return self.input if self.source == "youtube" else self.input / "media"
 
 
 def _one_dump(folder: Path, patterns: tuple[str, ...], kind: str, *, required: bool) -> Path | None:
@@ -111,11 +128,11 @@ def _posts(cfg: PrepareConfig) -> Iterator[Post | Failure]:
     if cfg.source == "reddit":
         subs = _one_dump(cfg.input, _DUMP_PATTERNS["submissions"], "submissions", required=True)
         comments = _one_dump(cfg.input, _DUMP_PATTERNS["comments"], "comments", required=False)
-        return read_reddit(subs, comments, cfg.input / "media")
+        return read_reddit(subs, comments, cfg.media_dir)
     rows = _blift_rows(cfg.input)
     if not rows:
         raise FileNotFoundError(f"{cfg.input}: no BLIFT rows (*.parquet, data/train-*.parquet or *.jsonl)")
-    return itertools.chain.from_iterable(read_blift(path, cfg.input / "media") for path in rows)
+    return itertools.chain.from_iterable(read_blift(path, cfg.media_dir) for path in rows)
 
 
 def _import(cfg: PrepareConfig) -> Iterator[Post | Failure]:
@@ -135,9 +152,7 @@ def _import(cfg: PrepareConfig) -> Iterator[Post | Failure]:
 
 def media_inputs(cfg: PrepareConfig) -> list[Path]:
     """The media files the importer of `cfg.source` sees (any file type; see `sources._common.media_files`)."""
-    if cfg.source == "youtube":
-        return media_files(cfg.input, VIDEO_EXTENSIONS)
-    return media_files(cfg.input / "media", MEDIA_EXTENSIONS)
+    return media_files(cfg.media_dir, VIDEO_EXTENSIONS if cfg.source == "youtube" else MEDIA_EXTENSIONS)
 
 
 def _in_part(post_id: str, num_shards: int, index: int) -> bool:
@@ -251,7 +266,6 @@ class Run:
         self.done = done
         self.log = FailureLog(cfg.out / "failures.jsonl")
         self.seen: set[str] = set()
-        self.prefix = f"part{cfg.shard_index:04d}" if cfg.num_shards > 1 else "blift"
 
     def fail(self, failure: Failure, media: str | None = None) -> None:
         self.counts[f"failed_{failure.stage}"] += 1
@@ -300,8 +314,9 @@ class Run:
             self.counts["written"] += 1
             self.ledger.record(result.media, "written")
 
-    def finish(self) -> dict[str, Any]:
-        """Account the media no post used, close the log and write the report (see `prepare`)."""
+    def finish(self, actors: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+        """Account the media no post used, close the log and write the report (see `prepare`); `actors`:
+        the meter snapshots of the model-holding workers (`bl_data.meters`)."""
         cfg = self.cfg
         used = {Path(media).with_suffix("") for media in self.ledger.outcomes}
         for path in self.ledger.unaccounted():
@@ -323,8 +338,9 @@ class Run:
             },
             "stages": dict(self.counts),
             "filters": self.filters.report.to_dict(),
+            "actors": summarize(list(actors)),
         }
-        name = "report.json" if cfg.num_shards == 1 else f"report-{self.prefix}.json"
+        name = "report.json" if cfg.num_shards == 1 else f"report-{cfg.prefix}.json"
         tmp = cfg.out / f"{name}.tmp"
         tmp.write_text(json.dumps(report, indent=2))
         os.replace(tmp, cfg.out / name)
@@ -335,15 +351,24 @@ def prepare(
     cfg: PrepareConfig, captioner: Captioner | None = None, progress: Callable[[int], None] | None = None
 ) -> dict[str, Any]:
     """Run the whole preparation on this machine (the local engine); returns the report (also written to
-    `out/report.json`, or `out/report-partNNNN.json` for one of several parts)."""
+    `out/report.json`, or `out/report-partNNNN.json` for one of several parts). With `cfg.asr`, one resident
+    ASR server transcribes each post's video in a thread beside decoding."""
     cfg.out.mkdir(parents=True, exist_ok=True)
-    prefix = f"part{cfg.shard_index:04d}" if cfg.num_shards > 1 else "blift"
-    writer = ShardWriter(cfg.out, cfg.samples_per_shard, prefix=prefix)
+    writer = ShardWriter(cfg.out, cfg.samples_per_shard, prefix=cfg.prefix)
     run = Run(cfg, writer.done)
+    asr = AsrWorker(cfg.asr, cfg.out / "asr-cache", run.log.add) if cfg.asr is not None else None
+    metered = _MeteredCaptioner(captioner) if captioner is not None else None
+    posts = asr.feed(run.posts()) if asr is not None else run.posts()
     bar = progress_bar(desc=f"prepare {cfg.source}", unit="post")
+    actors: list[dict[str, Any]] = []
     try:
-        for result in process_posts(run.posts(), cfg, workers=cfg.workers, captioner=captioner):
+        results = process_posts(
+            posts, cfg, workers=cfg.workers, captioner=metered, transcript=asr.text if asr else None
+        )
+        for result in results:
             bar.update(1)
+            if asr is not None:
+                asr.forget(result.post_id)
             run.account(result, written=_write(result, writer, run))
             if progress:
                 progress(run.counts["written"])
@@ -354,7 +379,21 @@ def prepare(
         raise
     finally:
         bar.close()
-    return run.finish()
+        actors += [asr.close()] if asr is not None else []
+    actors += [metered.meter.snapshot()] if metered is not None else []
+    return run.finish(actors)
+
+
+class _MeteredCaptioner:
+    """The local engine's captioner (built once by the caller) with its busy time measured."""
+
+    def __init__(self, captioner: Captioner) -> None:
+        self.captioner, self.name = captioner, captioner.name
+        self.meter = StageMeter("caption", loads=1)  # built once, before the run
+
+    def __call__(self, keyframes: Sequence[np.ndarray]) -> list[tuple[str, list[str]]]:
+        with self.meter.busy(posts=1):
+            return self.captioner(keyframes)
 
 
 def _write(result: PostResult, writer: ShardWriter, run: Run) -> bool:

@@ -3,8 +3,8 @@ that die.
 
     for result in process_posts(posts, StageConfig(), workers=8, captioner=None): ...
 
-With a captioner (which holds a model, possibly on the GPU) the workers decode (`decode_post`) while this
-process captions and verbalises the decoded posts as they arrive, in order.
+With a captioner (which holds a model, possibly on the GPU) or an ASR stage the workers decode
+(`decode_post`) while this process captions and verbalises the decoded posts as they arrive, in order.
 
 `process_post` never raises, but a worker can still die (a crash inside a native decoder, the OOM killer).
 Then every post in flight is retried alone in a fresh process; the one that kills that process too becomes
@@ -35,6 +35,7 @@ from .stages import (
 )
 
 Worker = Callable[[Post, StageConfig], Any]  # process_post or decode_post: never raise
+Transcriber = Callable[[Post], str | Failure | None]  # the ASR stage's text of a post's media
 
 DIED = "the worker process died while processing it (a crash, or killed, e.g. out of memory)"
 
@@ -68,23 +69,36 @@ def _alone(post: Post, cfg: StageConfig, fn: Worker) -> PostResult | Decoded:
 
 
 def process_posts(
-    posts: Iterable[Post], cfg: StageConfig, *, workers: int = 1, captioner: Captioner | None = None
+    posts: Iterable[Post],
+    cfg: StageConfig,
+    *,
+    workers: int = 1,
+    captioner: Captioner | None = None,
+    transcript: Transcriber | None = None,
 ) -> Iterator[PostResult]:
     """`process_post` of each post, in input order: in this process with one worker, else decoding in
-    `workers` spawned processes (see `map_posts`) and, with a captioner, captioning here.
-    `posts` is consumed in the calling thread only."""
+    `workers` spawned processes (see `map_posts`); with a captioner or a `transcript` (the ASR stage's text
+    of a decoded post), captioning and verbalising here. `posts` is consumed in the calling thread only."""
+    if captioner is None and transcript is None:
+        if workers == 1:
+            yield from (process_post(post, cfg) for post in posts)
+        else:
+            yield from map_posts(posts, cfg, workers, process_post)
+        return
     if workers == 1:
-        for post in posts:
-            yield process_post(post, cfg, captioner)
-        return
-    if captioner is None:
-        yield from map_posts(posts, cfg, workers, process_post)
-        return
-    for decoded in map_posts(posts, cfg, workers, decode_post):
+        decoded_posts: Iterable[Decoded | PostResult] = (decode_post(post, cfg) for post in posts)
+    else:
+        decoded_posts = map_posts(posts, cfg, workers, decode_post)
+    name = captioner.name if captioner is not None else None
+    for decoded in decoded_posts:
         if isinstance(decoded, PostResult):
             yield decoded
+            continue
+        text = transcript(decoded.post) if transcript is not None else None
+        if isinstance(text, Failure):  # the ASR stage cannot run at all
+            yield PostResult(decoded.post.id, text.input, failure=text)
         else:
-            yield finish_post(decoded, caption_post(decoded, captioner), captioner.name, cfg)
+            yield finish_post(decoded, caption_post(decoded, captioner), name, cfg, text)
 
 
 def map_posts(posts: Iterable[Post], cfg: StageConfig, workers: int, fn: Worker) -> Iterator[Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -54,8 +54,7 @@ class StageConfig:
     # an info.json duration or heatmap end may differ from the media by max(seconds, ratio * duration)
     duration_tolerance_s: float = 2.0
     duration_tolerance_ratio: float = 0.05
-    transcripts: dict[str, str] = field(default_factory=dict)  # media path -> ASR text (from bl_data.asr)
-    asr_name: str | None = None
+    asr_name: str | None = None  # the ASR model of the transcripts given to `finish_post` (provenance)
 
 
 @dataclass
@@ -209,13 +208,18 @@ def caption_post(decoded: Decoded, captioner: Captioner | None) -> list | Failur
 
 
 def finish_post(
-    decoded: Decoded, captions: list | Failure, captioner_name: str | None, cfg: StageConfig
+    decoded: Decoded,
+    captions: list | Failure,
+    captioner_name: str | None,
+    cfg: StageConfig,
+    transcript: str | None = None,
 ) -> PostResult:
-    """The `verbalize` stage after the captions (a caption Failure passes through); never raises."""
+    """The `verbalize` stage after the captions (a caption Failure passes through) and the ASR stage's
+    `transcript` of the media (None: none, or no speech); never raises."""
     post, media = decoded.post, _media_of(decoded.post)
     if isinstance(captions, Failure):
         return PostResult(post.id, media, failure=captions)
-    asr = cfg.transcripts.get(media or "") or None
+    asr = transcript or None
     provenance = {
         "captioner": captioner_name,
         "asr_model": cfg.asr_name if asr else None,

@@ -1,46 +1,58 @@
-"""`prepare` on Ray Data: the same stage functions as the local engine, spread over a Ray cluster.
+"""`prepare` on Ray Data: the same stage functions as the local engine, one streaming pipeline over a cluster.
 
     report = prepare_ray(PrepareConfig(source="youtube", input=dl, out=shards), RayConfig(), captioner=factory)
 
-The driver imports the posts and runs the cheap filters (`bl_data.pipeline.Run`, as the local engine), skips
-the samples already in completed shards and hands the rest to Ray `chunk_size` posts at a time:
+The driver imports the posts and runs the cheap filters (`bl_data.pipeline.Run`, as the local engine),
+skips the samples already in completed shards and spools the rest to `out/.rayXXXX-spool/`, `spool_page`
+posts per file. One Ray Dataset then streams the whole run, every post a block of its own:
 
-    decode     CPU tasks (1 CPU): `decode_post` (probe, scenes, frames, keyframes, the checks); the frames
-               are JPEG-encoded there, as `ShardWriter` would, so blocks stay small and samples identical
-    caption    an actor pool (`ActorPoolStrategy`, `num_gpus` per actor): the model is built once per actor
-               by the `captioner` factory and captions the keyframes of a whole batch of posts in one call
-    asr        an actor pool running the bl-asr command (its own environment) on a batch of files, with
-               `bl_data.asr`'s per-file cache, so a retried batch costs nothing
-    verbalize  CPU tasks: `finish_post`
-    write      a Datasink: one `ShardWriter` prefix per write task (atomic tars and a manifest)
+    read       a Datasource over the spool pages (light tasks, 0.25 CPU)
+    decode     CPU tasks of one post (1 CPU): `decode_post`, frames JPEG-encoded as `ShardWriter` stores them
+    caption    an actor pool (`num_gpus` per actor): each actor builds the captioner once, in its constructor,
+               and captions the keyframes of `caption_batch` posts per call for the whole run
+    asr        an actor pool: each actor keeps one `bl-asr serve` process (the model loaded once), started
+               again if it dies (the file it died on fails alone), behind `bl_data.asr`'s per-file cache
+    verbalize  CPU tasks of one post: `finish_post`
+    write      tasks (0.5 CPU) of up to `samples_per_shard` posts: one atomic shard + manifest line each, under a
+               prefix named after the task's first post (so a retried task finds its own shard again)
 
-Every per-post exception becomes that post's `Failure` inside the stage; a Ray task that dies is retried
-(`max_retries`), skipping the samples an earlier attempt already listed; a chunk that still fails runs its
-unwritten posts again one at a time, and a post that still fails alone is a `ray` failure (a rerun retries
-it). No post vanishes from the report. One driver per output folder at a time.
+Ray Data's streaming executor runs the stages together with backpressure between them: there is no barrier,
+so a slow post delays only itself. The driver consumes the write tasks' outcomes as they stream back (each
+post's result without its sample, and the actors' meters), accounts them as the local engine does and writes
+the same `failures.jsonl` and `report.json` (plus each actor's model loads and busy fraction). It holds one
+spool page while spooling, Ray Data's bounded output queue while streaming, and per post only what `Run`
+keeps (its id, its media file's outcome and hash) plus its id until its outcome is back.
+
+Faults: a task whose worker dies is retried (`max_retries`); a retried write task skips the samples its dead
+attempt listed. A post whose task still fails (e.g. one that kills every worker it runs in) is dropped from
+the stream alone (`DataContext.max_errored_blocks`) and becomes a `ray` failure that a rerun retries, unless
+its write task listed it before dying. A killed driver leaves its completed shards; the next run discards
+what its tasks left unlisted. One driver per output folder at a time.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import json
+import functools
+import hashlib
 import os
 import pickle
 import re
+import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bl_data.asr import AsrError, transcribe
+from bl_data.asr import AsrError, AsrServer, AsrSpec, asr_media, default_command
+from bl_data.meters import StageMeter
 from bl_data.pipeline import PrepareConfig, Run
+from bl_data.progress import progress as progress_bar
 from bl_data.records import Failure, Post
-from bl_data.shards import MANIFEST_SUFFIX, ShardWriter, done_keys, encode_jpeg, sample_key
-from bl_data.sources._common import VIDEO_EXTENSIONS
+from bl_data.shards import ShardWriter, done_keys, encode_jpeg, sample_key
 from bl_data.stages import (
     Captioner,
     Decoded,
@@ -54,6 +66,7 @@ from bl_data.stages import (
 )
 
 StageHook = Callable[[str, str], None]  # (stage, post id), run in the worker before a post's stage
+_PREFIX = r"ray[0-9a-f]+-[0-9a-f]{12}"  # the write tasks' shard prefixes
 
 
 @dataclass
@@ -61,16 +74,13 @@ class RayConfig:
     """Where and how wide `prepare_ray` runs. Pool sizes are (min, max) actors (Ray autoscales between)."""
 
     address: str | None = None  # a Ray cluster; None: $RAY_ADDRESS, else a local Ray on this machine
-    chunk_size: int = 256  # posts handed to Ray at a time (the driver never holds more in flight)
     caption_actors: tuple[int, int] = (1, 1)
     caption_gpus: float = 1.0  # GPUs per caption actor (0: caption on CPU)
     caption_batch: int = 8  # posts per caption call (their keyframes go through the model together)
     asr_actors: tuple[int, int] = (1, 1)
     asr_gpus: float = 0.0  # GPUs per ASR actor (give whisperx one: 1)
-    asr_batch: int = 16  # files per bl-asr run (the model is loaded once per run)
-    asr_command: list[str] | None = None  # bl-asr's command line; None: no ASR stage
-    asr_model: str = "large-v3"
-    asr_args: list[str] = field(default_factory=list)
+    asr_batch: int = 4  # posts per ASR actor call
+    spool_page: int = 256  # posts per spool file: what the driver holds at once while spooling
     max_retries: int = 3  # per Ray task whose worker dies (a crash, the OOM killer, a lost node)
     on_stage: StageHook | None = None  # e.g. tracing or fault injection in tests
 
@@ -88,6 +98,17 @@ class _Row:
     captioner: str | None = None
     transcript: str | None = None
     notes: list[Failure] = field(default_factory=list)  # failures logged beside the sample (ASR)
+    meters: list[dict[str, Any]] = field(default_factory=list)  # actor meter snapshots riding along
+
+
+@dataclass
+class _Outcome:
+    """What a write task reports back per post: the result without its sample, written or not, notes."""
+
+    result: PostResult
+    written: bool
+    notes: list[Failure]
+    meters: list[dict[str, Any]]
 
 
 def _load(row: dict[str, Any]) -> _Row:
@@ -98,9 +119,47 @@ def _dump(item: _Row) -> dict[str, Any]:
     return {"id": item.post_id, "item": pickle.dumps(item)}
 
 
+def _batch_rows(batch: dict[str, np.ndarray]) -> list[Any]:
+    return [pickle.loads(item) for item in batch["item"]]
+
+
+def _items_batch(ids: Sequence[str], items: Sequence[Any]) -> dict[str, np.ndarray]:
+    column = np.empty(len(items), dtype=object)
+    column[:] = [pickle.dumps(item) for item in items]
+    return {"id": np.array(ids, dtype=object), "item": column}
+
+
+def _rows_batch(rows: Sequence[_Row]) -> dict[str, np.ndarray]:
+    return _items_batch([row.post_id for row in rows], rows)
+
+
 def _hook(on_stage: StageHook | None, stage: str, post_id: str) -> None:
     if on_stage is not None:
         on_stage(stage, post_id)
+
+
+def _read_page(path: Path) -> Iterator[Any]:
+    """A spool page as one Arrow block per post."""
+    import pyarrow as pa
+
+    for post in pickle.loads(path.read_bytes()):
+        yield pa.table({"id": [post.id], "item": [pickle.dumps(post)]})
+
+
+def _spool_source(pages: list[Path]) -> Any:
+    """A Ray Data Datasource with one read task per spool page."""
+    from ray.data import Datasource, ReadTask
+    from ray.data.block import BlockMetadata
+
+    class SpoolSource(Datasource):
+        def estimate_inmemory_data_size(self) -> int | None:
+            return None
+
+        def get_read_tasks(self, parallelism: int, **_: Any) -> list[ReadTask]:
+            meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
+            return [ReadTask(functools.partial(_read_page, page), meta) for page in pages]
+
+    return SpoolSource()
 
 
 def _decode_row(row: dict[str, Any], cfg: StageConfig, on_stage: StageHook | None) -> dict[str, Any]:
@@ -119,25 +178,23 @@ def _decode_row(row: dict[str, Any], cfg: StageConfig, on_stage: StageHook | Non
     return _dump(_Row(post.id, media, work=work, jpegs=jpegs))
 
 
-def _batch_rows(batch: dict[str, np.ndarray]) -> list[_Row]:
-    return [pickle.loads(item) for item in batch["item"]]
-
-
-def _rows_batch(rows: Sequence[_Row]) -> dict[str, np.ndarray]:
-    items = np.empty(len(rows), dtype=object)
-    items[:] = [pickle.dumps(row) for row in rows]
-    return {"id": np.array([row.post_id for row in rows], dtype=object), "item": items}
-
-
 class _CaptionActor:
-    """Captions the keyframes of a batch of posts in one call; the model is built once per actor."""
+    """Captions the keyframes of a batch of posts in one call; the captioner is built once, here."""
 
     def __init__(self, factory: Callable[[], Captioner]) -> None:
-        self.captioner = factory()
+        self.meter = StageMeter("caption")
+        with self.meter.loading():
+            self.captioner = factory()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = _batch_rows(batch)
+        rows: list[_Row] = _batch_rows(batch)
         todo = [row for row in rows if row.work is not None]
+        with self.meter.busy(posts=len(todo)):
+            self._caption(todo)
+        rows[0].meters.append(self.meter.snapshot())
+        return _rows_batch(rows)
+
+    def _caption(self, todo: list[_Row]) -> None:
         keyframes = [kf for row in todo for kf in row.work.analysis.keyframes]
         try:
             captions = self.captioner(keyframes) if keyframes else []
@@ -152,132 +209,98 @@ class _CaptionActor:
             row.captions = mine if mine is not None else caption_post(row.work, self.captioner)
             row.captioner = self.captioner.name
             start += n
-        return _rows_batch(rows)
-
-
-def asr_media(row: _Row) -> Path | None:
-    """The media file the ASR stage transcribes for a post: a video, not a GIF (as `transcribe_folder`)."""
-    if row.work is None or not row.work.post.is_video or row.media is None:
-        return None
-    path = Path(row.media)
-    return path if path.suffix.lower().lstrip(".") in set(VIDEO_EXTENSIONS) - {"gif"} else None
 
 
 class _AsrActor:
-    """Runs the bl-asr command on the videos of a batch of posts (its per-file cache skips done files)."""
+    """Transcribes the videos of a batch of posts with one resident `bl-asr serve` (started here, once)."""
 
-    def __init__(self, command: list[str], model: str, args: list[str], cache_dir: Path) -> None:
-        self.command, self.model, self.args, self.cache_dir = command, model, args, cache_dir
+    def __init__(self, spec: AsrSpec, cache_dir: Path) -> None:
+        self.meter = StageMeter("asr")
+        self.server = AsrServer(spec, cache_dir)
+        try:
+            with self.meter.loading():
+                self.server.start()
+        except AsrError:
+            pass  # the server remembers why: each post of this actor fails with that reason
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = _batch_rows(batch)
-        paths = {row.post_id: path for row in rows if (path := asr_media(row)) is not None}
-        try:
-            results = transcribe(
-                list(paths.values()),
-                model=self.model,
-                cache_dir=self.cache_dir,
-                command=self.command,
-                args=self.args,
-            )
-        except AsrError as err:  # the command failed as a whole: these posts fail (a rerun retries)
-            for row in rows:
-                if row.post_id in paths:
-                    failure = Failure(row.media, "asr", str(err).splitlines()[0], row.post_id)
-                    row.result, row.work = PostResult(row.post_id, row.media, failure=failure), None
-            return _rows_batch(rows)
+        rows: list[_Row] = _batch_rows(batch)
+        paths = {
+            row.post_id: path
+            for row in rows
+            if row.work is not None and (path := asr_media(row.work.post)) is not None
+        }
+        with self.meter.busy(posts=len(paths)):
+            try:
+                results = self.server.transcribe(paths.values())
+            except AsrError as err:  # the server cannot run at all: these posts fail (a rerun retries)
+                results = None
+                reason = str(err).splitlines()[0]
         for row in rows:
-            result = results.get(paths[row.post_id]) if row.post_id in paths else None
-            if isinstance(result, Failure):
+            if row.post_id not in paths:
+                continue
+            if results is None:
+                failure = Failure(row.media, "asr", reason, row.post_id)
+                row.result, row.work = PostResult(row.post_id, row.media, failure=failure), None
+            elif isinstance(result := results[paths[row.post_id]], Failure):
                 row.notes.append(result)  # as the local engine: prepared without a transcript
-            elif result is not None:
+            else:
                 row.transcript = result.text or None
+        self.meter.loads, self.meter.load_s = self.server.loads, self.server.load_s
+        rows[0].meters.append(self.meter.snapshot())
         return _rows_batch(rows)
 
 
-def _finish_row(
-    row: dict[str, Any], cfg: StageConfig, asr_name: str | None, on_stage: StageHook | None
-) -> dict[str, Any]:
+def _finish_row(row: dict[str, Any], cfg: StageConfig, on_stage: StageHook | None) -> dict[str, Any]:
     """The verbalize task: `finish_post` with the row's captions and transcript."""
     item = _load(row)
     if item.work is None:
         return row
     _hook(on_stage, "verbalize", item.post_id)
-    transcripts = {item.media: item.transcript} if item.transcript and item.media else {}
-    cfg = dataclasses.replace(cfg, transcripts=transcripts, asr_name=asr_name)
     captions = item.captions if item.captions is not None else caption_post(item.work, None)
-    result = finish_post(item.work, captions, item.captioner, cfg)
+    result = finish_post(item.work, captions, item.captioner, cfg, item.transcript)
     if result.meta is not None:
         result.frames = None  # the JPEGs in `item.jpegs` are the frames
     item.result, item.work = result, None
     return _dump(item)
 
 
-def _rows_of(blocks: Iterable[Any]) -> Iterable[_Row]:
-    for block in blocks:
-        for item in block.column("item").to_pylist():
-            yield pickle.loads(item)
+def _write_batch(
+    batch: dict[str, np.ndarray], out: Path, samples_per_shard: int, token: str, on_stage: StageHook | None
+) -> dict[str, np.ndarray]:
+    """The write task: its posts' samples in one shard under a prefix named after its first post, so a retry
+    (same posts) reopens the same prefix: what the dead attempt left unlisted is discarded, what it listed is
+    skipped."""
+    rows: list[_Row] = _batch_rows(batch)
+    prefix = f"{token}-{hashlib.sha1(rows[0].post_id.encode()).hexdigest()[:12]}"
+    writer = ShardWriter(out, samples_per_shard, prefix, done_scope="prefix")
+    outcomes = []
+    try:
+        for row in rows:
+            result = row.result or PostResult(row.post_id, row.media, failure=_lost(row, "no result"))
+            outcomes.append(_Outcome(result, _write(writer, row, result, on_stage), row.notes, row.meters))
+            result.meta = None
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return _items_batch([row.post_id for row in rows], outcomes)
 
 
-@dataclass
-class _Outcome:
-    """What a write task reports back per post: the result without its sample, written or not, notes."""
-
-    result: PostResult
-    written: bool
-    notes: list[Failure]
-
-
-class _ShardSink:
-    """A Ray Datasink: each write task writes its rows with a `ShardWriter` of its own prefix.
-
-    A retried task (same prefix) starts by discarding what the dead attempt left unlisted and skips the
-    samples it already listed, so nothing is written twice.
-    """
-
-    def __init__(self, out: Path, samples_per_shard: int, prefix: str, on_stage: StageHook | None) -> None:
-        self.out, self.samples_per_shard, self.prefix, self.on_stage = (
-            out,
-            samples_per_shard,
-            prefix,
-            on_stage,
-        )
-        self.outcomes: list[_Outcome] = []
-
-    # ray.data.Datasink is mixed in by `_sink`, so this module imports without Ray
-    def write(self, blocks: Iterable[Any], ctx: Any) -> list[_Outcome]:
-        writer = ShardWriter(
-            self.out, self.samples_per_shard, f"{self.prefix}-{ctx.task_idx:04d}", done_scope="prefix"
-        )
-        outcomes = []
-        try:
-            for row in _rows_of(blocks):
-                result = row.result or PostResult(row.post_id, row.media, failure=_lost(row, "no result"))
-                outcomes.append(_Outcome(result, self._write(writer, row, result), row.notes))
-                result.meta = None
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-        return outcomes
-
-    def _write(self, writer: ShardWriter, row: _Row, result: PostResult) -> bool:
-        if result.meta is None:
-            return False
-        _hook(self.on_stage, "write", row.post_id)
-        if writer.is_done(row.post_id):  # listed by an earlier attempt of this task
-            return True
-        try:
-            writer.write(row.post_id, result.meta, row.jpegs)
-        except OSError:
-            raise  # the shard itself may be damaged: the task fails and is retried
-        except Exception as err:  # members are encoded before the tar is touched: this sample only
-            result.failure = Failure(str(row.media), "write", exception_reason(err), row.post_id)
-            return False
+def _write(writer: ShardWriter, row: _Row, result: PostResult, on_stage: StageHook | None) -> bool:
+    if result.meta is None:
+        return False
+    _hook(on_stage, "write", row.post_id)
+    if writer.is_done(row.post_id):  # listed by an earlier attempt of this task
         return True
-
-    def on_write_complete(self, write_result: Any) -> None:
-        self.outcomes = [o for task in write_result.write_returns for o in task]
+    try:
+        writer.write(row.post_id, result.meta, row.jpegs)
+    except OSError:
+        raise  # the shard itself may be damaged: the task fails and is retried
+    except Exception as err:  # members are encoded before the tar is touched: this sample only
+        result.failure = Failure(str(row.media), "write", exception_reason(err), row.post_id)
+        return False
+    return True
 
 
 def _lost(row: _Row | Post, why: str) -> Failure:
@@ -286,29 +309,13 @@ def _lost(row: _Row | Post, why: str) -> Failure:
     return Failure(str(media) if media else post_id, "ray", why, post_id)
 
 
-def _sink(out: Path, samples_per_shard: int, prefix: str, on_stage: StageHook | None) -> _ShardSink:
-    from ray.data import Datasink
-
-    cls = type("ShardSink", (_ShardSink, Datasink), {})
-    return cls(out, samples_per_shard, prefix, on_stage)
-
-
-def _clean(out: Path, prefix_pattern: str) -> None:
-    """Discard temp files and unlisted shards of the Ray write prefixes matching `prefix_pattern`."""
+def _clean(out: Path, prefix_pattern: str = _PREFIX) -> None:
+    """Discard temp files and unlisted shards of the Ray write prefixes matching `prefix_pattern`, and the
+    spools of earlier drivers."""
     shard_name = re.compile(rf"^({prefix_pattern})-\d{{6}}\.tar(\.tmp)?$")
     prefixes = {m.group(1) for path in out.iterdir() if (m := shard_name.match(path.name))}
     for prefix in sorted(prefixes):
         ShardWriter(out, 1, prefix, done_scope="prefix")  # opening recovers (see shards)
-
-
-def _chunk_written(out: Path, prefix: str) -> set[str]:
-    return {
-        key
-        for path in out.glob(f"{prefix}-*{MANIFEST_SUFFIX}")
-        for line in path.read_text().splitlines()
-        if line.endswith("}")
-        for key in json.loads(line)["keys"]
-    }
 
 
 # Under `uv run`, Ray would by default copy the working directory to every worker and rebuild the
@@ -337,91 +344,148 @@ def _ray_hashes(paths: list[Path], chunk: int = 64) -> dict[str, str]:
     return {path: digest for part in parts for path, digest in part.items()}
 
 
+def _spool(posts: Iterable[Post], folder: Path, page: int) -> tuple[list[Path], set[str]]:
+    """Write `posts` to pickled pages of `page` posts (one page in memory at a time); the pages and the ids."""
+    folder.mkdir()
+    pages: list[Path] = []
+    ids: set[str] = set()
+    buffer: list[Post] = []
+
+    def flush() -> None:
+        pages.append(folder / f"page-{len(pages):06d}.pkl")
+        pages[-1].write_bytes(pickle.dumps(buffer))
+        buffer.clear()
+
+    for post in posts:
+        buffer.append(post)
+        ids.add(post.id)
+        if len(buffer) == page:
+            flush()
+    if buffer:
+        flush()
+    return pages, ids
+
+
+def _counted(posts: Iterable[Post], bar: Any) -> Iterator[Post]:
+    for post in posts:
+        bar.update(1)
+        yield post
+
+
+def _spooled(pages: list[Path]) -> Iterator[Post]:
+    for page in pages:
+        yield from pickle.loads(page.read_bytes())
+
+
 def prepare_ray(
     cfg: PrepareConfig, rcfg: RayConfig, captioner: Callable[[], Captioner] | None = None
 ) -> dict[str, Any]:
     """`prepare` on Ray; the same samples, `failures.jsonl` and `report.json` as the local engine.
 
-    `captioner` builds the captioner inside each caption actor (e.g. `functools.partial(VlmCaptioner, path)`).
+    `captioner` builds the captioner inside each caption actor (e.g. `functools.partial(VlmCaptioner, path)`);
+    `cfg.asr` runs the ASR stage in the ASR actors.
     """
     if cfg.num_shards != 1:
         raise ValueError(
             "the Ray engine prepares the whole input: num_shards must be 1 (Ray splits the work)"
         )
     _init(rcfg.address)
-    import ray
-
     cfg.out.mkdir(parents=True, exist_ok=True)
-    _clean(cfg.out, r"ray[0-9a-f]+-\d{5}-\d{4}")  # what a killed driver's tasks left
+    _clean(cfg.out)  # what a killed driver's tasks left
+    for old in cfg.out.glob(".ray*-spool"):
+        shutil.rmtree(old)
     run = Run(cfg, done_keys(cfg.out), hasher=_ray_hashes)
-    stage_cfg = StageConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(StageConfig)})
-    stage_cfg.transcripts = {}
-    token, numbers = f"ray{time.time_ns():x}", itertools.count()
-
-    def run_chunk(chunk: list[Post]) -> dict[str, _Outcome]:
-        """The outcome of each post of `chunk`. When the chunk fails past its retries (e.g. a post that kills
-        every worker it runs in), its unwritten posts are run again one at a time, so only that post fails."""
-        prefix = f"{token}-{next(numbers):05d}"
-        sink = _sink(cfg.out, cfg.samples_per_shard, prefix, rcfg.on_stage)
-        dataset = _dataset(ray, chunk, stage_cfg, rcfg, cfg.out, captioner, cfg.samples_per_shard)
-        try:
-            dataset.write_datasink(sink, ray_remote_args={"max_retries": rcfg.max_retries})
-        except Exception as err:  # what the chunk listed stays written
-            _clean(cfg.out, re.escape(prefix) + r"-\d{4}")
-            written = _chunk_written(cfg.out, prefix)
-            outcomes = {
-                post.id: _Outcome(PostResult(post.id, _media(post)), True, [])
-                for post in chunk
-                if sample_key(post.id) in written
-            }
-            rest = [post for post in chunk if post.id not in outcomes]
-            if len(chunk) > 1:
-                for post in rest:
-                    outcomes |= run_chunk([post])
-            elif rest:
-                reason = f"its Ray tasks failed {rcfg.max_retries + 1} times: {type(err).__name__}: {err}"
-                (post,) = rest
-                failure = _lost(post, reason.splitlines()[0])
-                outcomes[post.id] = _Outcome(PostResult(post.id, _media(post), failure=failure), False, [])
-            return outcomes
-        return {o.result.post_id: o for o in sink.outcomes}
-
-    posts = iter(run.posts())
-    while chunk := list(itertools.islice(posts, rcfg.chunk_size)):
-        outcomes = run_chunk(chunk)
-        for post in chunk:
-            outcome = outcomes.get(post.id)
-            if outcome is None:
-                run.account(
-                    PostResult(post.id, _media(post), failure=_lost(post, "no result came back from Ray"))
-                )
-                continue
-            for note in outcome.notes:
-                run.log.add(note)
-            run.account(outcome.result, written=outcome.written)
-    return run.finish()
+    token = f"ray{time.time_ns():x}"
+    spool = cfg.out / f".{token}-spool"
+    with progress_bar(desc=f"import + filters {cfg.source}", unit="post") as spooling:
+        pages, pending = _spool(_counted(run.posts(), spooling), spool, rcfg.spool_page)
+    meters: dict[str, dict[str, Any]] = {}
+    bar = progress_bar(total=len(pending), desc=f"prepare {cfg.source} on ray", unit="post")
+    try:
+        if pages:
+            for outcome in _stream(pages, cfg, rcfg, captioner, token):
+                bar.update(1)
+                pending.discard(outcome.result.post_id)
+                for note in outcome.notes:
+                    run.log.add(note)
+                for meter in outcome.meters:  # the latest snapshot of each actor
+                    if meter["batches"] >= meters.get(meter["worker"], {}).get("batches", 0):
+                        meters[meter["worker"]] = meter
+                run.account(outcome.result, written=outcome.written)
+        _account_lost(run, pages, pending, rcfg)
+    finally:
+        bar.close()
+        shutil.rmtree(spool, ignore_errors=True)
+        _clean(cfg.out, re.escape(token) + r"-[0-9a-f]{12}")
+    return run.finish(list(meters.values()))
 
 
-def _media(post: Post) -> str | None:
-    return str(post.media_path) if post.media_path is not None else None
+def _account_lost(run: Run, pages: list[Path], lost: set[str], rcfg: RayConfig) -> None:
+    """Account the posts whose outcome never came back: written when a manifest lists them (their write task
+    died after listing them), else a `ray` failure."""
+    if not lost:
+        return
+    written = done_keys(run.cfg.out)
+    reason = (
+        f"its Ray tasks failed {rcfg.max_retries + 1} times (a worker died each time: crash, OOM, lost node)"
+    )
+    for post in _spooled(pages):
+        if post.id not in lost:
+            continue
+        media = str(post.media_path) if post.media_path is not None else None
+        if sample_key(post.id) in written:
+            run.account(PostResult(post.id, media), written=True)
+        else:
+            run.account(PostResult(post.id, media, failure=_lost(post, reason)))
+
+
+def _stream(
+    pages: list[Path],
+    cfg: PrepareConfig,
+    rcfg: RayConfig,
+    captioner: Callable[[], Captioner] | None,
+    token: str,
+) -> Iterator[_Outcome]:
+    """Run the pipeline over the spool pages; each post's outcome as its write task finishes."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    settings = {
+        "target_max_block_size": 1,  # every post a block of its own: one post per decode / verbalize task
+        "max_errored_blocks": -1,  # a post whose task fails past its retries is dropped alone, not the run
+        "enable_progress_bars": False,  # the driver's own bar counts posts
+        # no per-operator CPU reservations: with them a stage's share of a small cluster can be a single
+        # task, and one straggler then holds back every post behind it (backpressure still bounds memory)
+        "op_resource_reservation_enabled": False,
+    }
+    saved = {name: getattr(ctx, name) for name in settings}
+    for name, value in settings.items():
+        setattr(ctx, name, value)
+    try:
+        ds = _dataset(pages, cfg, rcfg, captioner, token)
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            yield from _batch_rows(batch)
+    finally:
+        for name, value in saved.items():
+            setattr(ctx, name, value)
 
 
 def _dataset(
-    ray: Any,
-    chunk: list[Post],
-    cfg: StageConfig,
+    pages: list[Path],
+    cfg: PrepareConfig,
     rcfg: RayConfig,
-    out: Path,
     captioner: Callable[[], Captioner] | None,
-    samples_per_shard: int,
+    token: str,
 ) -> Any:
-    """The Ray Data pipeline of one chunk of posts (lazy; the write executes it)."""
+    """The whole run's Ray Data pipeline (lazy; iterating it executes it, streaming)."""
+    import ray
     from ray.data import ActorPoolStrategy
 
-    items = [{"id": post.id, "item": pickle.dumps(post)} for post in chunk]
-    retries = {"max_retries": rcfg.max_retries}
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map(_decode_row, fn_kwargs={"cfg": cfg, "on_stage": rcfg.on_stage}, num_cpus=1, **retries)
+    stage_cfg = StageConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(StageConfig)})
+    hook = {"on_stage": rcfg.on_stage}
+    one_post = {"num_cpus": 1, "max_retries": rcfg.max_retries}
+    ds = ray.data.read_datasource(_spool_source(pages), num_cpus=0.25)
+    ds = ds.map(_decode_row, fn_kwargs={"cfg": stage_cfg, **hook}, **one_post)
     if captioner is not None:
         ds = ds.map_batches(
             _CaptionActor,
@@ -431,22 +495,23 @@ def _dataset(
             num_gpus=rcfg.caption_gpus,
             num_cpus=0 if rcfg.caption_gpus else 1,
         )
-    if rcfg.asr_command:
+    if cfg.asr is not None:
+        spec = dataclasses.replace(cfg.asr, command=cfg.asr.command or default_command())
         ds = ds.map_batches(
             _AsrActor,
-            fn_constructor_kwargs={
-                "command": rcfg.asr_command,
-                "model": rcfg.asr_model,
-                "args": rcfg.asr_args,
-                "cache_dir": out / "asr-cache",
-            },
+            fn_constructor_kwargs={"spec": spec, "cache_dir": cfg.out / "asr-cache"},
             batch_size=rcfg.asr_batch,
             compute=ActorPoolStrategy(min_size=rcfg.asr_actors[0], max_size=rcfg.asr_actors[1]),
             num_gpus=rcfg.asr_gpus,
         )
-    asr_name = rcfg.asr_model if rcfg.asr_command else None
-    fn_kwargs = {"cfg": cfg, "asr_name": asr_name, "on_stage": rcfg.on_stage}
-    ds = ds.map(_finish_row, fn_kwargs=fn_kwargs, num_cpus=1, **retries)
-    # write tasks of about `samples_per_shard` rows each; a separate operator, so the decode and verbalise
-    # tasks above stay one post each (fused into the write they would take a whole shard's posts per task)
-    return ds.repartition(-(-len(chunk) // samples_per_shard))
+    ds = ds.map(_finish_row, fn_kwargs={"cfg": stage_cfg, **hook}, **one_post)
+    write_kwargs = {"out": cfg.out, "samples_per_shard": cfg.samples_per_shard, "token": token, **hook}
+    # half a CPU (a write is mostly I/O), which also keeps Ray Data from fusing the one-post tasks above
+    # into shard-sized write tasks (it fuses only operators with the same resources)
+    return ds.map_batches(
+        _write_batch,
+        fn_kwargs=write_kwargs,
+        batch_size=cfg.samples_per_shard,
+        num_cpus=0.5,
+        max_retries=rcfg.max_retries,
+    )
