@@ -73,7 +73,7 @@ class MediaBatch:
 
 class BehaviorLlavaPreTrainedModel(PreTrainedModel):
     config_class = BehaviorLlavaConfig
-    base_model_prefix = "model"
+    base_model_prefix = "language_model"  # the LLM; `base_model` is it, as for any LM with extra heads
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flash_attn = True
@@ -127,11 +127,12 @@ class BehaviorLlavaForCausalLM(BehaviorLlavaPreTrainedModel):
         self.apply_freeze_policy()
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs) -> BehaviorLlavaForCausalLM:
-        """transformers' loader, then the config's freeze policy (loading replaces the parameters)."""
-        model = super().from_pretrained(*args, **kwargs)
-        model.apply_freeze_policy()
-        return model
+    def from_pretrained(cls, *args, **kwargs):
+        """transformers' loader, then the config's freeze policy (loading replaces the parameters). Returns what
+        transformers returns: the model, or (model, loading info) with `output_loading_info=True`."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded).apply_freeze_policy()
+        return loaded
 
     def save_pretrained(self, save_directory, *args, **kwargs) -> None:
         """transformers' writer, plus the model's source beside the weights and the config's `auto_map`, so
@@ -171,6 +172,9 @@ class BehaviorLlavaForCausalLM(BehaviorLlavaPreTrainedModel):
 
     def get_output_embeddings(self) -> nn.Module:
         return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_output_embeddings(value)
 
     # ---- vision -----------------------------------------------------------------------------------
     def _content_tokens(self, x: torch.Tensor, mean: torch.Tensor, mode: CompressMode) -> torch.Tensor:
@@ -268,6 +272,11 @@ class BehaviorLlavaForCausalLM(BehaviorLlavaPreTrainedModel):
         """input_ids/attention_mask/labels (B, L); media fields as in `MediaBatch`. Loss on labels != IGNORE_INDEX."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if inputs_embeds is not None and pixel_values is not None:
+            raise ValueError(
+                "media (pixel_values) need input_ids: their placeholder tokens say where the media tokens go; "
+                "pass input_ids, or inputs_embeds already holding the media (model.embed_inputs(input_ids, media))"
+            )
         if inputs_embeds is None:
             media = None
             if pixel_values is not None:
