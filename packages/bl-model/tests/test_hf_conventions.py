@@ -77,3 +77,9 @@ def test_inputs_embeds_with_media_is_refused_and_embedded_media_give_the_same_lo
         torch.testing.assert_close(
             model(inputs_embeds=embedded).logits, model(input_ids=ids, **vars(media)).logits, rtol=0, atol=0
         )
+
+
+def test_an_llm_checkpoint_without_config_is_refused_not_read_as_the_7b_defaults(tmp_path):
+    LlamaForCausalLM(bl_model.tiny().text_config).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"config\.json is a 'llama' config, not 'behavior_llava'"):
+        BehaviorLlavaForCausalLM.from_pretrained(tmp_path)

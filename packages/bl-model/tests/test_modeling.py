@@ -157,7 +157,8 @@ def test_greedy_generation_is_deterministic_and_matches_uncached_decoding():
     first = model.generate(ids, **kwargs, max_new_tokens=6, eos_token_id=None)
     second = model.generate(ids, **kwargs, max_new_tokens=6, eos_token_id=None)
     assert torch.equal(first, second)
-    assert torch.equal(first[:, : ids.shape[1]], ids)  # transformers' convention: the prompt, then the new tokens
+    # transformers' convention: the prompt, then the new tokens
+    assert torch.equal(first[:, : ids.shape[1]], ids)
     with torch.no_grad():
         assert torch.equal(first[:, ids.shape[1] :], manual_greedy(model, ids, media, 6))
 
