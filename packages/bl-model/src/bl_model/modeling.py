@@ -3,7 +3,8 @@
 Per frame the LLM sees [ctx_t, content_t…]: the Q-Former turns the turn's instruction into M queries
 (cross-attending to LayerNorm(CLS + patches)), the queries pick a softmax-weighted mix of the patches
 (`ops.compress_video_tokens`), and the patches' mean (or `grid:k` pooling) is the content token.
-Media placeholders in `input_ids` are filled by `masked_scatter` after a count check.
+Media placeholders in `input_ids` are filled by `masked_scatter` after a count check. `generate` is transformers'
+`GenerationMixin.generate`: the media are encoded at prefill and the KV cache carries them after.
 """
 
 from __future__ import annotations
