@@ -157,8 +157,10 @@ def test_greedy_generation_is_deterministic_and_matches_uncached_decoding():
     first = model.generate(ids, **kwargs, max_new_tokens=6, eos_token_id=None)
     second = model.generate(ids, **kwargs, max_new_tokens=6, eos_token_id=None)
     assert torch.equal(first, second)
+    # transformers' convention: the prompt, then the new tokens
+    assert torch.equal(first[:, : ids.shape[1]], ids)
     with torch.no_grad():
-        assert torch.equal(first, manual_greedy(model, ids, media, 6))
+        assert torch.equal(first[:, ids.shape[1] :], manual_greedy(model, ids, media, 6))
 
 
 def test_save_load_round_trip_is_bit_identical(tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoProcessor
+from transformers import AutoProcessor, GenerationConfig
 
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
 from bl_train.batching import collate
@@ -198,6 +198,7 @@ def test_final_export_loads_and_matches_the_engine_module(demo_recipe, zero):
     assert type(processor) is BehaviorLlavaProcessor and processor.max_length == recipe.data.max_length
     batch = collate(processor, [trainer._data(processor).get(0, i)[0] for i in range(2)], packing=False)
     reloaded = BehaviorLlavaForCausalLM.from_pretrained(summary.final_dir).eval()
+    assert reloaded.generation_config.to_dict() == GenerationConfig.from_pretrained(summary.final_dir).to_dict()
     trained = BehaviorLlavaForCausalLM.from_pretrained(recipe.model.pretrained)
     assert any(not torch.equal(a, b) for a, b in zip(reloaded.parameters(), trained.parameters(), strict=True))
     with torch.no_grad():

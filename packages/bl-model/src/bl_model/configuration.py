@@ -200,6 +200,19 @@ class BehaviorLlavaConfig(PretrainedConfig):
         if self.num_query < 1 or self.qformer_max_length < 1:
             raise ValueError("num_query and qformer_max_length must be positive")
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """transformers' loader; a config of another model type (e.g. the LLM's own, which `base_model` saves) is
+        an error: read as this config it would silently give the default 7B sub-models."""
+        config_dict, _ = cls.get_config_dict(pretrained_model_name_or_path, **kwargs)
+        found = config_dict.get("model_type", cls.model_type)
+        if found != cls.model_type:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: config.json is a {found!r} config, not {cls.model_type!r}; "
+                f"to load its weights into the LLM, pass config=BehaviorLlavaConfig(text_config=..., ...)"
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
     def save_pretrained(self, save_directory, *args, **kwargs) -> None:
         """transformers' writer, plus this module's source and an `auto_map` entry for `AutoConfig`."""
         self.auto_map = {**(getattr(self, "auto_map", None) or {}), "AutoConfig": AUTO_MAP["AutoConfig"]}

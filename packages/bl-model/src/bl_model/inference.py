@@ -99,9 +99,10 @@ def generate_ids(
     rows = []
     for start in range(0, len(encoded), batch_size):
         batch = to_device(collate_left(processor, encoded[start : start + batch_size]), model.device)
-        new = model.generate(
+        out = model.generate(
             **batch, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=processor.pad_token_id, **options
-        ).cpu()  # (B, ≤ max_new_tokens)
+        ).cpu()  # (B, L + ≤ max_new_tokens): the prompts, then the new tokens
+        new = out[:, batch["input_ids"].shape[1] :]  # (B, ≤ max_new_tokens)
         rows += [row[: row.index(eos)] if eos in row else row for row in new.tolist()]
     return rows
 

@@ -3,12 +3,13 @@
 Per frame the LLM sees [ctx_t, content_t…]: the Q-Former turns the turn's instruction into M queries
 (cross-attending to LayerNorm(CLS + patches)), the queries pick a softmax-weighted mix of the patches
 (`ops.compress_video_tokens`), and the patches' mean (or `grid:k` pooling) is the content token.
-Media placeholders in `input_ids` are filled by `masked_scatter` after a count check.
+Media placeholders in `input_ids` are filled by `masked_scatter` after a count check. `generate` is transformers'
+`GenerationMixin.generate`: the media are encoded at prefill and the KV cache carries them after.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,7 @@ from transformers import (
     AutoModelForCausalLM,
     CLIPVisionConfig,
     CLIPVisionModel,
+    GenerationMixin,
     InstructBlipQFormerModel,
     PreTrainedModel,
 )
@@ -71,9 +73,12 @@ class MediaBatch:
         return None if values["pixel_values"] is None else cls(**values)
 
 
+MEDIA_FIELDS = tuple(f.name for f in fields(MediaBatch))
+
+
 class BehaviorLlavaPreTrainedModel(PreTrainedModel):
     config_class = BehaviorLlavaConfig
-    base_model_prefix = "model"
+    base_model_prefix = "language_model"  # the LLM; `base_model` is it, as for any LM with extra heads
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flash_attn = True
@@ -103,7 +108,7 @@ class BehaviorLlavaPreTrainedModel(PreTrainedModel):
             nn.init.ones_(module.weight)
 
 
-class BehaviorLlavaForCausalLM(BehaviorLlavaPreTrainedModel):
+class BehaviorLlavaForCausalLM(BehaviorLlavaPreTrainedModel, GenerationMixin):
     """LLaMA-VID for causal LM. Submodule names map 1:1 to the released checkpoint (see `convert`)."""
 
     def __init__(self, config: BehaviorLlavaConfig):
@@ -127,11 +132,12 @@ class BehaviorLlavaForCausalLM(BehaviorLlavaPreTrainedModel):
         self.apply_freeze_policy()
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs) -> BehaviorLlavaForCausalLM:
-        """transformers' loader, then the config's freeze policy (loading replaces the parameters)."""
-        model = super().from_pretrained(*args, **kwargs)
-        model.apply_freeze_policy()
-        return model
+    def from_pretrained(cls, *args, **kwargs):
+        """transformers' loader, then the config's freeze policy (loading replaces the parameters). Returns what
+        transformers returns: the model, or (model, loading info) with `output_loading_info=True`."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded).apply_freeze_policy()
+        return loaded
 
     def save_pretrained(self, save_directory, *args, **kwargs) -> None:
         """transformers' writer, plus the model's source beside the weights and the config's `auto_map`, so
@@ -171,6 +177,9 @@ class BehaviorLlavaForCausalLM(BehaviorLlavaPreTrainedModel):
 
     def get_output_embeddings(self) -> nn.Module:
         return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_output_embeddings(value)
 
     # ---- vision -----------------------------------------------------------------------------------
     def _content_tokens(self, x: torch.Tensor, mean: torch.Tensor, mode: CompressMode) -> torch.Tensor:
@@ -263,11 +272,17 @@ class BehaviorLlavaForCausalLM(BehaviorLlavaPreTrainedModel):
         query_attention_mask: torch.LongTensor | None = None,
         query_media_index: torch.LongTensor | None = None,
         use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """input_ids/attention_mask/labels (B, L); media fields as in `MediaBatch`. Loss on labels != IGNORE_INDEX."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if inputs_embeds is not None and pixel_values is not None:
+            raise ValueError(
+                "media (pixel_values) need input_ids: their placeholder tokens say where the media tokens go; "
+                "pass input_ids, or inputs_embeds already holding the media (model.embed_inputs(input_ids, media))"
+            )
         if inputs_embeds is None:
             media = None
             if pixel_values is not None:
@@ -282,6 +297,7 @@ class BehaviorLlavaForCausalLM(BehaviorLlavaPreTrainedModel):
             past_key_values=past_key_values,
             labels=labels,
             use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
             **kwargs,
         )
 
@@ -295,21 +311,56 @@ class BehaviorLlavaForCausalLM(BehaviorLlavaPreTrainedModel):
         nll = F.cross_entropy(logits[keep].float(), targets[keep], reduction="sum")
         return float(nll), int(keep.sum())
 
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.Tensor | None = None,
-        max_new_tokens: int = 64,
-        **inputs,
-    ) -> torch.LongTensor:
-        """Greedy decoding with the LLM's KV cache; `inputs` may hold the `MediaBatch` fields, the rest goes to
-        transformers' `generate`. Prompts must be left-padded. -> new tokens (B, ≤ max_new_tokens)."""
-        embeds = self.embed_inputs(input_ids, MediaBatch.pop_from(inputs))  # (B, L, H)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        inputs.setdefault("do_sample", False)
-        inputs.setdefault("use_cache", True)
-        return self.language_model.generate(
-            inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens, **inputs
+    # ---- generation (transformers' GenerationMixin) ------------------------------------------------
+    def prepare_inputs_for_generation(
+        self, input_ids: torch.LongTensor, past_key_values=None, is_first_iteration: bool = False, **kwargs
+    ) -> dict:
+        """transformers' step inputs; the media go to `forward` only with the tokens that hold their placeholders:
+        at prefill (every step with `use_cache=False`, an assistant model's first draft), never on a cached
+        one-token decode step or a cache continuation whose placeholders are already in the cache."""
+        media = {name: kwargs.pop(name) for name in MEDIA_FIELDS if kwargs.get(name) is not None}
+        inputs = super().prepare_inputs_for_generation(
+            input_ids, past_key_values=past_key_values, is_first_iteration=is_first_iteration, **kwargs
         )
+        step = inputs.get("input_ids")  # None at prefill from inputs_embeds: forward then refuses any media
+        if media and (step is None or (step.shape[1] > 1 and (step == self.config.media_token_id).any())):
+            inputs |= media
+        return inputs
+
+    def _expand_inputs_for_generation(
+        self, expand_size: int = 1, is_encoder_decoder: bool = False, input_ids=None, **model_kwargs
+    ) -> tuple[torch.LongTensor, dict]:
+        """transformers' row expansion (beams, `num_return_sequences`) with the media's Q-Former prompts repeated
+        per copy of their row; the frames are shared, not copied."""
+        media = MediaBatch.pop_from(model_kwargs)
+        if media is not None and input_ids is not None and expand_size > 1:
+            rows = self._query_rows(input_ids, media)
+            order = torch.cat([queries.repeat(expand_size) for queries in rows])  # (Q * expand_size,)
+            media = replace(
+                media,
+                query_input_ids=media.query_input_ids[order],
+                query_attention_mask=media.query_attention_mask[order],
+                query_media_index=media.query_media_index[order],
+            )
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(
+            expand_size, is_encoder_decoder, input_ids, **model_kwargs
+        )
+        return input_ids, model_kwargs | (vars(media) if media is not None else {})
+
+    def _query_rows(self, input_ids: torch.Tensor, media: MediaBatch) -> list[torch.Tensor]:
+        """The media prompts of each row of `input_ids` (B, L), in text order: B index tensors into the Q prompts."""
+        counts, is_video = media.media_frame_counts.tolist(), media.media_is_video.tolist()
+        per_query = [
+            self.config.media_tokens(counts[m], bool(is_video[m])) for m in media.query_media_index.tolist()
+        ]
+        tokens = torch.tensor(per_query, dtype=torch.long)  # (Q,) placeholder tokens of each prompt
+        per_row = (input_ids == self.config.media_token_id).sum(1).cpu()  # (B,)
+        if int(tokens.sum()) != int(per_row.sum()):
+            raise ValueError(
+                f"input_ids hold {int(per_row.sum())} media placeholder tokens but the media give {int(tokens.sum())} "
+                "tokens; build inputs with BehaviorLlavaProcessor for this config"
+            )
+        first = tokens.cumsum(0) - tokens  # (Q,) each prompt's first placeholder, counted over the batch
+        row = torch.searchsorted(per_row.cumsum(0), first, right=True)  # (Q,) the row holding it
+        device = media.query_input_ids.device
+        return [(row == b).nonzero()[:, 0].to(device) for b in range(input_ids.shape[0])]
