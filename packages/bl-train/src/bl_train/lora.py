@@ -44,6 +44,7 @@ def _check_names(model: nn.Module, settings: LoraConfig) -> None:
     names = [name for name, _ in model.named_modules()]
     linears = sorted(
         {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+        - set("0123456789")  # nn.Sequential positions
     )
     for option, wanted in (
         ("target_modules", settings.target_modules),
