@@ -114,7 +114,11 @@ def build_model(recipe: Recipe) -> torch.nn.Module:
         problem = lora.qlora_problem()
         if problem:
             raise lora.LoraSetupError(f"--train.finetune: {problem}")
-        quantize = {"quantization_config": lora.quantization_config(_DTYPES[recipe.train.precision])}
+        dtype = _DTYPES[recipe.train.precision]
+        quantize = {  # quantized on this rank's GPU as the weights load
+            "quantization_config": lora.quantization_config(dtype), "dtype": dtype,
+            "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))},
+        }  # fmt: skip
     if m.pretrained:
         model = BehaviorLlavaForCausalLM.from_pretrained(m.pretrained, **freeze, **quantize)
     else:
