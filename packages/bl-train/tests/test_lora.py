@@ -151,3 +151,22 @@ def test_apps_train_refuses_qlora_without_cuda_in_one_line(tmp_path):
     line = _app_error("--train.finetune", "qlora", "--train.output_dir", str(tmp_path / "run"))
     assert "--train.finetune: qlora needs a CUDA GPU" in line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.gpu
+def test_qlora_trains_adapters_on_a_4bit_base_and_exports_like_lora(demo_recipe):
+    recipe = demo_recipe("--train.finetune", "qlora", "--train.eval_every", "0", "--data.num_workers", "0",
+                         "--train.max_steps", "6", "--train.precision", "bf16", "--deepspeed.offload_optimizer", "none")  # fmt: skip
+    trainer = Trainer(recipe)
+    summary = trainer.run()
+    kinds = {type(m).__name__ for m in trainer.engine.module.modules()}
+    assert "Linear4bit" in kinds and summary.losses[-1] < summary.losses[0], (kinds, summary.losses)
+    base = BehaviorLlavaForCausalLM.from_pretrained(recipe.model.pretrained).eval()
+    # a 4-bit weight counts its unpacked elements, so the totals are the unquantized model's
+    assert (summary.trainable_params, summary.total_params) == expected_counts(base, recipe.lora)
+    adapter_dir = Path(recipe.train.output_dir) / "final-adapter"
+    adapted = PeftModel.from_pretrained(base, adapter_dir).eval()  # on the unquantized base
+    merged = AutoModelForCausalLM.from_pretrained(summary.final_dir, trust_remote_code=True).eval()
+    batch = _batch(recipe, BehaviorLlavaProcessor.from_pretrained(summary.final_dir))
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**batch).logits, adapted(**batch).logits, rtol=1e-5, atol=1e-5)
