@@ -16,6 +16,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
+from bl_model.inference import load
 from bl_train.batching import collate
 from bl_train.config import LoraConfig
 from bl_train.engine import Trainer
@@ -84,6 +85,8 @@ def test_lora_trains_only_adapters_and_both_exports_match_the_engine(demo_recipe
             trainer.engine.module.eval()(**batch).logits, expected, rtol=1e-5, atol=1e-5
         )
         assert (base(**batch).logits - expected).abs().max() > 1e-4  # training moved the model
+        loaded, _ = load(adapter_dir, device="cpu")  # what apps/eval and apps/predict do with the folder
+        torch.testing.assert_close(loaded(**batch).logits, expected, rtol=1e-5, atol=1e-5)
     # the frozen vision tower is the base's, bit for bit
     assert all(
         torch.equal(a, b)
@@ -144,6 +147,21 @@ def _app_error(*args: str) -> str:
 def test_apps_train_reports_a_target_that_matches_nothing_in_one_line(demo_args, tmp_path):
     line = _app_error(*demo_args(tmp_path / "run", *LORA, "--lora.target_modules", "[q_proj, qproj]"))
     assert "--lora.target_modules: 'qproj' matches no module of the model" in line
+
+
+def test_apps_predict_names_the_missing_base_of_an_adapter_folder_in_one_line(tmp_path):
+    adapter = tmp_path / "final-adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": str(tmp_path / "gone")})
+    )
+    proc = subprocess.run([sys.executable, str(TRAIN.parent / "predict"), "--model", str(adapter), "--video", "x.mp4"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert (
+        f"--model: {adapter / 'adapter_config.json'}: base_model_name_or_path {tmp_path / 'gone'} is not"
+        in proc.stderr
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the no-CUDA error")

@@ -11,7 +11,6 @@ the modules trained in full stay in the training precision. Both exports merge i
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import peft
@@ -19,11 +18,10 @@ import torch
 from torch import nn
 from transformers import BitsAndBytesConfig
 
-from bl_model import BehaviorLlavaForCausalLM
+from bl_model.inference import load_merged_adapter
 
 from .config import LoraConfig
 
-ADAPTER_CONFIG = "adapter_config.json"
 # parts of BehaviorLlavaForCausalLM that QLoRA keeps unquantized (everything but the LLM's decoder linears)
 _NOT_QUANTIZED = ["vision_tower", "qformer", "query_projector", "key_projector", "val_projector", "mm_projector",
                   "lm_head"]  # fmt: skip
@@ -120,24 +118,6 @@ def save_adapter(model: peft.PeftModel, out: Path, is_main_process: bool) -> Non
             model.save_pretrained(out, save_embedding_layers=False)
 
 
-def base_of(adapter_dir: str | Path) -> Path:
-    """The base model folder an adapter folder names; FileNotFoundError naming both when it is gone."""
-    config_file = Path(adapter_dir) / ADAPTER_CONFIG
-    base = Path(json.loads(config_file.read_text())["base_model_name_or_path"])
-    if not (base / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{config_file}: base_model_name_or_path {base} is not a model folder (moved or deleted?)"
-        )
-    return base
-
-
-def load_adapter_model(adapter_dir: str | Path, dtype: torch.dtype | str = "auto") -> peft.PeftModel:
-    """The base an adapter folder names (unquantized, in `dtype`) with the adapter on top, unmerged."""
-    base = BehaviorLlavaForCausalLM.from_pretrained(base_of(adapter_dir), dtype=dtype)
-    return peft.PeftModel.from_pretrained(base, adapter_dir)
-
-
 def merge_into_base(adapter_dir: str | Path, out: Path) -> None:
     """Base + adapter merged into plain weights, saved in transformers' layout (with the model's code)."""
-    merged = load_adapter_model(adapter_dir).merge_and_unload()
-    merged.save_pretrained(out)
+    load_merged_adapter(adapter_dir).save_pretrained(out)
