@@ -7,6 +7,7 @@ A user error (bad path, bad value, unknown key, missing extra) ends as one line 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -69,6 +70,19 @@ def output_dir(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"cannot make {text}: {existing} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"cannot write in {existing} (permission denied)")
+    return path
+
+
+def model_dir(text: str) -> Path:
+    """argparse type: a model directory; for a LoRA adapter folder (adapter_config.json), its base must exist."""
+    path = existing_dir(text)
+    adapter = path / "adapter_config.json"
+    if adapter.is_file():
+        base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+        if not base or not (Path(base) / "config.json").is_file():
+            raise argparse.ArgumentTypeError(
+                f"{adapter}: base_model_name_or_path {base} is not a model folder (moved or deleted?)"
+            )
     return path
 
 

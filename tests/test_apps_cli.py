@@ -32,9 +32,11 @@ def test_train_help_lists_every_field_with_type_default_and_docstring():
         ("--optim.lr", "peak learning rate (type: float, default: 2e-05)"),
         ("--data.max_frames", "frames per video (1 fps) (type: int, default: 300)"),
         ("--data.build_demo", "(type: bool, default: False)"),
+        ("--train.finetune", "(type: Literal['full', 'lora', 'qlora'], default: full)"),
+        ("--lora.r", "adapter rank, >= 1 (type: int, default: 16)"),
     ]:
         assert f"{option} " in text and described in text, option
-    for section in ("model", "data", "optim", "deepspeed", "train"):  # every field of every section
+    for section in ("model", "data", "optim", "deepspeed", "train", "lora"):  # every field of every section
         fields = getattr(Recipe(), section).__dataclass_fields__
         assert all(f"--{section}.{name} " in text for name in fields), section
     assert "--print_config" in text and "--log-level" in text

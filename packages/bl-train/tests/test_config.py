@@ -5,6 +5,8 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
 from bl_train.config import OptimConfig, Recipe, TrainConfig, load_recipe
 from bl_train.deepspeed_config import deepspeed_config, validate
@@ -14,7 +16,8 @@ RECIPES = sorted(CONFIGS.glob("*.yaml"))
 
 
 def test_every_recipe_is_shipped():
-    assert {p.stem for p in RECIPES} == {"demo", "behavior-llava-7b", "behavior-llava-13b", "ad-llava-13b"}
+    assert {p.stem for p in RECIPES} == {"demo", "behavior-llava-7b", "behavior-llava-13b", "ad-llava-13b",
+                                         "behavior-llava-13b-lora", "behavior-llava-7b-qlora"}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
@@ -25,6 +28,49 @@ def test_shipped_recipe_validates_and_round_trips(path, tmp_path):
     assert ds["train_batch_size"] == recipe.train.micro_batch_size * recipe.train.grad_accum * 8
     recipe.save(tmp_path / "recipe.yaml")
     assert load_recipe(tmp_path / "recipe.yaml") == recipe
+
+
+@pytest.mark.parametrize(
+    ("name", "finetune", "builder", "r"),
+    [("behavior-llava-13b-lora", "lora", "llama_vid_13b", 128), ("behavior-llava-7b-qlora", "qlora", "llama_vid_7b", 64)],
+)
+def test_lora_recipes_fit_their_model(name, finetune, builder, r):
+    """The adapters and modules trained in full exist in the real 13B / 7B layout (built on the meta device);
+    what trains is the adapters' r x (in + out) per LLM linear plus the projectors, a few % of the model."""
+    import bl_model
+    from bl_model import BehaviorLlavaForCausalLM
+    from bl_train.lora import _check_names
+
+    recipe = load_recipe(CONFIGS / f"{name}.yaml")
+    assert (recipe.train.finetune, recipe.lora.r, recipe.deepspeed.stage) == (finetune, r, 2)
+    with torch.device("meta"):
+        model = BehaviorLlavaForCausalLM(getattr(bl_model, builder)())
+    _check_names(model, recipe.lora)  # raises for a name that matches nothing
+    adapters = sum(r * (m.in_features + m.out_features) for n, m in model.language_model.named_modules()
+                   if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in recipe.lora.target_modules)  # fmt: skip
+    full = sum(p.numel() for n in recipe.lora.modules_to_save for p in getattr(model, n).parameters())
+    total = sum(p.numel() for p in model.parameters())
+    assert 0.01 < (adapters + full) / total < 0.05
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["--lora.r", "0"], "--lora.r: must be >= 1, got 0"),
+        (["--lora.dropout", "1"], r"--lora.dropout: must be in \[0, 1\), got 1"),
+        (["--lora.target_modules", "[]"], "lora.target_modules must name at least one layer"),
+        (["--model.pretrained", "null", "--model.builder", "tiny"], "train.finetune lora needs model.pretrained"),
+    ],
+)
+def test_bad_lora_settings_name_the_field(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_recipe(CONFIGS / "demo.yaml", ["--train.finetune", "lora", *overrides])
+    load_recipe(CONFIGS / "demo.yaml", overrides[:2] if overrides[0].startswith("--lora") else [])  # full: unused
+
+
+def test_qlora_refuses_zero3():
+    with pytest.raises(ValueError, match=r"qlora needs deepspeed\.stage <= 2"):
+        load_recipe(CONFIGS / "behavior-llava-7b-qlora.yaml", ["--deepspeed.stage", "3", "--train.eval_every", "0"])
 
 
 @pytest.mark.parametrize("name", ["behavior-llava-7b", "behavior-llava-13b", "ad-llava-13b"])

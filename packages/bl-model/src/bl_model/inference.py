@@ -12,6 +12,7 @@ behaviour eval, behaviour simulation and the lmms-eval adapter all call it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ import torch
 
 from .modeling import BehaviorLlavaForCausalLM, MediaBatch
 from .processing import IGNORE_INDEX, PROCESSOR_CONFIG_NAME, BehaviorLlavaProcessor, Media, reject_old_layout
+
+ADAPTER_CONFIG = "adapter_config.json"  # marks a peft LoRA adapter folder (bl-train's final-adapter/)
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,8 @@ def load(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str = "auto",
 ) -> tuple[BehaviorLlavaForCausalLM, BehaviorLlavaProcessor]:
-    """The model of `model_path` (config.json + weights) in eval mode on `device` (default: cuda if available)
-    in `dtype` ("auto": as saved), and its processor (`processor_path`, default `model_path`: transformers' layout,
+    """The model of `model_path` (config.json + weights, or a LoRA adapter folder: merged into its base) in eval
+    mode on `device` (default: cuda if available) in `dtype` ("auto": as saved), and its processor (`processor_path`, default `model_path`: transformers' layout,
     processor files beside the weights), checked against the model config."""
     processor_dir = Path(processor_path or model_path)
     reject_old_layout(processor_dir)
@@ -53,10 +56,35 @@ def load(
             f"no processor at {processor_dir} (no {PROCESSOR_CONFIG_NAME}); give its directory (--processor DIR)"
         )
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = BehaviorLlavaForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
+    if (Path(model_path) / ADAPTER_CONFIG).is_file():
+        model = load_merged_adapter(Path(model_path), dtype).to(device).eval()
+    else:
+        model = BehaviorLlavaForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
     processor = BehaviorLlavaProcessor.from_pretrained(processor_dir)
     processor.check_config(model.config)
     return model, processor
+
+
+def load_merged_adapter(
+    adapter_dir: str | Path, dtype: torch.dtype | str = "auto"
+) -> BehaviorLlavaForCausalLM:
+    """A LoRA adapter folder (bl-train's `final-adapter/`, peft's layout) merged into the base it names (loaded
+    unquantized in `dtype`); FileNotFoundError naming both when the base is gone. Needs peft."""
+    adapter_dir = Path(adapter_dir)
+    try:
+        import peft
+    except ModuleNotFoundError as err:
+        raise ImportError(
+            f"{adapter_dir} is a LoRA adapter folder; loading it needs peft (bl-model[peft])"
+        ) from err
+    config = adapter_dir / ADAPTER_CONFIG
+    base = Path(json.loads(config.read_text())["base_model_name_or_path"])
+    if not (base / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{config}: base_model_name_or_path {base} is not a model folder (moved or deleted?)"
+        )
+    model = BehaviorLlavaForCausalLM.from_pretrained(base, dtype=dtype)
+    return peft.PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

@@ -118,10 +118,15 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(engine, ckpt_dir: Path, step: int, keep_last: int) -> None:
-    """DeepSpeed checkpoint `step-{step}` (+ step and RNG states), its manifest, then prune to `keep_last`."""
+def save(engine, ckpt_dir: Path, step: int, keep_last: int, frozen_saved: bool = True) -> None:
+    """DeepSpeed checkpoint `step-{step}` (+ step and RNG states), its manifest, then prune to `keep_last`.
+
+    `frozen_saved=False` (LoRA) leaves the frozen base weights out: the run rebuilds them from its base model."""
     tag = f"{_PREFIX}{step}"
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"step": step, "rng": _rng_state()})
+    engine.save_checkpoint(
+        str(ckpt_dir), tag=tag, client_state={"step": step, "rng": _rng_state()},
+        exclude_frozen_parameters=not frozen_saved,
+    )  # fmt: skip
     # save_checkpoint ends with a barrier: every rank's files are complete here
     if torch.distributed.get_rank() != 0:
         return
@@ -166,10 +171,13 @@ def restore_cpu_adam(optimizer: torch.optim.Optimizer) -> None:
         )
 
 
-def load(engine, folder: Path) -> int:
+def load(engine, folder: Path, frozen_saved: bool = True) -> int:
     """Load the checkpoint in `folder` into `engine` (weights, fp32 master, optimizer, scheduler), restore CPU
-    Adam's step state and the RNGs. -> the number of optimizer steps already done."""
-    _, client = engine.load_checkpoint(str(folder.parent), folder.name)
+    Adam's step state and the RNGs. -> the number of optimizer steps already done.
+
+    `frozen_saved=False`: the checkpoint holds only the trainable weights (see `save`); the frozen ones are
+    the base model's, already in `engine`."""
+    _, client = engine.load_checkpoint(str(folder.parent), folder.name, load_module_strict=frozen_saved)
     if client is None:
         listing = ", ".join(tags(folder.parent))
         raise CheckpointNotFound(f"checkpoint {folder} could not be loaded; tags present: {listing}")

@@ -160,9 +160,32 @@ class DeepSpeedConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters (peft) for `train.finetune lora|qlora`; unused by a full fine-tune."""
+
+    r: int = bounded(16, ge=1)
+    """adapter rank, >= 1"""
+    alpha: float = bounded(32.0, gt=0)
+    """scaling: the update is (alpha / r) B A"""
+    dropout: float = bounded(0.05, ge=0, lt=1)
+    """dropout on the adapters' input, in [0, 1)"""
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """linear layers that get adapters, by name or dotted-path suffix (default: the LLM's attention and MLP)"""
+    modules_to_save: list[str] = field(
+        default_factory=lambda: ["mm_projector", "query_projector", "key_projector", "val_projector"]
+    )
+    """modules trained in full beside the adapters (default: the projector and the Q-Former's text-query path)"""
+
+
+@dataclass
 class TrainConfig:
     """Loop, precision, checkpoints and logging."""
 
+    finetune: Literal["full", "lora", "qlora"] = "full"
+    """full: the parameters model.freeze_* leave trainable; lora: peft adapters (lora.*) on a frozen base
+    (model.freeze_* ignored); qlora: lora on a 4-bit NF4 base (CUDA, the bl-train[qlora] extra)"""
     output_dir: str = "runs/demo"
     """where checkpoints, metrics.jsonl, TensorBoard logs and final/ go"""
     epochs: float = bounded(2.2, ge=0)
@@ -219,6 +242,7 @@ class Recipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
     def validate(self) -> Recipe:
         """Raise ValueError for a numeric field out of its range (`--section.field: must be ...`) or settings
@@ -249,7 +273,18 @@ class Recipe:
             raise ValueError("data.build_demo needs data.processor (the demo is built in its parent folder)")
         if self.model.builder is None and self.model.pretrained is None:
             raise ValueError("set model.builder or model.pretrained")
+        if t.finetune != "full":
+            self._validate_lora()
         return self
+
+    def _validate_lora(self) -> None:
+        lo, t = self.lora, self.train
+        if not lo.target_modules:
+            raise ValueError("lora.target_modules must name at least one layer")
+        if self.model.pretrained is None:
+            raise ValueError(f"train.finetune {t.finetune} needs model.pretrained (the base the adapters are for)")
+        if t.finetune == "qlora" and self.deepspeed.stage == 3:
+            raise ValueError("train.finetune qlora needs deepspeed.stage <= 2 (ZeRO-3 cannot partition 4-bit weights)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -25,7 +25,7 @@ from bl_data.progress import progress
 from bl_data.shards import ShardIndex
 from bl_model import IGNORE_INDEX, BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
 
-from . import checkpoint
+from . import checkpoint, lora
 from .batching import StepBatches
 from .config import Recipe
 from .data import MixedDataset, steps_for
@@ -36,6 +36,7 @@ from .schedule import warmup_cosine
 
 _GATHERED = "zero3_gathered.bin"  # ZeRO-3's consolidated weights, read back by the export, then removed
 logger = logging.getLogger(__name__)
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 class TrainingDiverged(RuntimeError):
@@ -50,6 +51,8 @@ class TrainSummary:
     bad_steps: int = 0  # non-finite losses (on any rank)
     skipped_steps: int = 0  # steps no rank applied: a non-finite loss or an empty micro-batch on any rank
     final_dir: Path | None = None
+    trainable_params: int = 0  # what the optimizer holds
+    total_params: int = 0
 
 
 @dataclass
@@ -97,19 +100,35 @@ def init_distributed() -> tuple[int, int]:
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
 
 
-def build_model(recipe: Recipe) -> BehaviorLlavaForCausalLM:
-    m = recipe.model
+def build_model(recipe: Recipe) -> torch.nn.Module:
+    """The model to train: `BehaviorLlavaForCausalLM` with the freeze policy applied (full), or wrapped by peft
+    with LoRA adapters (lora; qlora on a 4-bit base)."""
+    m, finetune = recipe.model, recipe.train.finetune
     freeze = {k: getattr(m, k) for k in (
         "freeze_vision_tower", "freeze_qformer", "freeze_attention_projectors", "freeze_mm_projector", "freeze_language_model",
     )}  # fmt: skip
+    if finetune != "full":  # peft decides what trains; a 4-bit weight must not be asked to require grad
+        freeze = dict.fromkeys(freeze, True)
+    quantize = {}
+    if finetune == "qlora":
+        problem = lora.qlora_problem()
+        if problem:
+            raise lora.LoraSetupError(f"--train.finetune: {problem}")
+        dtype = _DTYPES[recipe.train.precision]
+        quantize = {  # quantized on this rank's GPU as the weights load
+            "quantization_config": lora.quantization_config(dtype), "dtype": dtype,
+            "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))},
+        }  # fmt: skip
     if m.pretrained:
-        model = BehaviorLlavaForCausalLM.from_pretrained(m.pretrained, **freeze)
+        model = BehaviorLlavaForCausalLM.from_pretrained(m.pretrained, **freeze, **quantize)
     else:
         model = BehaviorLlavaForCausalLM(getattr(bl_model, m.builder)(**freeze))
     model.config.update(freeze)
     model.apply_freeze_policy()
     if m.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if finetune != "full":
+        model = lora.apply_lora(model, recipe.lora, m.pretrained)
     return model
 
 
@@ -157,6 +176,10 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
 
         model = build_model(r)
+        trainable, total_params = lora.parameter_counts(model)
+        if rank == 0:
+            logger.info("%s fine-tune: trainable parameters %d of %d (%.3f%%)",
+                        t.finetune, trainable, total_params, 100 * trainable / total_params)  # fmt: skip
         preprocess = {"preprocess": r.data.preprocess} if r.data.preprocess else {}
         processor = BehaviorLlavaProcessor.from_pretrained(
             r.data.processor, max_length=r.data.max_length, max_frames=r.data.max_frames, **preprocess
@@ -178,8 +201,8 @@ class Trainer:
         start = 0
         if resume_from:
             check_world_size(resume_from, world)
-            start = checkpoint.load(engine, resume_from)
-        summary = TrainSummary(steps=start)
+            start = checkpoint.load(engine, resume_from, frozen_saved=t.finetune == "full")
+        summary = TrainSummary(steps=start, trainable_params=trainable, total_params=total_params)
         metrics_file = checkpoint.open_metrics(self.out / "metrics.jsonl", start) if rank == 0 else None
         tb = self._tensorboard(start) if rank == 0 else None
         if rank == 0 and t.wandb_project:
@@ -332,20 +355,32 @@ class Trainer:
         self._log({f"eval/{k}": v for k, v in result.items()}, step, tb)
 
     def _save(self, engine, step: int) -> None:
-        checkpoint.save(engine, self.ckpt_dir, step, self.recipe.train.keep_last)
+        t = self.recipe.train
+        checkpoint.save(engine, self.ckpt_dir, step, t.keep_last, frozen_saved=t.finetune == "full")
 
     def _export(self, engine, processor: BehaviorLlavaProcessor) -> Path:
-        """HF weights and the processor in `final/` (every rank calls: under ZeRO-3 the partitions are gathered first)."""
+        """HF weights and the processor in `final/` (every rank calls: under ZeRO-3 the partitions are gathered
+        first). LoRA: the adapter in `final-adapter/`, then `final/` = the base with the adapter merged in."""
         final = self.out / "final"
-        model: BehaviorLlavaForCausalLM = engine.module
+        model = engine.module
+        is_main = torch.distributed.get_rank() == 0
+        if self.recipe.train.finetune != "full":
+            adapter = self.out / "final-adapter"
+            lora.save_adapter(model, adapter, is_main)
+            if is_main:
+                processor.save_pretrained(adapter)  # so apps/eval and apps/predict take the folder as it is
+                lora.merge_into_base(adapter, final)
+                processor.save_pretrained(final)
+            torch.distributed.barrier()
+            return final
         state = None
         if engine.zero_optimization_partition_weights():
             # ZeRO-3: each rank holds a slice of every weight; gather them layer by layer onto rank 0
             engine.save_16bit_model(str(final), _GATHERED)
-            if torch.distributed.get_rank() == 0:
+            if is_main:
                 state = torch.load(final / _GATHERED, map_location="cpu", weights_only=True)
                 (final / _GATHERED).unlink()
-        if torch.distributed.get_rank() == 0:
+        if is_main:
             model.save_pretrained(final, state_dict=state)
             processor.save_pretrained(final)
         torch.distributed.barrier()
