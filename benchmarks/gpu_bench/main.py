@@ -17,6 +17,7 @@ from .compression import compression_shapes, derive_compression, run_compression
 from .correctness import run_correctness
 from .report import evaluate_targets, render_markdown
 from .runner import GPU_SIZES, SELF_TEST_SIZES, Runner
+from .train_step import run_train_step
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         ("attention fwd+bwd", lambda: attention and run_attention(runner, attention[0], "fwd+bwd")),
         ("compression (other shapes)", lambda: run_compression(runner, sizes, shapes[1:])),
         ("attention fwd", lambda: attention and run_attention(runner, attention[0], "fwd")),
+        ("training step", lambda: run_train_step(runner, sizes)),
     ]
     for name, section in sections:
         try:

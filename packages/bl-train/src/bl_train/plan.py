@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -31,7 +32,8 @@ import bl_model
 from bl_model import BehaviorLlavaConfig, BehaviorLlavaForCausalLM
 from bl_model.configuration import CompressMode
 
-from .config import Recipe
+if TYPE_CHECKING:  # only annotations: the GPU check loads this file without bl_train's dependencies
+    from .config import Recipe
 
 GIB = 1 << 30
 RESERVE_GIB = 2.5  # CUDA context, NCCL buffers, allocator fragmentation: never available to tensors
