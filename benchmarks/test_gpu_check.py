@@ -25,7 +25,8 @@ def test_gpu_check_self_test(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
 
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert {"meta", "ceilings", "correctness", "compression", "attention", "targets"} <= report.keys()
+    sections = {"meta", "ceilings", "correctness", "compression", "attention", "train_step", "targets"}
+    assert sections <= report.keys()
     assert report["meta"]["mode"] == "cpu self-test" and "errors" not in report
 
     # the correctness section ran bl-model's interpreted kernel tests (bf16), and every one passed
@@ -49,6 +50,12 @@ def test_gpu_check_self_test(tmp_path: Path) -> None:
         all(t["passed"] == "n/a (cpu self-test)" for t in report["targets"]) and len(report["targets"]) == 3
     )
 
+    # the training step ran with and without checkpointing, with the planner's prediction beside it
+    steps = report["train_step"]
+    assert [r["checkpointing"] for r in steps] == [True, False]
+    for r in steps:
+        assert r["status"] == "ok (ran once)" and r["planned_GiB"] > 0 and "measured_GiB" not in r, r
+
     markdown = (tmp_path / "gpu_check.md").read_text()
     assert markdown.startswith("# gpu_check: CPU") and "n/a (cpu self-test)" in markdown
     for heading in (
@@ -56,6 +63,7 @@ def test_gpu_check_self_test(tmp_path: Path) -> None:
         "## Correctness",
         "## Compression",
         "## Packed causal attention",
+        "## Training step",
         "## Targets",
     ):
         assert heading in markdown

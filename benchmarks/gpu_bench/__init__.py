@@ -5,5 +5,8 @@
 - `correctness`: runs bl-model's GPU-marked pytest tests (the CPU self-test: the interpreted kernel tests);
 - `compression`, `attention`: the timing cases and their derived rates;
 - `report`: the targets and the markdown report;
-- `main`: the command line and the order of the sections.
+- `train_step`: one training step of a few real-width 13B layers, max_memory_allocated beside bl_train.plan's
+  prediction;
+- `compile_gate`: `--compile-only`, every kernel config compiled for sm_80 / sm_90 on the CPU, resources checked;
+- `main`: the command line and the order of the sections (`python -m benchmarks.gpu_bench` = gpu_check.py).
 """

@@ -115,6 +115,7 @@ def render_markdown(report: dict) -> str:
             f"| {_fmt(r.get('pct_of_gemm'), 1)} | {_fmt(r.get('speedup_vs_padded_sdpa'))} | {_fmt(r.get('agrees'))} "
             f"| {_fmt(r.get('first_call_s'))} | {r['status']} |"
         )
+    lines += render_train_step(report.get("train_step", []))
     lines += [
         "",
         "## Targets (the benchmark's, not the tests')",
@@ -136,3 +137,20 @@ def render_markdown(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def render_train_step(rows: list[dict]) -> list[str]:
+    lines = [
+        "",
+        "## Training step (llama_vid_13b's LLM cut to a few layers, real width, bf16, text only)",
+        "",
+        "| layers | tokens | checkpointing | step s | max_memory_allocated GiB | planner GiB | planner / measured | status |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['layers']} | {r['tokens']} | {r['checkpointing']} | {r.get('step_s', 'n/a')} "
+            f"| {r.get('measured_GiB', 'n/a')} | {r.get('planned_GiB', 'n/a')} "
+            f"| {r.get('planned_over_measured', 'n/a')} | {r.get('status', '?')} |"
+        )
+    return lines

@@ -34,6 +34,8 @@ class Sizes:
     attn_heads: int
     attn_kv_heads: int
     attn_dim: int
+    step_layers: int  # the training step: decoder layers at the model's width
+    step_tokens: int
 
 
 GPU_SIZES = Sizes(
@@ -50,6 +52,8 @@ GPU_SIZES = Sizes(
     attn_heads=40,
     attn_kv_heads=40,
     attn_dim=128,
+    step_layers=4,
+    step_tokens=8192,  # the 13b recipe's micro-batch: 4 packed samples of 2048 tokens
 )
 
 SELF_TEST_SIZES = Sizes(
@@ -66,6 +70,8 @@ SELF_TEST_SIZES = Sizes(
     attn_heads=4,
     attn_kv_heads=4,
     attn_dim=32,
+    step_layers=2,
+    step_tokens=64,
 )
 
 
@@ -76,7 +82,7 @@ class Runner:
         self.out_dir, self.self_test, self.budget_s, self.rep_ms = out_dir, self_test, budget_s, rep_ms
         self.device = torch.device("cpu" if self_test else "cuda")
         self.t0 = time.perf_counter()
-        sections = ("correctness", "compression", "attention", "targets")
+        sections = ("correctness", "compression", "attention", "train_step", "targets")
         self.report: dict = {"meta": {}, "ceilings": {}, **{name: [] for name in sections}}
         self.compiled_reference: Callable | None = None  # torch.compile'd compression reference, made once
 

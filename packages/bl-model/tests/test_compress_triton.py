@@ -137,6 +137,9 @@ def test_prompts_share_frames():
         ),
         (((2, 5, 8), (1, 2, 4, 8), (8, 8)), (torch.float64,) * 3, TypeError, "float32, float16 and bfloat16"),
         (((1, 1024, 1), (1, 1, 32, 1), (1, 1)), (torch.float32,) * 3, ValueError, "too large"),
+        # beyond the on-chip limit in 16-bit too (the backward spills) and past 64 queries
+        (((1, 576, 1), (1, 1, 32, 1), (1, 1)), (torch.bfloat16,) * 3, ValueError, "too large"),
+        (((1, 16, 1), (1, 1, 65, 1), (1, 1)), (torch.float16,) * 3, ValueError, "too large"),
     ],
 )
 def test_shape_and_dtype_errors(shapes, dtypes, error, message):
@@ -167,7 +170,7 @@ def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(
-    ("dtype", "N"), [(torch.float32, 256), (torch.float16, 255), (torch.bfloat16, 256), (torch.bfloat16, 576)]
+    ("dtype", "N"), [(torch.float32, 256), (torch.float16, 255), (torch.bfloat16, 256), (torch.bfloat16, 512)]
 )
 def test_model_shapes_on_cuda(dtype, N):
     """LLaMA-VID shapes (M = 32 queries, C = 1408; odd N = 255: the masked tail) through the compiled kernels.
@@ -186,8 +189,9 @@ def test_model_shapes_on_cuda(dtype, N):
 
 @pytest.mark.gpu
 def test_auto_backend_falls_back_to_the_reference_beyond_the_on_chip_limit():
-    """fp32 with N = 600 tokens (M x N = 32 x 1024 > 32 x 512) and float64 are beyond the kernel: `auto` uses the reference."""
-    for N, dtype in ((600, torch.float32), (256, torch.float64)):
+    """N = 600 / 576 tokens (M x N = 32 x 1024 > 32 x 512: the backward would spill) and float64 are beyond the
+    kernel: `auto` uses the reference."""
+    for N, dtype in ((600, torch.float32), (576, torch.bfloat16), (256, torch.float64)):
         x, q, w, b, _, _ = random_problem(1, 2, 32, N, 64, seed=N)
         assert not ops.triton_supports(32, N, dtype)
         ctx, _ = compress_video_tokens(*(t.to(dtype).requires_grad_() for t in (x, q, w, b)))

@@ -16,8 +16,31 @@ RECIPES = sorted(CONFIGS.glob("*.yaml"))
 
 
 def test_every_recipe_is_shipped():
-    assert {p.stem for p in RECIPES} == {"demo", "behavior-llava-7b", "behavior-llava-13b", "ad-llava-13b",
-                                         "behavior-llava-13b-lora", "behavior-llava-7b-qlora"}  # fmt: skip
+    assert {p.stem for p in RECIPES} == {
+        "demo", "behavior-llava-7b", "behavior-llava-13b", "behavior-llava-13b-fast", "ad-llava-13b",
+        "behavior-llava-13b-lora", "behavior-llava-7b-qlora",
+    }  # fmt: skip
+
+
+def test_the_fast_13b_recipe_is_the_paper_recipe_without_offload():
+    """ZeRO-2 with the optimizer on the GPUs; every other field is the paper's 13b recipe."""
+    paper, fast = (
+        load_recipe(CONFIGS / f"{name}.yaml") for name in ("behavior-llava-13b", "behavior-llava-13b-fast")
+    )
+    assert (fast.deepspeed.stage, fast.deepspeed.offload_optimizer, fast.deepspeed.offload_param) == (
+        2,
+        "none",
+        "none",
+    )
+    assert fast.name == "behavior-llava-13b-fast" and fast.train.output_dir == "runs/behavior-llava-13b-fast"
+    same = dataclasses.replace(
+        fast,
+        name=paper.name,
+        deepspeed=dataclasses.replace(fast.deepspeed, offload_optimizer="cpu"),
+        train=dataclasses.replace(fast.train, output_dir=paper.train.output_dir),
+    )
+    assert same == paper
+    assert "offload_optimizer" not in deepspeed_config(fast, world_size=8)["zero_optimization"]
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)

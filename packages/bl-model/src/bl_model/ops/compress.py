@@ -260,34 +260,47 @@ if triton is not None:
         tl.store(dx_ptr + f * N * C + offs_n[:, None] * C + cc[None, :], _cast_out(acc, dx_ptr), mask=nc_mask)
 
 
-def _block(n: int) -> int:
-    """The power-of-two block (>= 16, as tl.dot needs) that holds n rows."""
-    return max(16, 1 << (n - 1).bit_length())
+MAX_QUERIES = 64  # M: the Q-Former's queries (32 in every released LLaMA-VID model)
+
+
+def _block(n: int, smallest: int) -> int:
+    """The power-of-two block (>= smallest >= 16, as tl.dot needs) that holds n rows."""
+    return max(smallest, 1 << (n - 1).bit_length())
 
 
 def triton_supports(M: int, N: int, dtype: torch.dtype) -> bool:
-    """Whether backend='triton' takes M queries x N tokens in dtype: fp32/fp16/bf16, and the M x N scores of a
-    (prompt, frame), all kept on chip, fit an H100's shared memory (fp32: M*N <= 32*512, 16-bit: <= 32*1024)."""
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+    """Whether backend='triton' takes M queries x N tokens in dtype: fp32/fp16/bf16, M <= 64, and the M x N
+    scores of a (prompt, frame), all kept on chip, within BLOCK_M * BLOCK_N <= 32 * 512 (N <= 512 tokens at
+    M <= 32, 256 at M <= 64). The compile gate found the backward at 32 x 1024 spilling on sm_80 / sm_90 and
+    past sm_80's shared memory, so 336-px towers (N = 576) use the reference."""
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16) or M > MAX_QUERIES:
         return False
-    return _block(M) * _block(N) <= (1 << 14 if dtype == torch.float32 else 1 << 15)
+    return _block(M, 32) * _block(N, 64) <= 1 << 14
 
 
 def _launch_config(N: int, M: int, dtype: torch.dtype) -> dict:
-    """Score-kernel blocks: all N tokens in one block, C tiled (checked with ptxas for sm_90 at M=32: no or
-    few register spills, shared memory within 227 KB); input_precision and num_warps matter on GPUs only."""
+    """Score-kernel blocks: all N tokens in one block (>= 64), M in 32 or 64 rows, C tiled. Every config this
+    returns is compiled for sm_80 / sm_90 in CI (benchmarks/gpu_bench/compile_gate.py: no spills in 16-bit,
+    shared memory within the per-block limit); input_precision and num_warps matter on GPUs only."""
     if not triton_supports(M, N, dtype):
         raise ValueError(
             f"backend='triton' keeps the M x N scores on chip: M={M} x N={N} in {dtype} is too large; "
             "use backend='reference'"
         )
+    block_n = _block(N, 64)
     return dict(
-        BLOCK_M=_block(M),
-        BLOCK_N=_block(N),
-        BLOCK_C=16 if dtype == torch.float32 or _block(N) >= 512 else 32,
+        BLOCK_M=_block(M, 32),
+        BLOCK_N=block_n,
+        BLOCK_C=16 if dtype == torch.float32 or block_n >= 256 else 32,  # 32 x 256 x 32 spills 8 B on sm_100
         DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32",  # bf16/fp16 operands are exact in tf32
-        num_warps=4 if _block(N) <= 64 else 8 if _block(N) <= 256 else 16,
+        num_warps=4 if block_n <= 64 else 8 if block_n <= 256 else 16,
     )
+
+
+def _dx_launch_config(cfg: dict) -> dict:
+    """The dx kernel's blocks from the score kernel's: it tiles N as well (no softmax couples the tokens
+    there), in (<= 64, 64) output tiles."""
+    return cfg | dict(BLOCK_N=min(64, cfg["BLOCK_N"]), BLOCK_C=64, num_warps=4)
 
 
 def _compress_forward(x: torch.Tensor, qk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -324,8 +337,7 @@ def _compress_backward(
     if not need_dx:
         return dqk, None
     dx = torch.empty(F_, N, C, dtype=x.dtype, device=x.device)  # (F, N, C)
-    # dx tiles N as well (no softmax couples the tokens here): (64, 64) output tiles
-    cfg.update(BLOCK_N=min(64, cfg["BLOCK_N"]), BLOCK_C=64, num_warps=4)
+    cfg = _dx_launch_config(cfg)
     grid = (F_, triton.cdiv(N, cfg["BLOCK_N"]), triton.cdiv(C, cfg["BLOCK_C"]))
     _compress_bwd_dx_kernel[grid](qk, dctx, dcontent.contiguous(), ds, w, dx, P, F_, N, M, C, **cfg)
     return dqk, dx
