@@ -14,6 +14,10 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
 import bl_model
 from bl_model import (
@@ -27,6 +31,15 @@ from bl_model.conversation import get_template
 from bl_model.remote_code import code_closure
 
 from .test_modeling import batch_with_media, make_model
+
+
+@pytest.fixture(autouse=True)
+def _auto_registries_restored(monkeypatch):
+    """Remote code imported in this process re-registers its own classes with the Auto classes; each test's
+    registrations are undone after it, so later modules (transformers' ConfigTester, the converter) see bl_model's."""
+    for mapping in (CONFIG_MAPPING, MODEL_FOR_CAUSAL_LM_MAPPING, PROCESSOR_MAPPING, IMAGE_PROCESSOR_MAPPING):
+        monkeypatch.setattr(mapping, "_extra_content", dict(mapping._extra_content))
+
 
 ROOT = Path(__file__).parents[3]  # the workspace (its uv.lock)
 
