@@ -300,6 +300,9 @@ def test_a_node_lost_mid_run_loses_and_duplicates_nothing(tmp_path, ray_cluster)
     os.kill(_raylet_pid(ray_cluster["worker_port"]), signal.SIGKILL)
     _, stderr = driver.communicate(timeout=600)
     assert driver.returncode == 0, stderr[-3000:]
+    deadline = time.monotonic() + 120  # the GCS declares a node dead after its health checks fail (~15-30 s)
+    while len([n for n in ray.nodes() if n["Alive"]]) > 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert len([n for n in ray.nodes() if n["Alive"]]) == 1  # the node really went away
     report = json.loads((out / "report.json").read_text())
     keys = {name.split(".")[0] for name in _members(out)}  # no member twice
