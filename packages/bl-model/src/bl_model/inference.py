@@ -21,8 +21,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .configuration import IGNORE_INDEX
 from .modeling import BehaviorLlavaForCausalLM, MediaBatch
-from .processing import IGNORE_INDEX, PROCESSOR_CONFIG_NAME, BehaviorLlavaProcessor, Media, reject_old_layout
+from .processing import PROCESSOR_CONFIG_NAME, BehaviorLlavaProcessor, Media, reject_old_layout
 
 ADAPTER_CONFIG = "adapter_config.json"  # marks a peft LoRA adapter folder (bl-train's final-adapter/)
 

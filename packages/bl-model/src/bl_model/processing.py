@@ -17,36 +17,15 @@ import torch
 from transformers import PreTrainedTokenizerBase, ProcessorMixin
 
 from .batching import PaddingSide, pad_batch
-from .configuration import IGNORE_INDEX, BehaviorLlavaConfig
+from .configuration import BehaviorLlavaConfig
 from .conversation import VICUNA_V1_CHAT_TEMPLATE, get_template
 from .image_processing import BehaviorLlavaImageProcessor, Frames, as_frame_list
-from .llamavid_prompt import (
-    PLACEHOLDER_IS_VIDEO,
-    PREPROCESS_MODES,
-    EncodedPrompt,
-    LlamaVidPrompt,
-    Preprocess,
-    SampleBudgetError,
-    Supervise,
-    sample_seed,
-)
+from .llamavid_prompt import PREPROCESS_MODES, EncodedPrompt, LlamaVidPrompt, Preprocess, Supervise
 from .remote_code import PROCESSOR_AUTO_MAP, save_code
 from .tokenization import add_media_token
 
 QFORMER_BOS = "[DEC]"
 PROCESSOR_CONFIG_NAME = "processor_config.json"
-
-__all__ = [
-    "IGNORE_INDEX",
-    "PLACEHOLDER_IS_VIDEO",
-    "PROCESSOR_CONFIG_NAME",
-    "BehaviorLlavaProcessor",
-    "Media",
-    "SampleBudgetError",
-    "model_settings",
-    "reject_old_layout",
-    "sample_seed",
-]
 
 
 @dataclass(frozen=True, eq=False)  # frames may be an array: no element-wise ==
