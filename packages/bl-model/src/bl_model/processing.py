@@ -130,13 +130,10 @@ class BehaviorLlavaProcessor(ProcessorMixin):
 
     def check_config(self, config: BehaviorLlavaConfig) -> None:
         """ValueError naming each setting where this processor and the model config disagree."""
-        expected = model_settings(config) | {"image_size": config.vision_config.image_size}
-        actual = {key: getattr(self, key) for key in model_settings(config)} | {
-            "image_size": self.image_processor.size
-        }
-        wrong = [
-            f"{k}: processor {actual[k]}, model {expected[k]}" for k in expected if actual[k] != expected[k]
-        ]
+        settings = model_settings(config)
+        expected = settings | {"image_size": config.vision_config.image_size}
+        actual = {key: getattr(self, key) for key in settings} | {"image_size": self.image_processor.size}
+        wrong = [f"{k}: processor {actual[k]}, model {v}" for k, v in expected.items() if actual[k] != v]
         if wrong:
             raise ValueError(
                 "the processor does not match the model config (" + "; ".join(wrong) + "); build it with "
