@@ -12,7 +12,7 @@ import torch
 from bl_eval.protocols import PROTOCOLS, load_media
 from bl_eval.spec import Example, TaskSpec
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
-from bl_model.inference import collate_left, generate_texts
+from bl_model.inference import generate_texts
 from bl_train.demo import build_demo_data
 
 COLOURS = ["red", "green", "blue", "yellow"]
@@ -109,7 +109,7 @@ def test_generate_batched_matches_one_by_one(demo, loaded):
     ]
     one_by_one = [generate_texts(model, processor, [e], 6)[0] for e in encoded]
     assert [r["raw"] for r in records] == [r["prediction"] for r in records] == one_by_one
-    batch = collate_left(processor, encoded)
+    batch = processor.collate(encoded, padding_side="left")
     assert batch["attention_mask"][:, -1].all() and not batch["attention_mask"][:, 0].all()  # left-padded
 
 

@@ -27,8 +27,9 @@ import torch
 from PIL import Image
 from transformers import BertTokenizerFast, LlamaTokenizer
 
-from bl_model.configuration import BehaviorLlavaConfig
-from bl_model.processing import IGNORE_INDEX, BehaviorLlavaProcessor, Media, sample_seed
+from bl_model.configuration import IGNORE_INDEX, BehaviorLlavaConfig
+from bl_model.llamavid_prompt import sample_seed
+from bl_model.processing import BehaviorLlavaProcessor, Media
 
 from .test_image_processing import clip_pixels
 

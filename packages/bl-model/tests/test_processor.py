@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer
 
-from bl_model.configuration import BehaviorLlavaConfig
+from bl_model.configuration import IGNORE_INDEX, BehaviorLlavaConfig
 from bl_model.conversation import TEMPLATES, get_template
-from bl_model.processing import IGNORE_INDEX, BehaviorLlavaProcessor, Media
+from bl_model.processing import BehaviorLlavaProcessor, Media
 
 from .test_image_processing import clip_pixels
 

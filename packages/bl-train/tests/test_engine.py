@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from transformers import AutoProcessor, GenerationConfig
 
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
-from bl_train.batching import collate
+from bl_train.batching import model_inputs
 from bl_train.checkpoint import latest_tag
 from bl_train.engine import Trainer, TrainingDiverged, _zero_gradient_loss
 
@@ -114,8 +114,8 @@ def test_packed_and_padded_batches_give_the_same_loss_at_step_zero(demo_recipe):
     dataset = trainer._data(processor)
     samples = [dataset.get(0, i)[0] for i in range(4)]
     with torch.no_grad():
-        padded = model(**collate(processor, samples, packing=False)).loss
-        packed = model(**collate(processor, samples, packing=True)).loss
+        padded = model(**model_inputs(processor, samples, packing=False)).loss
+        packed = model(**model_inputs(processor, samples, packing=True)).loss
     torch.testing.assert_close(packed, padded, rtol=1e-5, atol=1e-5)
 
 
@@ -124,7 +124,7 @@ def test_a_dropped_micro_step_reaches_the_same_parameters_with_exact_zero_gradie
     model = BehaviorLlavaForCausalLM.from_pretrained(recipe.model.pretrained)
     processor = BehaviorLlavaProcessor.from_pretrained(recipe.data.processor)
     dataset = Trainer(recipe)._data(processor)
-    batch = collate(processor, [dataset.get(0, i)[0] for i in range(2)], packing=True)
+    batch = model_inputs(processor, [dataset.get(0, i)[0] for i in range(2)], packing=True)
 
     class Engine:  # what `_zero_gradient_loss` uses of a DeepSpeed engine
         device = torch.device("cpu")
@@ -196,7 +196,7 @@ def test_final_export_loads_and_matches_the_engine_module(demo_recipe, zero):
     summary = trainer.run()
     processor = AutoProcessor.from_pretrained(summary.final_dir)  # exported beside the weights
     assert type(processor) is BehaviorLlavaProcessor and processor.max_length == recipe.data.max_length
-    batch = collate(processor, [trainer._data(processor).get(0, i)[0] for i in range(2)], packing=False)
+    batch = model_inputs(processor, [trainer._data(processor).get(0, i)[0] for i in range(2)], packing=False)
     reloaded = BehaviorLlavaForCausalLM.from_pretrained(summary.final_dir).eval()
     assert reloaded.generation_config.to_dict() == GenerationConfig.from_pretrained(summary.final_dir).to_dict()
     trained = BehaviorLlavaForCausalLM.from_pretrained(recipe.model.pretrained)

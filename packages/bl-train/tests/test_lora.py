@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM
 
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
 from bl_model.inference import load
-from bl_train.batching import collate
+from bl_train.batching import model_inputs
 from bl_train.config import LoraConfig
 from bl_train.engine import Trainer
 from bl_train.lora import LoraSetupError, apply_lora
@@ -42,7 +42,7 @@ def expected_counts(base: nn.Module, settings: LoraConfig) -> tuple[int, int]:
 
 def _batch(recipe, processor: BehaviorLlavaProcessor) -> dict:
     dataset = Trainer(recipe)._data(processor)
-    return collate(processor, [dataset.get(0, i)[0] for i in range(2)], packing=False)
+    return model_inputs(processor, [dataset.get(0, i)[0] for i in range(2)], packing=False)
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from PIL import Image
 from bl_data.media import MediaError, sample_frames
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor, Media
 from bl_model.inference import ContinuationScores, continuation_logprobs, generate_texts, label_nll
-from bl_model.processing import PLACEHOLDER_IS_VIDEO, SampleBudgetError
+from bl_model.llamavid_prompt import PLACEHOLDER_IS_VIDEO, SampleBudgetError
 
 from .spec import Example, TaskSpec
 from .tasks.behavior import shard_frames

@@ -21,8 +21,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .configuration import IGNORE_INDEX
 from .modeling import BehaviorLlavaForCausalLM, MediaBatch
-from .processing import IGNORE_INDEX, PROCESSOR_CONFIG_NAME, BehaviorLlavaProcessor, Media, reject_old_layout
+from .processing import PROCESSOR_CONFIG_NAME, BehaviorLlavaProcessor, Media, reject_old_layout
 
 ADAPTER_CONFIG = "adapter_config.json"  # marks a peft LoRA adapter folder (bl-train's final-adapter/)
 
@@ -91,23 +92,6 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def collate_left(
-    processor: BehaviorLlavaProcessor, encoded: Sequence[dict[str, torch.Tensor]]
-) -> dict[str, torch.Tensor]:
-    """`processor.collate` with input_ids / attention_mask (B, L) LEFT-padded, as batched generation needs."""
-    batch = processor.collate(encoded)
-    lengths = [e["input_ids"].numel() for e in encoded]
-    width = max(lengths)
-    input_ids = torch.full((len(encoded), width), processor.pad_token_id, dtype=torch.long)  # (B, L)
-    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)  # (B, L)
-    for row, (e, n) in enumerate(zip(encoded, lengths, strict=True)):
-        input_ids[row, width - n :] = e["input_ids"]
-        attention_mask[row, width - n :] = 1
-    batch.update(input_ids=input_ids, attention_mask=attention_mask)
-    batch.pop("labels", None)
-    return batch
-
-
 @torch.no_grad()
 def generate_ids(
     model: BehaviorLlavaForCausalLM,
@@ -126,7 +110,8 @@ def generate_ids(
                    "top_k": sampling.top_k}  # fmt: skip
     rows = []
     for start in range(0, len(encoded), batch_size):
-        batch = to_device(collate_left(processor, encoded[start : start + batch_size]), model.device)
+        prompts = encoded[start : start + batch_size]
+        batch = to_device(processor.collate(prompts, padding_side="left"), model.device)
         out = model.generate(
             **batch, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=processor.pad_token_id, **options
         ).cpu()  # (B, L + ≤ max_new_tokens): the prompts, then the new tokens

@@ -12,7 +12,7 @@ from bl_model.packing import packed_attention_kwargs
 from .data import MixedDataset, global_positions
 
 
-def collate(
+def model_inputs(
     processor: BehaviorLlavaProcessor, samples: Sequence[dict], packing: bool
 ) -> dict[str, torch.Tensor] | None:
     """Processed samples -> model inputs. Packing concatenates the samples into one (1, ΣL) row, no padding."""
@@ -53,6 +53,6 @@ class StepBatches(torch.utils.data.Dataset):
         )
         samples, reasons = zip(*(self.dataset.get(epoch, pos) for epoch, pos in positions), strict=True)
         return {
-            "batch": collate(self.dataset.processor, samples, self.packing),
+            "batch": model_inputs(self.dataset.processor, samples, self.packing),
             "skipped": [r for r in reasons if r],
         }

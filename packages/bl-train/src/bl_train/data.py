@@ -17,7 +17,7 @@ from PIL import Image
 from bl_data.media import sample_frames
 from bl_data.shards import ShardIndex
 from bl_model import BehaviorLlavaProcessor, Media
-from bl_model.processing import SampleBudgetError
+from bl_model.llamavid_prompt import SampleBudgetError
 
 
 class DataError(Exception):
