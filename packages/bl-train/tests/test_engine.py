@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoProcessor, GenerationConfig
 
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
@@ -34,6 +35,11 @@ def test_twenty_steps_of_zero2_with_cpu_offload_lower_the_loss(demo_recipe):
     out = Path(recipe.train.output_dir)
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == list(range(1, 21)) and logged[-1]["loss"] == losses[-1]
+    events = EventAccumulator(str(out / "tensorboard"))  # the same records reached the TensorBoard sink
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [
+        (r["step"], float(np.float32(r["loss"]))) for r in logged
+    ]
     assert latest_tag(out / "checkpoints") == "step-20"
     reloaded = BehaviorLlavaForCausalLM.from_pretrained(summary.final_dir)  # the HF export loads back
     assert reloaded.config.text_config.vocab_size == recipe_vocab(recipe)

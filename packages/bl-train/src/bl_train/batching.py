@@ -29,19 +29,20 @@ def model_inputs(
 
 
 class StepBatches(torch.utils.data.Dataset):
-    """Item i = this rank's collated micro-batch of optimizer step `start + i` (processing runs in workers)."""
+    """Item i = this rank's collated micro-batch of micro-step `start + i` (`grad_accum` micro-steps make an
+    optimizer step; processing runs in workers)."""
 
     def __init__(
         self,
         dataset: MixedDataset,
-        micro_batch: int,
+        micro_batch_size: int,
         rank: int,
         world: int,
         start: int,
         stop: int,
         packing: bool,
     ):
-        self.dataset, self.micro_batch, self.rank, self.world = dataset, micro_batch, rank, world
+        self.dataset, self.micro_batch_size, self.rank, self.world = dataset, micro_batch_size, rank, world
         self.start, self.stop, self.packing = start, stop, packing
 
     def __len__(self) -> int:
@@ -49,7 +50,7 @@ class StepBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict | None:
         positions = global_positions(
-            self.start + i, self.micro_batch, self.rank, self.world, self.dataset.epoch_size
+            self.start + i, self.micro_batch_size, self.rank, self.world, self.dataset.epoch_size
         )
         samples, reasons = zip(*(self.dataset.get(epoch, pos) for epoch, pos in positions), strict=True)
         return {

@@ -193,9 +193,9 @@ class TrainConfig:
     max_steps: int | None = bounded(None, ge=1)
     """optimizer steps; overrides epochs when set"""
     micro_batch_size: int = bounded(4, ge=1)
-    """samples per GPU per forward"""
+    """samples per GPU per forward (the micro-batch)"""
     grad_accum: int = bounded(1, ge=1)
-    """micro-batches per optimizer step"""
+    """micro-batches per GPU per optimizer step (global batch size: micro_batch_size x grad_accum x ranks)"""
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
     """training precision"""
     tf32: bool = True
@@ -220,6 +220,10 @@ class TrainConfig:
     """stop after this many non-finite losses in a row"""
     wandb_project: str | None = None
     """also log to this Weights & Biases project (the `wandb` extra)"""
+
+    def global_batch_size(self, world_size: int) -> int:
+        """Samples per optimizer step over all ranks: micro_batch_size x grad_accum x world_size."""
+        return self.micro_batch_size * self.grad_accum * world_size
 
 
 def zero_offload_problem(stage: int, offload_optimizer: bool, offload_param: bool) -> str | None:

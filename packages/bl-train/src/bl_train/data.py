@@ -119,12 +119,14 @@ class MixedDataset(torch.utils.data.Dataset):
 
 
 def global_positions(
-    step: int, batch_size: int, rank: int, world: int, epoch_size: int
+    micro_step: int, micro_batch_size: int, rank: int, world: int, epoch_size: int
 ) -> list[tuple[int, int]]:
-    """(epoch, position) of this rank's micro-batch at optimizer-step-major position `step` (rank-strided)."""
-    start = step * batch_size * world + rank * batch_size
-    return [divmod(start + i, epoch_size) for i in range(batch_size)]
+    """(epoch, position) of the samples of this rank's micro-batch at micro-step `micro_step` (counted over the
+    run): each micro-step takes `world x micro_batch_size` consecutive positions, rank-strided."""
+    first = micro_step * micro_batch_size * world + rank * micro_batch_size
+    return [divmod(first + i, epoch_size) for i in range(micro_batch_size)]
 
 
-def steps_for(epochs: float, epoch_size: int, batch_size: int, world: int) -> int:
-    return max(1, math.ceil(epochs * epoch_size / (batch_size * world)))
+def steps_for(epochs: float, epoch_size: int, global_batch_size: int) -> int:
+    """Optimizer steps for `epochs` passes over `epoch_size` samples, `global_batch_size` samples a step."""
+    return max(1, math.ceil(epochs * epoch_size / global_batch_size))

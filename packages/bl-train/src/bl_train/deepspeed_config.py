@@ -10,7 +10,8 @@ from .config import Recipe, zero_offload_problem
 def deepspeed_config(recipe: Recipe, world_size: int) -> dict[str, Any]:
     """ZeRO config dict for `deepspeed.initialize(config=...)`.
 
-    Batch arithmetic: train_batch_size = micro_batch_size x grad_accum x world_size (checked by `validate`).
+    Batch arithmetic: train_batch_size (DeepSpeed's name for the global batch size) = micro_batch_size x
+    grad_accum x world_size (`TrainConfig.global_batch_size`, checked by `validate`).
     The optimizer and scheduler are built by the engine (DeepSpeedCPUAdam when offloading), not here.
     """
     ds, t = recipe.deepspeed, recipe.train
@@ -28,7 +29,7 @@ def deepspeed_config(recipe: Recipe, world_size: int) -> dict[str, Any]:
     if ds.stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = True  # the HF export needs whole weights
     config = {
-        "train_batch_size": t.micro_batch_size * t.grad_accum * world_size,
+        "train_batch_size": t.global_batch_size(world_size),
         "train_micro_batch_size_per_gpu": t.micro_batch_size,
         "gradient_accumulation_steps": t.grad_accum,
         "gradient_clipping": recipe.optim.grad_clip,

@@ -31,6 +31,7 @@ from .config import Recipe
 from .data import MixedDataset, steps_for
 from .deepspeed_config import deepspeed_config
 from .evaluate import evaluate_behavior
+from .metrics import JsonlLogger, MetricLoggers, TensorBoardLogger, WandbLogger
 from .ranks import Faults, all_sum, check_world_size, label_tokens
 from .schedule import warmup_cosine
 
@@ -133,15 +134,85 @@ def build_model(recipe: Recipe) -> torch.nn.Module:
 
 
 class Trainer:
-    """`Trainer(recipe).run()` trains, checkpoints every `save_every` steps and exports HF weights at the end."""
+    """`Trainer(recipe).run()` trains, checkpoints every `save_every` steps and exports HF weights at the end.
+
+    torchtune's shape: `run()` is `setup()` (process group, engine, data, state, metric sinks), `train()` (the
+    loop) and `close()` (the sinks, then the export of a finished run).
+    """
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe.validate()
         self.out = Path(recipe.train.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
         self._heldout: ShardIndex | None = None
-        self.engine = None  # the DeepSpeed engine of the last `run` (its module is what `final/` exports)
-        self._wandb = None
+        self.engine = None  # the DeepSpeed engine of the last `setup` (its module is what `final/` exports)
+        self.metrics = MetricLoggers()  # rank 0's sinks once `setup` has run
+
+    def run(self, stop_after: int | None = None) -> TrainSummary:
+        """Train to the recipe's end (or, for tests and preemption drills, stop after `stop_after` steps)."""
+        self.setup()
+        try:
+            self.train(stop_after)
+        except BaseException:
+            self.close(export=False)
+            raise
+        return self.close()
+
+    def setup(self) -> None:
+        """Join the process group, build the engine (restored from a checkpoint when resuming), the data loader
+        from the resumed position and, on rank 0, the metric sinks."""
+        r, t = self.recipe, self.recipe.train
+        self.rank, self.world = init_distributed()
+        resume_from = checkpoint.choose_on_all_ranks(self.ckpt_dir, t.resume)  # fails fast on a missing tag
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            r.save(self.out / "recipe.yaml")
+        random.seed(t.seed)
+        np.random.seed(t.seed)
+        torch.manual_seed(t.seed)
+        if t.tf32 and torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = True
+
+        model = build_model(r)
+        trainable, total_params = lora.parameter_counts(model)
+        if self.rank == 0:
+            logger.info("%s fine-tune: trainable parameters %d of %d (%.3f%%)",
+                        t.finetune, trainable, total_params, 100 * trainable / total_params)  # fmt: skip
+        preprocess = {"preprocess": r.data.preprocess} if r.data.preprocess else {}
+        self.processor = BehaviorLlavaProcessor.from_pretrained(
+            r.data.processor, max_length=r.data.max_length, max_frames=r.data.max_frames, **preprocess
+        )
+        self.processor.check_config(model.config)
+        dataset = self._data(self.processor)
+        self.total = t.max_steps or steps_for(t.epochs, dataset.epoch_size, t.global_batch_size(self.world))
+        self.engine, self.scheduler = self._engine(model)
+        self.start = 0
+        if resume_from:
+            check_world_size(resume_from, self.world)
+            self.start = checkpoint.load(self.engine, resume_from, frozen_saved=t.finetune == "full")
+        self.summary = TrainSummary(steps=self.start, trainable_params=trainable, total_params=total_params)
+        self.metrics = self._metric_sinks() if self.rank == 0 else MetricLoggers()
+        self.loader = torch.utils.data.DataLoader(
+            StepBatches(dataset, t.micro_batch_size, self.rank, self.world, self.start * t.grad_accum,
+                        self.total * t.grad_accum, r.data.packing),
+            batch_size=None, num_workers=r.data.num_workers, persistent_workers=False,
+            generator=torch.Generator().manual_seed(t.seed),  # worker seeds; the global RNG stays as restored
+        )  # fmt: skip
+
+    def _engine(self, model: torch.nn.Module):
+        """The DeepSpeed engine over `model` with its optimizer (CPU Adam when offloaded) and LR schedule."""
+        import deepspeed
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        r, o = self.recipe, self.recipe.optim
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt_cls = DeepSpeedCPUAdam if r.deepspeed.offload_optimizer == "cpu" else torch.optim.AdamW
+        optimizer = opt_cls(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        scheduler = warmup_cosine(optimizer, self.total, o.warmup_ratio, o.schedule)
+        engine, _, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(r, self.world)
+        )
+        return engine, scheduler
 
     def _data(self, processor: BehaviorLlavaProcessor) -> MixedDataset:
         d = self.recipe.data
@@ -158,126 +229,75 @@ class Trainer:
             max_frames=d.max_frames, seed=self.recipe.train.seed,
         )  # fmt: skip
 
-    def run(self, stop_after: int | None = None) -> TrainSummary:
-        """Train to the recipe's end (or, for tests and preemption drills, stop after `stop_after` steps)."""
-        import deepspeed
-        from deepspeed.ops.adam import DeepSpeedCPUAdam
-
-        r, t = self.recipe, self.recipe.train
-        rank, world = init_distributed()
-        resume_from = checkpoint.choose_on_all_ranks(self.ckpt_dir, t.resume)  # fails fast on a missing tag
-        self.out.mkdir(parents=True, exist_ok=True)
-        if rank == 0:
-            r.save(self.out / "recipe.yaml")
-        random.seed(t.seed)
-        np.random.seed(t.seed)
-        torch.manual_seed(t.seed)
-        if t.tf32 and torch.cuda.is_available():
-            torch.backends.cuda.matmul.allow_tf32 = True
-
-        model = build_model(r)
-        trainable, total_params = lora.parameter_counts(model)
-        if rank == 0:
-            logger.info("%s fine-tune: trainable parameters %d of %d (%.3f%%)",
-                        t.finetune, trainable, total_params, 100 * trainable / total_params)  # fmt: skip
-        preprocess = {"preprocess": r.data.preprocess} if r.data.preprocess else {}
-        processor = BehaviorLlavaProcessor.from_pretrained(
-            r.data.processor, max_length=r.data.max_length, max_frames=r.data.max_frames, **preprocess
-        )
-        processor.check_config(model.config)
-        dataset = self._data(processor)
-        total = t.max_steps or steps_for(
-            t.epochs, dataset.epoch_size, t.micro_batch_size * t.grad_accum, world
-        )
-        params = [p for p in model.parameters() if p.requires_grad]
-        o = r.optim
-        opt_cls = DeepSpeedCPUAdam if r.deepspeed.offload_optimizer == "cpu" else torch.optim.AdamW
-        optimizer = opt_cls(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
-        scheduler = warmup_cosine(optimizer, total, o.warmup_ratio, o.schedule)
-        engine, _, _, _ = deepspeed.initialize(
-            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(r, world)
-        )
-
-        start = 0
-        if resume_from:
-            check_world_size(resume_from, world)
-            start = checkpoint.load(engine, resume_from, frozen_saved=t.finetune == "full")
-        summary = TrainSummary(steps=start, trainable_params=trainable, total_params=total_params)
-        metrics_file = checkpoint.open_metrics(self.out / "metrics.jsonl", start) if rank == 0 else None
-        tb = self._tensorboard(start) if rank == 0 else None
-        if rank == 0 and t.wandb_project:
-            try:
-                import wandb
-            except ImportError as err:
-                raise ImportError(
-                    "train.wandb_project is set but wandb is missing: pip install 'bl-train[wandb]'"
-                ) from err
-            self._wandb = wandb.init(project=t.wandb_project, name=r.name, config=r.to_dict(), resume="allow")
-        micro_total = total * t.grad_accum
-        loader = torch.utils.data.DataLoader(
-            StepBatches(dataset, t.micro_batch_size, rank, world, start * t.grad_accum, micro_total, r.data.packing),
-            batch_size=None, num_workers=r.data.num_workers, persistent_workers=False,
-            generator=torch.Generator().manual_seed(t.seed),  # worker seeds; the global RNG stays as restored
-        )  # fmt: skip
-        faults = Faults(rank)
-        skipped: Counter[str] = Counter()
-        bad_in_a_row = 0
-        bar = progress(total=total, desc=r.name, initial=start, unit="step", disable=rank != 0)
-        tic = time.perf_counter()
-        tokens = 0
+    def _metric_sinks(self) -> MetricLoggers:
+        """metrics.jsonl and TensorBoard under `output_dir`, and W&B when `train.wandb_project` is set."""
+        t, sinks = self.recipe.train, MetricLoggers()
         try:
-            for step, items in enumerate(_grouped(loader, t.grad_accum), start=start):
+            sinks.sinks.append(JsonlLogger(self.out / "metrics.jsonl", self.start))
+            sinks.sinks.append(TensorBoardLogger(self.out / "tensorboard", self.start))
+            if t.wandb_project:
+                sinks.sinks.append(WandbLogger(t.wandb_project, self.recipe.name, self.recipe.to_dict()))
+        except BaseException:
+            sinks.close()  # the ones already open
+            raise
+        return sinks
+
+    def train(self, stop_after: int | None = None) -> TrainSummary:
+        """The loop from the resumed step: one optimizer step per `grad_accum` micro-batches, a metrics record
+        every `log_every` steps, evaluations and checkpoints on their schedules."""
+        t, summary = self.recipe.train, self.summary
+        faults, skipped = Faults(self.rank), Counter()
+        bad_in_a_row, tokens, tic = 0, 0, time.perf_counter()
+        with progress(total=self.total, desc=self.recipe.name, initial=self.start, unit="step",
+                      disable=self.rank != 0) as bar:  # fmt: skip
+            for step, items in enumerate(_grouped(self.loader, t.grad_accum), start=self.start):
                 for item in items:
                     skipped.update(reason.split(";")[0] for reason in item["skipped"])
                 empty = faults.hits("empty", step + 1, len(items))
                 batches = [None if drop else item["batch"] for item, drop in zip(items, empty, strict=True)]
-                result = self._step(engine, batches, step + 1, faults.hits("nonfinite", step + 1, len(items)))
-                done = summary.steps = step + 1
-                summary.losses.append(result.loss)
-                summary.bad_steps += result.bad_micro_steps
+                result = self._step(self.engine, batches, step + 1, faults.hits("nonfinite", step + 1, len(items)))
+                done = step + 1
                 bad_in_a_row = bad_in_a_row + 1 if result.bad_micro_steps else 0
-                if result.skipped:
-                    summary.skipped_steps += 1
-                    logger.warning("rank %d: step %d skipped on every rank: %s", rank, done, result.skipped)
-                if bad_in_a_row >= t.max_bad_steps:
-                    raise TrainingDiverged(f"{bad_in_a_row} non-finite losses in a row at step {done}")
+                self._account(result, done, bad_in_a_row)
                 tokens += result.tokens
-                lr = scheduler.get_last_lr()[0]
+                lr = self.scheduler.get_last_lr()[0]
                 rate = tokens / (time.perf_counter() - tic)
                 bar.set_postfix(loss=f"{result.loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
                 bar.update(1)
-                if metrics_file is not None and done % t.log_every == 0:
-                    record = {
-                        "step": done,
-                        "loss": None if result.skipped else result.loss,
-                        "lr": lr,
-                        "tokens_per_s": rate,
-                        "elapsed_s": time.perf_counter() - tic,
-                        "skipped": sum(skipped.values()),
+                if done % t.log_every == 0:
+                    self.metrics.log(done, {
+                        "loss": None if result.skipped else result.loss, "lr": lr, "tokens_per_s": rate,
+                        "elapsed_s": time.perf_counter() - tic, "skipped": sum(skipped.values()),
                         "skipped_steps": summary.skipped_steps,
-                    }
-                    metrics_file.write(json.dumps(record) + "\n")
-                    metrics_file.flush()
-                    self._log({f"train/{k}": record[k] for k in ("loss", "lr", "tokens_per_s")}, done, tb)
-                if t.eval_every and (done % t.eval_every == 0 or done == total):
-                    self._evaluate(engine.module, processor, done, metrics_file, tb)
-                if done % t.save_every == 0 or done == total:
-                    self._save(engine, done)
-                if stop_after is not None and done - start >= stop_after:
+                    })  # fmt: skip
+                if t.eval_every and (done % t.eval_every == 0 or done == self.total):
+                    self._evaluate(done)
+                if done % t.save_every == 0 or done == self.total:
+                    self._save(self.engine, done)
+                if stop_after is not None and done - self.start >= stop_after:
                     break
-        finally:
-            bar.close()
-            if metrics_file is not None:
-                metrics_file.close()
-            if tb is not None:
-                tb.close()
-            if self._wandb is not None:
-                self._wandb.finish()
         summary.skipped_samples = dict(skipped)
-        self.engine = engine
-        if summary.steps == total:
-            summary.final_dir = self._export(engine, processor)
         return summary
+
+    def _account(self, result: StepResult, done: int, bad_in_a_row: int) -> None:
+        """Add step `done` to the summary; stop the run after `train.max_bad_steps` non-finite steps in a row."""
+        summary = self.summary
+        summary.steps = done
+        summary.losses.append(result.loss)
+        summary.bad_steps += result.bad_micro_steps
+        if result.skipped:
+            summary.skipped_steps += 1
+            logger.warning("rank %d: step %d skipped on every rank: %s", self.rank, done, result.skipped)
+        if bad_in_a_row >= self.recipe.train.max_bad_steps:
+            raise TrainingDiverged(f"{bad_in_a_row} non-finite losses in a row at step {done}")
+
+    def close(self, export: bool = True) -> TrainSummary:
+        """Close the metric sinks; then, when `export` and the run reached its last step, write `final/` (every
+        rank calls it)."""
+        self.metrics.close()
+        if export and self.summary.steps == self.total:
+            self.summary.final_dir = self._export(self.engine, self.processor)
+        return self.summary
 
     def _step(
         self, engine, batches: list[dict | None], step: int, poison: list[bool] | None = None
@@ -327,14 +347,7 @@ class Trainer:
             engine.step()
         return StepResult(loss_sum / (world * accum), n_tokens, None, bad)
 
-    def _log(self, scalars: dict[str, float | None], step: int, tb) -> None:
-        for key, value in scalars.items():
-            if value is not None:
-                tb.add_scalar(key, value, step)
-        if self._wandb is not None:
-            self._wandb.log({k: v for k, v in scalars.items() if v is not None}, step=step)
-
-    def _evaluate(self, model, processor: BehaviorLlavaProcessor, step: int, metrics_file, tb) -> None:
+    def _evaluate(self, step: int) -> None:
         """The paper's behaviour metrics on `data.heldout_shards`, logged beside the losses.
 
         Every rank evaluates its share of the held-out samples and the sums are gathered (`evaluate_behavior`):
@@ -346,13 +359,12 @@ class Trainer:
         if self._heldout is None:
             self._heldout = ShardIndex(self.recipe.data.heldout_shards)
         t = self.recipe.train
-        result = evaluate_behavior(model, processor, self._heldout, t.eval_samples, t.eval_max_new_tokens)
-        if metrics_file is None:
-            return
-        logger.info("step %d behaviour eval: %s", step, json.dumps(result))
-        metrics_file.write(json.dumps({"step": step, "eval": result}) + "\n")
-        metrics_file.flush()
-        self._log({f"eval/{k}": v for k, v in result.items()}, step, tb)
+        result = evaluate_behavior(
+            self.engine.module, self.processor, self._heldout, t.eval_samples, t.eval_max_new_tokens
+        )
+        if self.rank == 0:
+            logger.info("step %d behaviour eval: %s", step, json.dumps(result))
+        self.metrics.log(step, {"eval": result})
 
     def _save(self, engine, step: int) -> None:
         t = self.recipe.train
@@ -385,12 +397,6 @@ class Trainer:
             processor.save_pretrained(final)
         torch.distributed.barrier()
         return final
-
-    def _tensorboard(self, start: int):
-        from torch.utils.tensorboard import SummaryWriter
-
-        # purge_step: TensorBoard drops the events a killed run wrote after the checkpoint resumed from
-        return SummaryWriter(str(self.out / "tensorboard"), purge_step=start + 1)
 
 
 def _on_device(batch: dict, device: torch.device) -> dict:
