@@ -115,8 +115,7 @@ def test_print_config_feeds_back_as_the_recipe(tmp_path):
 def test_apps_log_on_rank_zero_only_below_warning(monkeypatch, capsys):
     import logging
 
-    monkeypatch.syspath_prepend(str(ROOT / "apps"))
-    from _cli import setup_logging
+    from bl_data.cli import setup_logging
 
     log = logging.getLogger("bl_train.engine")
     try:
@@ -132,8 +131,7 @@ def test_apps_log_on_rank_zero_only_below_warning(monkeypatch, capsys):
 
 
 def test_a_missing_extra_is_a_usage_error_but_our_own_broken_import_is_not(monkeypatch, capsys):
-    monkeypatch.syspath_prepend(str(ROOT / "apps"))
-    from _cli import run
+    from bl_data.cli import run
 
     def needs_wandb(argv):
         try:
