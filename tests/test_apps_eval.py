@@ -12,8 +12,6 @@ from types import ModuleType
 
 import pytest
 
-from bl_train.demo import build_demo_data
-
 APPS = Path(__file__).resolve().parents[1] / "apps"
 
 
@@ -23,14 +21,6 @@ def _app(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
     loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny demo checkpoint and data (shared by every bl-eval test module of the session)."""
-    return build_demo_data(
-        tmp_path_factory.getbasetemp() / "bl_eval_demo", n_train=4, n_heldout=2, n_images=8
-    )
 
 
 def test_eval_list_shows_every_task():

@@ -26,7 +26,6 @@ from bl_eval.simulate import VideoRequest, listing1_request
 from bl_eval.studio_view import scene_texts
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor, Media
 from bl_model.modeling import MediaBatch
-from bl_train.demo import build_demo_data
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "runs" / "test-artifacts" / "studio"
@@ -95,11 +94,8 @@ def _memorise(
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Path]) -> Path:
+def trained(demo: Path, tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Path]) -> Path:
     """The demo checkpoint, trained to answer bikes.mp4's request, saved with its processor (one directory)."""
-    demo = build_demo_data(
-        tmp_path_factory.getbasetemp() / "bl_eval_demo", n_train=4, n_heldout=2, n_images=8
-    )
     torch.manual_seed(0)
     model = BehaviorLlavaForCausalLM.from_pretrained(demo / "model")
     processor = BehaviorLlavaProcessor.from_pretrained(demo / "processor")
