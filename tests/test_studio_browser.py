@@ -181,8 +181,8 @@ def studio(launched, predicted) -> tuple[str, Path, tuple[Path, Path]]:
 
 
 @pytest.fixture(scope="module")
-def page(studio):
-    """A page of Debian's chromium (no browser download), fresh profile, at the app."""
+def browser(launched):
+    """Debian's chromium (no browser download) with a fresh profile, started while the app boots."""
     if not CHROMIUM.is_file():
         pytest.skip("needs Debian's chromium at /usr/bin/chromium (.ci/run installs it)")
     from playwright.sync_api import sync_playwright
@@ -191,16 +191,33 @@ def page(studio):
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
     with sync_playwright() as pw:
-        profile = Path(studio[1]).parent / "chromium-profile"
+        profile = Path(launched[2]).parent / "chromium-profile"
         context = pw.chromium.launch_persistent_context(
             profile, executable_path=str(CHROMIUM), headless=True, args=args, viewport={"width": 1400, "height": 1000},
             accept_downloads=True,
         )  # fmt: skip
-        page = context.new_page()
-        page.set_default_timeout(180_000)  # a loaded 2-core CI machine
-        page.goto(studio[0])
-        yield page
+        yield context
         context.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, studio):
+    """A page of the browser at the app, once the app answers."""
+    page = browser.new_page()
+    page.set_default_timeout(180_000)  # a loaded 2-core CI machine
+    page.goto(studio[0])
+    page.locator("#bl-run").wait_for()  # the page's script has built the form (an upload before it is lost)
+    return page
+
+
+@pytest.fixture(scope="module")
+def client(studio):
+    """One `gradio_client` session with the app for the module's API tests."""
+    from gradio_client import Client
+
+    client = Client(studio[0], verbose=False)
+    yield client
+    client.close()
 
 
 def _comparable(record: dict) -> dict:
@@ -290,21 +307,19 @@ def test_ab_compare_calls_out_the_differences(page, clips, predicted):
         ("long", f"long.mp4: the video is 40.0 s long, over this server's limit of {MAX_SECONDS} s"),
     ],
 )
-def test_api_raises_the_page_message_for_bad_uploads(studio, clips, clip, says):
-    from gradio_client import Client, handle_file
+def test_api_raises_the_page_message_for_bad_uploads(client, clips, clip, says):
+    from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
-    client = Client(studio[0], verbose=False)
     with pytest.raises(AppError) as raised:
         client.predict(handle_file(clips[clip]), TITLE, CHANNEL, "youtube", api_name="/simulate")
     assert says in str(raised.value)
 
 
-def test_api_returns_predicts_record_and_serves_after_errors(studio, clips, predicted):
-    from gradio_client import Client, handle_file
+def test_api_returns_predicts_record_and_serves_after_errors(client, studio, clips, predicted):
+    from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
-    client = Client(studio[0], verbose=False)
     with pytest.raises(AppError, match="empty"):
         client.predict(handle_file(clips["empty"]), TITLE, CHANNEL, "youtube", api_name="/simulate")
     record = client.predict(handle_file(clips["bikes"]), TITLE, CHANNEL, "youtube", api_name="/simulate")
