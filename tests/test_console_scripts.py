@@ -3,8 +3,6 @@ reach the same `main` in its package, so their help and their one-line errors ar
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import re
 import subprocess
 import sys
@@ -13,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 APPS = {
     "prepare": "bl-prepare",
     "train": "bl-train",
@@ -21,14 +18,6 @@ APPS = {
     "predict": "bl-predict",
     "studio": "bl-studio",
 }
-
-
-def _wrapper(name: str):
-    """The extension-less script `apps/<name>` as a module."""
-    loader = importlib.machinery.SourceFileLoader(f"apps_{name}", str(ROOT / "apps" / name))
-    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
-    loader.exec_module(module)
-    return module
 
 
 def _outputs(call, capsys) -> tuple[int, str, str]:
@@ -49,10 +38,10 @@ def _same_but_for_the_name(door: str, app: str, text: str) -> str:
 
 @pytest.mark.parametrize("app", APPS)
 @pytest.mark.parametrize("argv", [["--help"], ["--log-level", "LOUD"]], ids=["help", "bad-value"])
-def test_console_script_and_wrapper_reach_the_same_main(app, argv, monkeypatch, capsys):
+def test_console_script_and_wrapper_reach_the_same_main(app, argv, app_module, monkeypatch, capsys):
     (script,) = entry_points(group="console_scripts", name=APPS[app])
     console = script.load()
-    wrapper = _wrapper(app)
+    wrapper = app_module(app)
     assert console.__module__ == wrapper.main.__module__ == script.module  # the package's module, not a copy
 
     code, out, err = _outputs(lambda: wrapper.run(wrapper.main, f"apps/{app}", argv), capsys)

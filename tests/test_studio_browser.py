@@ -109,16 +109,11 @@ def trained(demo: Path, tmp_path_factory: pytest.TempPathFactory, clips: dict[st
 
 @pytest.fixture(scope="module")
 def predicted(
-    launched, trained: Path, clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+    launched, trained: Path, clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, app_module
 ) -> dict:
     """apps/predict's record for bikes.mp4 (in-process: the reference the app must match), computed while the
     app (`launched`) boots."""
-    import importlib.machinery
-    import importlib.util
-
-    loader = importlib.machinery.SourceFileLoader("app_predict", str(ROOT / "apps" / "predict"))
-    predict = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
-    loader.exec_module(predict)
+    predict = app_module("predict")
     out = tmp_path_factory.mktemp("predict")
     argv = ["--model", str(trained), "--video", str(clips["bikes"]), "--title", TITLE, "--channel", CHANNEL,
             "--out", str(out), "--max-new-tokens", MAX_NEW_TOKENS]  # fmt: skip

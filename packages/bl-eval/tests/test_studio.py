@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import importlib.machinery
-import importlib.util
 import io
 import re
 
@@ -106,15 +104,10 @@ def test_check_video_names_the_file_and_the_problem(tmp_path, bikes_mp4):
     check_video(bikes_mp4, max_seconds=10)
 
 
-def test_apps_studio_rejects_bad_options_in_one_line(tmp_path, capsys):
+def test_apps_studio_rejects_bad_options_in_one_line(tmp_path, capsys, app_module):
     """In-process through the `apps/studio` wrapper (a process per case cost ~2 s of imports each; the exit
     status of a real process is tests/test_console_scripts.py's)."""
-    from pathlib import Path
-
-    app = Path(__file__).resolve().parents[3] / "apps" / "studio"
-    loader = importlib.machinery.SourceFileLoader("apps_studio", str(app))
-    studio = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
-    loader.exec_module(studio)
+    studio = app_module("studio")
     for args, says in (
         (["--model", str(tmp_path), "--port", "70000"], "--port: must be a port in 1-65535"),
         (["--model", str(tmp_path), "--max-seconds", "0"], "--max-seconds: must be > 0"),
