@@ -181,3 +181,33 @@ def fetch_deb_member(package: str, member: Path) -> Path:
 def cockatoo_mp4() -> Path:
     """Debian python3-imageio's `cockatoo.mp4`: a real clip with an audio track."""
     return fetch_deb_member("python3-imageio", COCKATOO)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """bl-train's tiny demo checkpoint and data, built once per session: the model bl-eval's tests, the apps'
+    tests (tests/) and the studio's browser test run on."""
+    from bl_train.demo import build_demo_data
+
+    return build_demo_data(
+        tmp_path_factory.getbasetemp() / "bl_eval_demo", n_train=4, n_heldout=2, n_images=8
+    )
+
+
+@pytest.fixture(scope="session")
+def app_module():
+    """`app_module("predict")`: the extension-less wrapper `apps/predict` imported as a module (its `main` and
+    `run`), for tests that run an app in-process."""
+
+    def load(name: str):
+        import importlib.machinery
+        import importlib.util
+
+        loader = importlib.machinery.SourceFileLoader(
+            f"apps_{name}", str(Path(__file__).parent / "apps" / name)
+        )
+        module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+        loader.exec_module(module)
+        return module
+
+    return load

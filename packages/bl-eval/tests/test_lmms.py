@@ -18,13 +18,11 @@ from bl_eval.lmms import BehaviorLlavaLMM, launch
 from bl_model import Media
 from bl_model.inference import Sampling, generate_texts
 
-from .test_protocols import demo  # noqa: F401  (the session's demo checkpoint)
-
 QUESTION = "What colour is the object? Answer with one word."
 
 
 @pytest.fixture(scope="module")
-def lmm(demo: Path) -> BehaviorLlavaLMM:  # noqa: F811
+def lmm(demo: Path) -> BehaviorLlavaLMM:
     torch.manual_seed(0)
     model = BehaviorLlavaLMM(
         pretrained=str(demo / "model"), processor=str(demo / "processor"), device="cpu", batch_size="2",
@@ -110,7 +108,7 @@ def test_loglikelihood_equals_an_independent_forward_pass(lmm, bikes_mp4):
         assert lp == pytest.approx(want_lp, rel=1e-4, abs=1e-4) and greedy == want_greedy
 
 
-def test_bad_model_args_and_visuals_are_clear_errors(lmm, demo):  # noqa: F811
+def test_bad_model_args_and_visuals_are_clear_errors(lmm, demo):
     model, _ = lmm
     with pytest.raises(ValueError, match="unknown model_args for behavior_llava: \\['conv_template'\\]"):
         BehaviorLlavaLMM(pretrained=str(demo / "model"), conv_template="vicuna_v1")
@@ -140,7 +138,7 @@ metric_list:
 """
 
 
-def test_lmms_eval_cli_runs_a_local_task_through_the_launcher(lmm, demo, tmp_path):  # noqa: F811
+def test_lmms_eval_cli_runs_a_local_task_through_the_launcher(lmm, demo, tmp_path):
     """`apps/eval --lmms -- …`: lmms-eval's own CLI, task loading and request building drive the model."""
     model, images = lmm
     tasks = tmp_path / "tasks"

@@ -13,18 +13,9 @@ from bl_eval.protocols import PROTOCOLS, load_media
 from bl_eval.spec import Example, TaskSpec
 from bl_model import BehaviorLlavaForCausalLM, BehaviorLlavaProcessor
 from bl_model.inference import generate_texts
-from bl_train.demo import build_demo_data
 
 COLOURS = ["red", "green", "blue", "yellow"]
 PROMPT = "<image>\nWhat colour is the object? Answer with one word."
-
-
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny demo checkpoint and data (shared by every bl-eval test module of the session)."""
-    return build_demo_data(
-        tmp_path_factory.getbasetemp() / "bl_eval_demo", n_train=4, n_heldout=2, n_images=8
-    )
 
 
 @pytest.fixture(scope="module")

@@ -12,17 +12,8 @@ from bl_eval import protocols, runner
 from bl_eval.metrics import METRICS
 from bl_eval.spec import Example, TaskSpec, spec_hash
 from bl_model import BehaviorLlavaProcessor, inference
-from bl_train.demo import build_demo_data
 
 COLOURS = ["red", "green", "blue", "yellow"]
-
-
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny demo checkpoint and data (shared by every bl-eval test module of the session)."""
-    return build_demo_data(
-        tmp_path_factory.getbasetemp() / "bl_eval_demo", n_train=4, n_heldout=2, n_images=8
-    )
 
 
 @pytest.fixture

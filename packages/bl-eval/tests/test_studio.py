@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-import subprocess
 
 import numpy as np
 import pytest
@@ -105,15 +104,15 @@ def test_check_video_names_the_file_and_the_problem(tmp_path, bikes_mp4):
     check_video(bikes_mp4, max_seconds=10)
 
 
-def test_apps_studio_rejects_bad_options_in_one_line(tmp_path):
-    import sys
-    from pathlib import Path
-
-    app = Path(__file__).resolve().parents[3] / "apps" / "studio"
+def test_apps_studio_rejects_bad_options_in_one_line(tmp_path, capsys, app_module):
+    """In-process through the `apps/studio` wrapper (a process per case cost ~2 s of imports each; the exit
+    status of a real process is tests/test_console_scripts.py's)."""
+    studio = app_module("studio")
     for args, says in (
         (["--model", str(tmp_path), "--port", "70000"], "--port: must be a port in 1-65535"),
         (["--model", str(tmp_path), "--max-seconds", "0"], "--max-seconds: must be > 0"),
         (["--model", str(tmp_path / "nope")], "--model: no directory at"),
     ):
-        proc = subprocess.run([sys.executable, str(app), *args], capture_output=True, text=True)
-        assert proc.returncode == 2 and proc.stderr.startswith("apps/studio: error: ") and says in proc.stderr
+        returncode = studio.run(studio.main, "apps/studio", args)
+        stderr = capsys.readouterr().err
+        assert returncode == 2 and stderr.startswith("apps/studio: error: ") and says in stderr

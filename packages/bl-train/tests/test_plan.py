@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import sys
 import weakref
 from importlib.machinery import SourceFileLoader
 from pathlib import Path
@@ -18,14 +17,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import bl_model
+from bl_data.cli import run
 from bl_model import BehaviorLlavaForCausalLM
 from bl_train import plan as P
 from bl_train.config import Recipe, load_recipe
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIGS = ROOT / "configs"
-sys.path.insert(0, str(ROOT / "apps"))
-from _cli import run  # noqa: E402
 
 _loader = SourceFileLoader("apps_train", str(ROOT / "apps" / "train"))
 _app = importlib.util.module_from_spec(importlib.util.spec_from_loader("apps_train", _loader))

@@ -1,5 +1,7 @@
 """What every app shares: one-line usage errors (exit 2, no traceback), path checks, logging set-up.
 
+The apps' `main`s live in their packages (`bl_data.apps.prepare`, `bl_train.apps.train`, `bl_eval.apps.eval`,
+`predict`, `studio`); `apps/NAME` and the console scripts `bl-NAME` call them through `run`.
 A user error (bad path, bad value, unknown key, missing extra) ends as one line on stderr,
 `apps/NAME: error: --option: problem`, and exit status 2; any other exception keeps its traceback.
 """

@@ -1,0 +1,1 @@
+"""bl-train's command-line app: `train` (`uv run apps/train` in a checkout, `bl-train` when installed)."""
