@@ -9,7 +9,6 @@ are Reddit posts and use Reddit's thresholds.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 import stat
 from collections import Counter
@@ -23,6 +22,7 @@ import numpy as np
 
 from bl_data.comment_dedup import near_duplicate_keep
 from bl_data.records import Comment, Post
+from bl_data.sources._common import file_sha256
 
 
 class Rule(Protocol):
@@ -113,14 +113,6 @@ class DeletedRule:
         return _keep_comments(
             post, lambda c: c.text.strip() not in self.markers and c.author not in self.markers
         )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -366,6 +358,15 @@ class FilterReport:
         self.posts_dropped.update(other.posts_dropped)
         self.comments_removed.update(other.comments_removed)
 
+    def add(self, kept: Post | Dropped, removed: Counter[str]) -> None:
+        """Count one post's outcome: kept or dropped, and the comments each rule removed."""
+        self.posts_in += 1
+        self.comments_removed.update(+removed)
+        if isinstance(kept, Dropped):
+            self.posts_dropped[kept.rule] += 1
+        else:
+            self.posts_kept += 1
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "posts_in": self.posts_in,
@@ -384,6 +385,19 @@ class Dropped:
     reason: str
 
 
+def apply_rules(post: Post, rules: Iterable[Rule]) -> tuple[Post | Dropped, Counter[str]]:
+    """`post` after `rules` in order, or the first drop, and the comments each rule removed (counted nowhere);
+    a rule's exception propagates."""
+    removed: Counter[str] = Counter()
+    for rule in rules:
+        result = rule.apply(post)
+        if isinstance(result, str):
+            return Dropped(post.id, rule.name, result), removed
+        removed[rule.name] += len(post.comments) - len(result.comments)
+        post = result
+    return post, removed
+
+
 class Filters:
     """Runs `rules` (default: `default_rules()`) in order over posts and keeps a `FilterReport`."""
 
@@ -397,18 +411,14 @@ class Filters:
     def __call__(self, post: Post) -> Post | Dropped:
         """The post after every rule, or the first drop. A rule's exception propagates, and the post is then
         not counted (so `posts_in` stays `posts_kept` plus the drops)."""
-        removed: Counter[str] = Counter()
-        for rule in self.rules:
-            result = rule.apply(post)
-            if isinstance(result, str):
-                self._count(removed)
-                self.report.posts_dropped[rule.name] += 1
-                return Dropped(post.id, rule.name, result)
-            removed[rule.name] += len(post.comments) - len(result.comments)
-            post = result
-        self._count(removed)
-        self.report.posts_kept += 1
-        return post
+        kept, removed = apply_rules(post, self.rules)
+        self.report.add(kept, removed)
+        return kept
+
+    def central(self) -> int:
+        """How many of the leading rules need state shared by every post (through the last one that remembers
+        posts, duplicate media): an engine runs these in one place, the rest per post anywhere."""
+        return max((i + 1 for i, rule in enumerate(self.rules) if hasattr(rule, "remember")), default=0)
 
     def remember(self, post: Post) -> None:
         """Show a post an earlier run kept to the rules that remember posts (duplicate media); not counted."""
@@ -416,7 +426,3 @@ class Filters:
             remember = getattr(rule, "remember", None)
             if remember is not None:
                 remember(post)
-
-    def _count(self, removed: Counter[str]) -> None:
-        self.report.posts_in += 1
-        self.report.comments_removed.update(+removed)

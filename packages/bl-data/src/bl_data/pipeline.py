@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .asr import AsrSpec, AsrWorker
-from .filters import Dropped, DuplicateMediaRule, Filters, first_posts, hash_media
+from .filters import Dropped, DuplicateMediaRule, FilterReport, Filters, apply_rules, first_posts, hash_media
 from .meters import StageMeter, summarize
 from .pool import process_posts
 from .progress import progress as progress_bar
@@ -274,6 +274,35 @@ class Run:
 
     def posts(self) -> Iterator[Post]:
         """The imported posts of this part that pass the filters and are not done yet."""
+        for post in self._candidates():
+            kept = filter_post(post, self.filters)
+            if self._passed(post, kept):
+                yield kept
+
+    def central_posts(self) -> Iterator[tuple[Post, Counter[str]]]:
+        """As `posts`, through only the filters that need every post (`Filters.central`, e.g. media dedup):
+        each post that passes them, not yet counted, with the comments they removed. The engine runs the rest
+        of the rules per post and hands each post's `FilterReport` to `filtered`."""
+        head = self.filters.rules[: self.filters.central()]
+        for post in self._candidates():
+            outcome = run_stage("filter", post, apply_rules, post, head)
+            if isinstance(outcome, Failure):
+                self._passed(post, outcome)
+                continue
+            kept, removed = outcome
+            if isinstance(kept, Dropped):
+                self.filters.report.add(kept, removed)
+                self._passed(post, kept)
+            else:
+                yield kept, removed
+
+    def filtered(self, report: FilterReport) -> None:
+        """Count the filters' outcome of a post from `central_posts` (a drop among the later rules is
+        counted as kept here, and as the drop when its `PostResult` is accounted)."""
+        self.filters.report.merge(report)
+
+    def _candidates(self) -> Iterator[Post]:
+        """The imported posts of this part, not done yet and not repeated, before the filters."""
         cfg = self.cfg
         for item in _import(cfg):
             if isinstance(item, Failure):
@@ -294,13 +323,15 @@ class Run:
                 self.fail(Failure(str(media), "import", "duplicate id", item.id), media)
                 continue
             self.seen.add(sample_key(item.id))
-            kept = filter_post(item, self.filters)
-            if isinstance(kept, Failure):
-                self.fail(kept, media)
-            elif isinstance(kept, Dropped):
-                self.ledger.record(media, f"dropped:{kept.rule}")
-            else:
-                yield kept
+            yield item
+
+    def _passed(self, post: Post, kept: Post | Dropped | Failure) -> bool:
+        """Record a post's drop or filter failure; True when it passed."""
+        if isinstance(kept, Failure):
+            self.fail(kept, post.media_path)
+        elif isinstance(kept, Dropped):
+            self.ledger.record(post.media_path, f"dropped:{kept.rule}")
+        return isinstance(kept, Post)
 
     def account(self, result: PostResult, written: bool = False) -> None:
         """Count a processed post: its failure or drop, or `written` (True once its sample is written)."""

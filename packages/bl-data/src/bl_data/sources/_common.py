@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import json
 import lzma
 import math
@@ -272,6 +273,15 @@ def media_files(folder: Path, extensions: tuple[str, ...] = MEDIA_EXTENSIONS) ->
     if not folder.is_dir():
         raise NotADirectoryError(f"media folder {folder} is not a directory")
     return sorted(p for p in folder.iterdir() if p.suffix[1:].lower() in extensions)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of the file's content (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def attach_media(post: Post, media: dict[str, Path], input: str) -> Post | Failure:
