@@ -12,7 +12,7 @@ import dataclasses
 import re
 import stat
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -129,6 +129,9 @@ class DuplicateMediaRule:
     hashes: Mapping[str, str] = field(default_factory=dict)
     media_hashes: Mapping[str, str] = field(default_factory=dict)
     first: Mapping[str, str] = field(default_factory=dict)
+    # the digests of `media_hashes` that more than one file has; None: unknown. A post whose digest is in
+    # `media_hashes` and not here has content no other file has: it passes and nothing is remembered
+    repeated: Container[str] | None = None
     name: str = "duplicate_media"
     seen: dict[str, str] = field(default_factory=dict, init=False)  # hash -> first post id
 
@@ -143,10 +146,18 @@ class DuplicateMediaRule:
 
     def apply(self, post: Post) -> Post | str:
         digest = self.digest(post)
-        if digest is None:
+        if digest is None or self._unique(post, digest):
             return post
         first = self.first.get(digest) or self.seen.setdefault(digest, post.id)
         return post if first == post.id else f"same media as post {first!r}"
+
+    def _unique(self, post: Post, digest: str) -> bool:
+        return (
+            self.repeated is not None
+            and digest not in self.repeated
+            and post.id not in self.hashes
+            and str(post.media_path) in self.media_hashes
+        )
 
     def remember(self, post: Post) -> None:
         """Note the media of a post an earlier run kept, so a rerun drops the same later duplicates."""
