@@ -2,12 +2,17 @@
 
     report = prepare_ray(PrepareConfig(source="youtube", input=dl, out=shards), RayConfig(), captioner=factory)
 
-The driver imports the posts and runs the cheap filters (`bl_data.pipeline.Run`, as the local engine),
-skips the samples already in completed shards and spools the rest to `out/.rayXXXX-spool/`, `spool_page`
-posts per file. One Ray Dataset then streams the whole run, every post a block of its own:
+The driver hashes the media (Ray tasks) into its compact ledger (`bl_data.pipeline.MediaLedger`), then a
+thread imports the posts while Ray runs: the part and done checks and the rules that need every post
+(`Filters.central`: through media dedup) run there, and the posts that pass go to `out/.rayXXXX-spool/`,
+`spool_page` per file, each written atomically. One Ray Dataset streams the whole run, every post a block of
+its own, from the first page on:
 
-    read       a Datasource over the spool pages (light tasks, 0.25 CPU)
-    decode     CPU tasks of one post (1 CPU): `decode_post`, frames JPEG-encoded as `ShardWriter` stores them
+    read       one task per page the import can write (its media files bound the pages), two at a time,
+               each waiting for its page (or the import's end) (0.25 CPU)
+    decode     CPU tasks of one post (1 CPU): the per-post filters (comment words, near-duplicate comments,
+               ...; their counts ride back with the post), `decode_post`, frames JPEG-encoded as
+               `ShardWriter` stores them
     caption    an actor pool (`num_gpus` per actor): each actor builds the captioner once, in its constructor,
                and captions the keyframes of `caption_batch` posts per call for the whole run
     asr        an actor pool: each actor keeps one `bl-asr serve` process (the model loaded once), started
@@ -18,10 +23,12 @@ posts per file. One Ray Dataset then streams the whole run, every post a block o
 
 Ray Data's streaming executor runs the stages together with backpressure between them: there is no barrier,
 so a slow post delays only itself. The driver consumes the write tasks' outcomes as they stream back (each
-post's result without its sample, and the actors' meters), accounts them as the local engine does and writes
-the same `failures.jsonl` and `report.json` (plus each actor's model loads and busy fraction). It holds one
-spool page while spooling, Ray Data's bounded output queue while streaming, and per post only what `Run`
-keeps (its id, its media file's outcome and hash) plus its id until its outcome is back.
+post's result without its sample, its filter counts, and the actors' meters), accounts them as the local
+engine does and writes the same `failures.jsonl` and `report.json` (plus each actor's model loads and busy
+fraction). What the driver holds: per media file its name, a 1-byte outcome, a claim flag and its sha256
+(the ledger, ~35 bytes plus the name), one byte per spooled post (outcome back or not), the digests that
+several files share (dedup), one page of posts while spooling and Ray Data's bounded output queue; on a
+rerun also the keys of the samples already written, and one key per logged failure.
 
 Faults: a task whose worker dies is retried (`max_retries`); a retried write task skips the samples its dead
 attempt listed. A post whose task still fails (e.g. one that kills every worker it runs in) is dropped from

@@ -253,20 +253,35 @@ class Record:
 
 class MediaIndex:
     """`<key>` -> `<folder>/<key>.<ext>` (see `index_media`), compact for 730k files: the keys and the chosen
-    files' names as two sorted byte-string arrays (their lengths plus a few bytes per file)."""
+    files' names as two sorted byte-string arrays, and a claim flag each (their lengths plus a byte per file)."""
 
     def __init__(self, folder: Path, best: dict[str, str]) -> None:
         self.folder = folder
         keys = sorted(best)
         self.keys = np.array([os.fsencode(key) for key in keys], dtype=bytes)  # (n,) S<len>
         self.names = np.array([os.fsencode(best[key]) for key in keys], dtype=bytes)  # (n,) S<len>
+        self.claimed = np.zeros(len(keys), bool)
 
-    def get(self, key: str) -> Path | None:
+    def _row(self, key: str) -> int | None:
         encoded = os.fsencode(key)
         i = int(np.searchsorted(self.keys, encoded))
-        if i < len(self.keys) and self.keys[i] == encoded:
-            return self.folder / os.fsdecode(self.names[i])
-        return None
+        return i if i < len(self.keys) and self.keys[i] == encoded else None
+
+    def get(self, key: str) -> Path | None:
+        i = self._row(key)
+        return None if i is None else self.folder / os.fsdecode(self.names[i])
+
+    def claim(self, key: str, others: set[str]) -> bool:
+        """True the first time a post claims `key` (an importer's duplicate-id check): a flag per media file,
+        and `others` for keys without one."""
+        i = self._row(key)
+        if i is None:
+            first = key not in others
+            others.add(key)
+            return first
+        first = not self.claimed[i]
+        self.claimed[i] = True
+        return first
 
     def __len__(self) -> int:
         return len(self.keys)
