@@ -316,12 +316,16 @@ def hash_media(paths: Sequence[Path], workers: int) -> dict[str, str]:
 
 
 def first_posts(
-    posts: Iterable[Post], rules: Sequence[Rule], media_hashes: Mapping[str, str]
+    posts: Iterable[Post],
+    rules: Sequence[Rule],
+    media_hashes: Mapping[str, str],
+    repeated: Container[str] | None = None,
 ) -> dict[str, str]:
     """hash -> id of the first post (in `posts`' order) with that media that passes the rules before
-    `DuplicateMediaRule` in `rules`: the post the rule keeps when it sees the whole input in one pass."""
+    `DuplicateMediaRule` in `rules`: the post the rule keeps when it sees the whole input in one pass (only
+    the `repeated` hashes, when given: see `DuplicateMediaRule`)."""
     index = next(i for i, rule in enumerate(rules) if isinstance(rule, DuplicateMediaRule))
-    dedupe = DuplicateMediaRule(media_hashes=media_hashes)
+    dedupe = DuplicateMediaRule(media_hashes=media_hashes, repeated=repeated)
     ids: set[str] = set()
     for post in posts:
         if post.id in ids:  # a repeated id fails as a duplicate before the rules

@@ -358,7 +358,7 @@ class Run:
         dedupe.media_hashes, dedupe.repeated = hashes, hashes.repeated()
         if cfg.num_shards > 1:
             posts = (item for item in _import(cfg) if isinstance(item, Post))
-            dedupe.first = first_posts(posts, Filters().rules, hashes)
+            dedupe.first = first_posts(posts, Filters().rules, hashes, dedupe.repeated)
         self.counts: Counter[str] = Counter()
         self.done = done
         self.log = FailureLog(cfg.out / "failures.jsonl")
