@@ -131,11 +131,12 @@ def _cfg(folder: Path, out: Path, **kw) -> PrepareConfig:
 
 
 def _dropped_posts(folder: Path) -> None:
-    """A copy of a clip (dropped by media dedup, on the driver) and a clip with 5 views (dropped by the
+    """A copy of a clip (dropped by media dedup, on the driver) and a clip with 500 views (dropped by the
     per-post min_views rule, in a Ray decode task; never decoded: its bytes differ by one appended byte)."""
     clip = (folder / "demo050001.mp4").read_bytes()
     info = json.loads((folder / "demo050001.info.json").read_text())
-    for name, data, extra in (("zcopy", clip, {}), ("fewviews", clip + b"\0", {"view_count": 5})):
+    few_views = {"view_count": 500, "like_count": 5}
+    for name, data, extra in (("zcopy", clip, {}), ("fewviews", clip + b"\0", few_views)):
         (folder / f"{name}.mp4").write_bytes(data)
         (folder / f"{name}.info.json").write_text(json.dumps(info | {"id": name, **extra}))
 
