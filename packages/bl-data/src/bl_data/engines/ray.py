@@ -461,7 +461,7 @@ def prepare_ray(
     lock = threading.Lock()
     importer = _Importer(run, spool, rcfg.spool_page, lock)
     # every post that reaches the spool has a media file of its own: the files bound the pages
-    pages = -(-len(run.ledger.files) // rcfg.spool_page)
+    pages = -(-len(run.ledger) // rcfg.spool_page)
     rules = run.filters.rules[run.filters.central() :]
     returned = bytearray()  # 1 at the slot of each post whose outcome is back
     meters: dict[str, dict[str, Any]] = {}
