@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from pathlib import Path
 
@@ -22,8 +23,11 @@ from bl_data.filters import (
     NearDuplicateCommentsRule,
     NsfwRule,
     comment_similarity,
+    hash_media,
 )
+from bl_data.pipeline import MediaHashes, MediaLedger
 from bl_data.records import Comment, Post
+from bl_data.sources._common import media_names
 
 
 def _post(
@@ -102,6 +106,26 @@ def test_duplicate_media_by_file_hash_and_given_hash(tmp_path: Path) -> None:
     given = DuplicateMediaRule(hashes={"x": "h1", "y": "h1"})
     assert isinstance(given.apply(_post("x")), Post)
     assert given.apply(_post("y")) == "same media as post 'x'"
+
+
+def test_media_dedup_remembers_only_shared_content(tmp_path: Path) -> None:
+    """With the digests of every file (`MediaHashes`), only content that several files share is remembered;
+    the verdicts are those of the rule that remembers everything, and the digests are the files' sha256."""
+    contents = {"a": b"same bytes", "b": b"other bytes", "c": b"same bytes", "d": b"third"}
+    for name, data in contents.items():
+        (tmp_path / f"{name}.mp4").write_bytes(data)
+    ledger = MediaLedger(tmp_path, media_names(tmp_path))
+    hashes = MediaHashes(ledger)
+    hashes.hash(lambda paths: hash_media(paths, 1), chunk=3)  # two chunks
+    assert dict(hashes) == {
+        str(tmp_path / f"{n}.mp4"): hashlib.sha256(d).hexdigest() for n, d in contents.items()
+    }
+    compact = DuplicateMediaRule(media_hashes=hashes, repeated=hashes.repeated())
+    full = DuplicateMediaRule()
+    posts = [_post(n, media_path=tmp_path / f"{n}.mp4") for n in "abcd"]
+    assert [compact.apply(p) for p in posts] == [full.apply(p) for p in posts]
+    assert compact.apply(posts[2]) == "same media as post 'a'"
+    assert compact.seen == {hashlib.sha256(b"same bytes").hexdigest(): "a"} and len(full.seen) == 3
 
 
 def test_comment_words_per_source() -> None:

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bl_data.demo import synthesize_youtube
 from bl_data.parse import parse_behavior
 from bl_data.pipeline import PrepareConfig, prepare
@@ -109,6 +111,11 @@ def test_apps_prepare_cli(tmp_path):
     split = [*run.args, "--engine", "ray", "--num-shards", "2"]
     run = subprocess.run(split, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "--num-shards/--shard-index" in run.stderr  # a usage error, before Ray
+    outside = [*split[:-4], "--num-shards", "2", "--shard-index", "2"]
+    run = subprocess.run(outside, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "--shard-index: must be in [0, 2), got 2" in run.stderr
+    with pytest.raises(ValueError, match=r"shard_index must be in \[0, 2\), got 2"):
+        PrepareConfig(source="youtube", input=folder, out=out, num_shards=2, shard_index=2)
 
 
 def test_real_clip_with_fixture_metadata_becomes_a_readable_shard(tmp_path, bikes_mp4):

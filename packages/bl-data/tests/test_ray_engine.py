@@ -130,8 +130,20 @@ def _cfg(folder: Path, out: Path, **kw) -> PrepareConfig:
     )
 
 
+def _dropped_posts(folder: Path) -> None:
+    """A copy of a clip (dropped by media dedup, on the driver) and a clip with 500 views (dropped by the
+    per-post min_views rule, in a Ray decode task; never decoded: its bytes differ by one appended byte)."""
+    clip = (folder / "demo050001.mp4").read_bytes()
+    info = json.loads((folder / "demo050001.info.json").read_text())
+    few_views = {"view_count": 500, "like_count": 5}
+    for name, data, extra in (("zcopy", clip, {}), ("fewviews", clip + b"\0", few_views)):
+        (folder / f"{name}.mp4").write_bytes(data)
+        (folder / f"{name}.info.json").write_text(json.dumps(info | {"id": name, **extra}))
+
+
 def test_same_samples_as_the_local_engine_with_captions_and_asr(tmp_path, llama_tokenizer_dir):
     folder = _folder(tmp_path)
+    _dropped_posts(folder)
     llava = save_tiny_llava(tmp_path / "llava", llama_tokenizer_dir)
     (tmp_path / "asr.py").write_text(STUB_ASR)
     asr = AsrSpec(model="stub", command=(sys.executable, str(tmp_path / "asr.py")))
@@ -159,6 +171,8 @@ def test_same_samples_as_the_local_engine_with_captions_and_asr(tmp_path, llama_
         }
     )
     assert ray_report["media"]["written"] == 4 and ray_report["media"]["failed"] == {"media": 1}
+    assert ray_report["media"]["dropped"] == {"duplicate_media": 1, "min_views": 1}
+    assert ray_report["filters"]["posts_dropped"] == {"duplicate_media": 1, "min_views": 1}
     for report in (ray_report, local_report):  # each model loaded once per actor for the whole run
         actors = report["actors"]
         assert actors["caption"]["model_loads"] == actors["caption"]["workers"] == 1

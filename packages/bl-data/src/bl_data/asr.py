@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bl_data.records import Failure, Post
-from bl_data.sources._common import VIDEO_EXTENSIONS
+from bl_data.sources._common import VIDEO_EXTENSIONS, file_sha256
 
 STAGE = "asr"
 _BL_ASR_PROJECT = Path(__file__).resolve().parents[3] / "bl-asr"  # in a checkout: <repo>/packages/bl-asr
@@ -145,15 +145,6 @@ class Transcript:
 
 def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of the file's content."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _cache_key(content_sha256: str, model: str, args: Sequence[str]) -> str:

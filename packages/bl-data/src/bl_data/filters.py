@@ -9,11 +9,10 @@ are Reddit posts and use Reddit's thresholds.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 import stat
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 
 from bl_data.comment_dedup import near_duplicate_keep
 from bl_data.records import Comment, Post
+from bl_data.sources._common import file_sha256
 
 
 class Rule(Protocol):
@@ -115,14 +115,6 @@ class DeletedRule:
         )
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @dataclass
 class DuplicateMediaRule:
     """Drop a post whose media has the content hash of an earlier post's media (the first one seen stays).
@@ -137,6 +129,9 @@ class DuplicateMediaRule:
     hashes: Mapping[str, str] = field(default_factory=dict)
     media_hashes: Mapping[str, str] = field(default_factory=dict)
     first: Mapping[str, str] = field(default_factory=dict)
+    # the digests of `media_hashes` that more than one file has; None: unknown. A post whose digest is in
+    # `media_hashes` and not here has content no other file has: it passes and nothing is remembered
+    repeated: Container[str] | None = None
     name: str = "duplicate_media"
     seen: dict[str, str] = field(default_factory=dict, init=False)  # hash -> first post id
 
@@ -151,10 +146,18 @@ class DuplicateMediaRule:
 
     def apply(self, post: Post) -> Post | str:
         digest = self.digest(post)
-        if digest is None:
+        if digest is None or self._unique(post, digest):
             return post
         first = self.first.get(digest) or self.seen.setdefault(digest, post.id)
         return post if first == post.id else f"same media as post {first!r}"
+
+    def _unique(self, post: Post, digest: str) -> bool:
+        return (
+            self.repeated is not None
+            and digest not in self.repeated
+            and post.id not in self.hashes
+            and str(post.media_path) in self.media_hashes
+        )
 
     def remember(self, post: Post) -> None:
         """Note the media of a post an earlier run kept, so a rerun drops the same later duplicates."""
@@ -313,12 +316,16 @@ def hash_media(paths: Sequence[Path], workers: int) -> dict[str, str]:
 
 
 def first_posts(
-    posts: Iterable[Post], rules: Sequence[Rule], media_hashes: Mapping[str, str]
+    posts: Iterable[Post],
+    rules: Sequence[Rule],
+    media_hashes: Mapping[str, str],
+    repeated: Container[str] | None = None,
 ) -> dict[str, str]:
     """hash -> id of the first post (in `posts`' order) with that media that passes the rules before
-    `DuplicateMediaRule` in `rules`: the post the rule keeps when it sees the whole input in one pass."""
+    `DuplicateMediaRule` in `rules`: the post the rule keeps when it sees the whole input in one pass (only
+    the `repeated` hashes, when given: see `DuplicateMediaRule`)."""
     index = next(i for i, rule in enumerate(rules) if isinstance(rule, DuplicateMediaRule))
-    dedupe = DuplicateMediaRule(media_hashes=media_hashes)
+    dedupe = DuplicateMediaRule(media_hashes=media_hashes, repeated=repeated)
     ids: set[str] = set()
     for post in posts:
         if post.id in ids:  # a repeated id fails as a duplicate before the rules
@@ -366,6 +373,15 @@ class FilterReport:
         self.posts_dropped.update(other.posts_dropped)
         self.comments_removed.update(other.comments_removed)
 
+    def add(self, kept: Post | Dropped, removed: Counter[str]) -> None:
+        """Count one post's outcome: kept or dropped, and the comments each rule removed."""
+        self.posts_in += 1
+        self.comments_removed.update(+removed)
+        if isinstance(kept, Dropped):
+            self.posts_dropped[kept.rule] += 1
+        else:
+            self.posts_kept += 1
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "posts_in": self.posts_in,
@@ -384,6 +400,19 @@ class Dropped:
     reason: str
 
 
+def apply_rules(post: Post, rules: Iterable[Rule]) -> tuple[Post | Dropped, Counter[str]]:
+    """`post` after `rules` in order, or the first drop, and the comments each rule removed (counted nowhere);
+    a rule's exception propagates."""
+    removed: Counter[str] = Counter()
+    for rule in rules:
+        result = rule.apply(post)
+        if isinstance(result, str):
+            return Dropped(post.id, rule.name, result), removed
+        removed[rule.name] += len(post.comments) - len(result.comments)
+        post = result
+    return post, removed
+
+
 class Filters:
     """Runs `rules` (default: `default_rules()`) in order over posts and keeps a `FilterReport`."""
 
@@ -397,18 +426,14 @@ class Filters:
     def __call__(self, post: Post) -> Post | Dropped:
         """The post after every rule, or the first drop. A rule's exception propagates, and the post is then
         not counted (so `posts_in` stays `posts_kept` plus the drops)."""
-        removed: Counter[str] = Counter()
-        for rule in self.rules:
-            result = rule.apply(post)
-            if isinstance(result, str):
-                self._count(removed)
-                self.report.posts_dropped[rule.name] += 1
-                return Dropped(post.id, rule.name, result)
-            removed[rule.name] += len(post.comments) - len(result.comments)
-            post = result
-        self._count(removed)
-        self.report.posts_kept += 1
-        return post
+        kept, removed = apply_rules(post, self.rules)
+        self.report.add(kept, removed)
+        return kept
+
+    def central(self) -> int:
+        """How many of the leading rules need state shared by every post (through the last one that remembers
+        posts, duplicate media): an engine runs these in one place, the rest per post anywhere."""
+        return max((i + 1 for i, rule in enumerate(self.rules) if hasattr(rule, "remember")), default=0)
 
     def remember(self, post: Post) -> None:
         """Show a post an earlier run kept to the rules that remember posts (duplicate media); not counted."""
@@ -416,7 +441,3 @@ class Filters:
             remember = getattr(rule, "remember", None)
             if remember is not None:
                 remember(post)
-
-    def _count(self, removed: Counter[str]) -> None:
-        self.report.posts_in += 1
-        self.report.comments_removed.update(+removed)

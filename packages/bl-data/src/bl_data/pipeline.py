@@ -20,7 +20,7 @@ import itertools
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,19 +28,26 @@ from typing import Any, Literal
 import numpy as np
 
 from .asr import AsrSpec, AsrWorker
-from .filters import Dropped, DuplicateMediaRule, Filters, first_posts, hash_media
+from .filters import Dropped, DuplicateMediaRule, FilterReport, Filters, apply_rules, first_posts, hash_media
 from .meters import StageMeter, summarize
 from .pool import process_posts
 from .progress import progress as progress_bar
 from .records import Failure, Post
 from .shards import ShardWriter, done_keys, sample_key, shard_paths
 from .sources import read_blift, read_reddit, read_youtube
-from .sources._common import MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, media_files, not_regular
+from .sources._common import MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, media_files, media_names, not_regular
 from .stages import Captioner, PostResult, StageConfig, exception_reason, filter_post, run_stage
 
 __all__ = ["Captioner", "FailureLog", "MediaLedger", "PrepareConfig", "Run", "media_inputs", "prepare"]
 
 _POST_NOUN = {"youtube": "info.json", "reddit": "submission", "blift": "BLIFT row"}
+
+
+def part_problem(num_shards: int, shard_index: int) -> str | None:
+    """What is wrong with `shard_index` as one of `num_shards` parts, None when nothing."""
+    if not 0 <= shard_index < num_shards:
+        return f"must be in [0, {num_shards}), got {shard_index}"
+    return None
 
 
 @dataclass(kw_only=True)
@@ -64,10 +71,8 @@ class PrepareConfig(StageConfig):
         for name in ("workers", "samples_per_shard", "num_shards", "max_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PrepareConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.shard_index < self.num_shards:
-            raise ValueError(
-                f"PrepareConfig.shard_index must be in [0, {self.num_shards}), got {self.shard_index}"
-            )
+        if problem := part_problem(self.num_shards, self.shard_index):
+            raise ValueError(f"PrepareConfig.shard_index {problem}")
 
     @property
     def prefix(self) -> str:
@@ -152,7 +157,11 @@ def _import(cfg: PrepareConfig) -> Iterator[Post | Failure]:
 
 def media_inputs(cfg: PrepareConfig) -> list[Path]:
     """The media files the importer of `cfg.source` sees (any file type; see `sources._common.media_files`)."""
-    return media_files(cfg.media_dir, VIDEO_EXTENSIONS if cfg.source == "youtube" else MEDIA_EXTENSIONS)
+    return media_files(cfg.media_dir, _extensions(cfg))
+
+
+def _extensions(cfg: PrepareConfig) -> tuple[str, ...]:
+    return VIDEO_EXTENSIONS if cfg.source == "youtube" else MEDIA_EXTENSIONS
 
 
 def _in_part(post_id: str, num_shards: int, index: int) -> bool:
@@ -194,30 +203,83 @@ class FailureLog:
 
 
 class MediaLedger:
-    """One outcome per media file: `written`, `already_done`, `other_part`, `dropped:<rule>`, `failed:<stage>`."""
+    """One outcome per media file: `written`, `already_done`, `other_part`, `dropped:<rule>`, `failed:<stage>`.
 
-    def __init__(self, files: list[Path]) -> None:
-        self.files = files
-        self.outcomes: dict[str, str] = {}
+    Compact, for 730k files: the files (all in one folder) are one sorted array of their names, and each has
+    a 1-byte outcome code, a 1-byte `claim` flag (a post with its id was imported) and its sha256 (32 bytes,
+    `MediaHashes`); about 34 bytes plus its name per file, nothing per post."""
+
+    def __init__(self, folder: Path, names: list[str]) -> None:
+        """`names`: the media files' names in `folder`, sorted (`media_names`)."""
+        self.folder = folder
+        self.names = np.array([os.fsencode(name) for name in names], dtype=bytes)  # (n,) S<len>
+        self.codes = np.zeros(len(names), np.uint8)  # index into `kinds`; 0: no outcome yet
+        self.claimed = np.zeros(len(names), bool)
+        self.digests = np.zeros((len(names), 32), np.uint8)  # (n, 32) sha256, of the rows in `hashed`
+        self.hashed = np.zeros(len(names), bool)
+        self.kinds: list[str] = [""]
+        self.others: dict[str, str] = {}  # outcomes of media outside the folder's files
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def path(self, i: int) -> Path:
+        return self.folder / os.fsdecode(self.names[i])
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.path(i) for i in range(len(self))]
+
+    def index(self, media: Path | str) -> int | None:
+        """The row of `media` among the files, None when it is not one of them."""
+        media = Path(media)
+        if media.parent != self.folder:
+            return None
+        name = os.fsencode(media.name)
+        i = int(np.searchsorted(self.names, name))
+        return i if i < len(self) and self.names[i] == name else None
 
     def record(self, media: Path | str | None, outcome: str) -> None:
         """Set the outcome of `media` unless it already has one (a post without media has none to set)."""
-        if media is not None:
-            self.outcomes.setdefault(str(media), outcome)
+        if media is None:
+            return
+        i = self.index(media)
+        if i is None:
+            self.others.setdefault(str(media), outcome)
+        elif not self.codes[i]:
+            if outcome not in self.kinds:
+                self.kinds.append(outcome)
+            self.codes[i] = self.kinds.index(outcome)
+
+    def claim(self, media: Path | str) -> bool:
+        """Mark `media`'s post imported; False when a post already claimed it (ids name their media files, so
+        a second claim is a repeated id). Media outside the files are never claimed."""
+        i = self.index(media)
+        if i is None:
+            return True
+        first = not self.claimed[i]
+        self.claimed[i] = True
+        return first
 
     def unaccounted(self) -> list[Path]:
-        return [path for path in self.files if str(path) not in self.outcomes]
+        return [self.path(int(i)) for i in np.flatnonzero(self.codes == 0)]
+
+    def used_stems(self, stems: set[str]) -> set[str]:
+        """Those of `stems` (file names without the extension) of which some file has an outcome."""
+        named = [Path(os.fsdecode(self.names[i])).stem for i in np.flatnonzero(self.codes)]
+        return {stem for stem in [*named, *(Path(m).stem for m in self.others)] if stem in stems}
 
     def summary(self) -> dict[str, Any]:
         """Counts per outcome: written + already_done + other_part + dropped + failed == files."""
-        counts = Counter(self.outcomes[str(path)] for path in self.files)
+        bins = np.bincount(self.codes, minlength=len(self.kinds))
+        counts = Counter({kind: int(n) for kind, n in zip(self.kinds, bins, strict=True) if kind and n})
         grouped: dict[str, dict[str, int]] = {"dropped": {}, "failed": {}}
         for outcome, n in sorted(counts.items()):
             kind, _, name = outcome.partition(":")
             if name:
                 grouped[kind][name] = n
         return {
-            "files": len(self.files),
+            "files": len(self),
             "written": counts["written"],
             "already_done": counts["already_done"],
             "other_part": counts["other_part"],
@@ -225,14 +287,48 @@ class MediaLedger:
         }
 
 
-def _orphan(path: Path, cfg: PrepareConfig, used: set[Path]) -> tuple[str, Failure | None]:
-    """The outcome of a media file no imported post used, and its Failure when it is one. `used` holds
-    `<folder>/<id>` of every media file a post used."""
+class MediaHashes(Mapping[str, str]):
+    """`{str(path): sha256 hex}` of the ledger's hashed files, read from its digest rows (`DuplicateMediaRule`'s
+    `media_hashes`), filled by `hash` in chunks so no dict of every file is ever built."""
+
+    def __init__(self, ledger: MediaLedger) -> None:
+        self.ledger = ledger
+
+    def hash(self, hasher: Callable[[list[Path]], dict[str, str]], chunk: int = 4096) -> None:
+        ledger = self.ledger
+        for start in range(0, len(ledger), chunk):
+            paths = [ledger.path(i) for i in range(start, min(start + chunk, len(ledger)))]
+            for path, digest in hasher(paths).items():
+                i = ledger.index(path)
+                ledger.digests[i] = np.frombuffer(bytes.fromhex(digest), np.uint8)
+                ledger.hashed[i] = True
+
+    def repeated(self) -> set[str]:
+        """The digests that more than one file has (only these need remembering)."""
+        rows, counts = np.unique(self.ledger.digests[self.ledger.hashed], axis=0, return_counts=True)
+        return {bytes(row).hex() for row in rows[counts > 1]}
+
+    def __getitem__(self, path: str) -> str:
+        i = self.ledger.index(path)
+        if i is None or not self.ledger.hashed[i]:
+            raise KeyError(path)
+        return bytes(self.ledger.digests[i]).hex()
+
+    def __iter__(self) -> Iterator[str]:
+        return (str(self.ledger.path(int(i))) for i in np.flatnonzero(self.ledger.hashed))
+
+    def __len__(self) -> int:
+        return int(self.ledger.hashed.sum())
+
+
+def _orphan(path: Path, cfg: PrepareConfig, used: set[str]) -> tuple[str, Failure | None]:
+    """The outcome of a media file no imported post used, and its Failure when it is one. `used` holds the
+    `<id>` of the media files a post used."""
     if not _in_part(path.stem, cfg.num_shards, cfg.shard_index):
         return "other_part", None
     reason = not_regular(path)
     if reason is None:
-        if path.with_suffix("") in used:  # `<id>.webm` beside the `<id>.mp4` the post uses
+        if path.stem in used:  # `<id>.webm` beside the `<id>.mp4` the post uses
             return "dropped:other_file_same_id", None
         reason = f"no post uses it (no {_POST_NOUN[cfg.source]} with id {path.stem!r} was imported)"
     return "failed:import", Failure(str(path), "import", reason, path.stem, "media")
@@ -252,20 +348,20 @@ class Run:
         """`done`: the keys already written; `hasher`: paths -> {str(path): sha256} of the readable ones
         (default: `hash_media` in `cfg.workers` threads)."""
         self.cfg = cfg
-        self.ledger = MediaLedger(media_inputs(cfg))
+        self.ledger = MediaLedger(cfg.media_dir, media_names(cfg.media_dir, _extensions(cfg)))
         cfg.out.mkdir(parents=True, exist_ok=True)
         self.filters = Filters()
         # media-level dedup over the whole input, hashed in parallel before the split into parts
-        hashes = (hasher or (lambda paths: hash_media(paths, cfg.workers)))(self.ledger.files)
+        hashes = MediaHashes(self.ledger)
+        hashes.hash(hasher or (lambda paths: hash_media(paths, cfg.workers)))
         dedupe = next(rule for rule in self.filters.rules if isinstance(rule, DuplicateMediaRule))
-        dedupe.media_hashes = hashes
+        dedupe.media_hashes, dedupe.repeated = hashes, hashes.repeated()
         if cfg.num_shards > 1:
             posts = (item for item in _import(cfg) if isinstance(item, Post))
-            dedupe.first = first_posts(posts, Filters().rules, hashes)
+            dedupe.first = first_posts(posts, Filters().rules, hashes, dedupe.repeated)
         self.counts: Counter[str] = Counter()
         self.done = done
         self.log = FailureLog(cfg.out / "failures.jsonl")
-        self.seen: set[str] = set()
 
     def fail(self, failure: Failure, media: str | None = None) -> None:
         self.counts[f"failed_{failure.stage}"] += 1
@@ -274,6 +370,35 @@ class Run:
 
     def posts(self) -> Iterator[Post]:
         """The imported posts of this part that pass the filters and are not done yet."""
+        for post in self._candidates():
+            kept = filter_post(post, self.filters)
+            if self._passed(post, kept):
+                yield kept
+
+    def central_posts(self) -> Iterator[tuple[Post, Counter[str]]]:
+        """As `posts`, through only the filters that need every post (`Filters.central`, e.g. media dedup):
+        each post that passes them, not yet counted, with the comments they removed. The engine runs the rest
+        of the rules per post and hands each post's `FilterReport` to `filtered`."""
+        head = self.filters.rules[: self.filters.central()]
+        for post in self._candidates():
+            outcome = run_stage("filter", post, apply_rules, post, head)
+            if isinstance(outcome, Failure):
+                self._passed(post, outcome)
+                continue
+            kept, removed = outcome
+            if isinstance(kept, Dropped):
+                self.filters.report.add(kept, removed)
+                self._passed(post, kept)
+            else:
+                yield kept, removed
+
+    def filtered(self, report: FilterReport) -> None:
+        """Count the filters' outcome of a post from `central_posts` (a drop among the later rules is
+        counted as kept here, and as the drop when its `PostResult` is accounted)."""
+        self.filters.report.merge(report)
+
+    def _candidates(self) -> Iterator[Post]:
+        """The imported posts of this part, not done yet and not repeated, before the filters."""
         cfg = self.cfg
         for item in _import(cfg):
             if isinstance(item, Failure):
@@ -290,17 +415,18 @@ class Run:
                 # its hash must still shadow later copies; a done sample stays done if its file went bad
                 run_stage("filter", item, self.filters.remember, item)
                 continue
-            if sample_key(item.id) in self.seen:
+            if not self.ledger.claim(media):
                 self.fail(Failure(str(media), "import", "duplicate id", item.id), media)
                 continue
-            self.seen.add(sample_key(item.id))
-            kept = filter_post(item, self.filters)
-            if isinstance(kept, Failure):
-                self.fail(kept, media)
-            elif isinstance(kept, Dropped):
-                self.ledger.record(media, f"dropped:{kept.rule}")
-            else:
-                yield kept
+            yield item
+
+    def _passed(self, post: Post, kept: Post | Dropped | Failure) -> bool:
+        """Record a post's drop or filter failure; True when it passed."""
+        if isinstance(kept, Failure):
+            self.fail(kept, post.media_path)
+        elif isinstance(kept, Dropped):
+            self.ledger.record(post.media_path, f"dropped:{kept.rule}")
+        return isinstance(kept, Post)
 
     def account(self, result: PostResult, written: bool = False) -> None:
         """Count a processed post: its failure or drop, or `written` (True once its sample is written)."""
@@ -318,8 +444,9 @@ class Run:
         """Account the media no post used, close the log and write the report (see `prepare`); `actors`:
         the meter snapshots of the model-holding workers (`bl_data.meters`)."""
         cfg = self.cfg
-        used = {Path(media).with_suffix("") for media in self.ledger.outcomes}
-        for path in self.ledger.unaccounted():
+        unaccounted = self.ledger.unaccounted()
+        used = self.ledger.used_stems({path.stem for path in unaccounted})
+        for path in unaccounted:
             outcome, failure = _orphan(path, cfg, used)
             if failure is None:
                 self.ledger.record(path, outcome)

@@ -179,14 +179,15 @@ class Decoded:
     repairs: dict[str, str]
 
 
-def _media_of(post: Post) -> str | None:
+def media_of(post: Post) -> str | None:
+    """The post's media path as text (the key of `PostResult.media` and the media ledger), None without one."""
     return str(post.media_path) if post.media_path is not None else None
 
 
 def decode_post(post: Post, cfg: StageConfig) -> Decoded | PostResult:
     """The `media` and `check` stages (and the media's max_duration): a `Decoded`, or the post's
     failure or drop as a `PostResult`; never raises."""
-    media = _media_of(post)
+    media = media_of(post)
     analysis = run_stage("media", post, _analyze, post, cfg)
     if isinstance(analysis, Failure):
         return PostResult(post.id, media, failure=analysis)
@@ -216,7 +217,7 @@ def finish_post(
 ) -> PostResult:
     """The `verbalize` stage after the captions (a caption Failure passes through) and the ASR stage's
     `transcript` of the media (None: none, or no speech); never raises."""
-    post, media = decoded.post, _media_of(decoded.post)
+    post, media = decoded.post, media_of(decoded.post)
     if isinstance(captions, Failure):
         return PostResult(post.id, media, failure=captions)
     asr = transcript or None

@@ -14,7 +14,7 @@ import shlex
 
 from bl_data.asr import AsrSpec
 from bl_data.cli import ArgumentParser, existing_dir, output_dir, positive_int, run, setup_logging
-from bl_data.pipeline import PrepareConfig, input_problems, prepare
+from bl_data.pipeline import PrepareConfig, input_problems, part_problem, prepare
 
 
 def _pool(text: str) -> tuple[int, int]:
@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None, prog: str = "apps/prepare") -> int:
     problems = input_problems(args.source, args.input)
     if problems:
         p.error(f"--input: {args.input} is not a {args.source} input: {'; '.join(problems)}")
-    if not 0 <= args.shard_index < args.num_shards:
-        p.error(f"--shard-index: must be in [0, {args.num_shards}), got {args.shard_index}")
+    if problem := part_problem(args.num_shards, args.shard_index):
+        p.error(f"--shard-index: {problem}")
     if args.engine == "ray" and (args.num_shards != 1 or args.shard_index != 0):
         p.error(
             "--num-shards/--shard-index split the work by hand for the local engine; Ray splits it itself"

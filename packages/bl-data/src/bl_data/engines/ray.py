@@ -2,12 +2,17 @@
 
     report = prepare_ray(PrepareConfig(source="youtube", input=dl, out=shards), RayConfig(), captioner=factory)
 
-The driver imports the posts and runs the cheap filters (`bl_data.pipeline.Run`, as the local engine),
-skips the samples already in completed shards and spools the rest to `out/.rayXXXX-spool/`, `spool_page`
-posts per file. One Ray Dataset then streams the whole run, every post a block of its own:
+The driver hashes the media (Ray tasks) into its compact ledger (`bl_data.pipeline.MediaLedger`), then a
+thread imports the posts while Ray runs: the part and done checks and the rules that need every post
+(`Filters.central`: through media dedup) run there, and the posts that pass go to `out/.rayXXXX-spool/`,
+`spool_page` per file, each written atomically. One Ray Dataset streams the whole run, every post a block of
+its own, from the first page on:
 
-    read       a Datasource over the spool pages (light tasks, 0.25 CPU)
-    decode     CPU tasks of one post (1 CPU): `decode_post`, frames JPEG-encoded as `ShardWriter` stores them
+    read       one task per page the import can write (its media files bound the pages), two at a time,
+               each waiting for its page (or the import's end) (0.25 CPU)
+    decode     CPU tasks of one post (1 CPU): the per-post filters (comment words, near-duplicate comments,
+               ...; their counts ride back with the post), `decode_post`, frames JPEG-encoded as
+               `ShardWriter` stores them
     caption    an actor pool (`num_gpus` per actor): each actor builds the captioner once, in its constructor,
                and captions the keyframes of `caption_batch` posts per call for the whole run
     asr        an actor pool: each actor keeps one `bl-asr serve` process (the model loaded once), started
@@ -18,10 +23,12 @@ posts per file. One Ray Dataset then streams the whole run, every post a block o
 
 Ray Data's streaming executor runs the stages together with backpressure between them: there is no barrier,
 so a slow post delays only itself. The driver consumes the write tasks' outcomes as they stream back (each
-post's result without its sample, and the actors' meters), accounts them as the local engine does and writes
-the same `failures.jsonl` and `report.json` (plus each actor's model loads and busy fraction). It holds one
-spool page while spooling, Ray Data's bounded output queue while streaming, and per post only what `Run`
-keeps (its id, its media file's outcome and hash) plus its id until its outcome is back.
+post's result without its sample, its filter counts, and the actors' meters), accounts them as the local
+engine does and writes the same `failures.jsonl` and `report.json` (plus each actor's model loads and busy
+fraction). What the driver holds: per media file its name, a 1-byte outcome, a claim flag and its sha256
+(the ledger, ~35 bytes plus the name), one byte per spooled post (outcome back or not), the digests that
+several files share (dedup), one page of posts while spooling and Ray Data's bounded output queue; on a
+rerun also the keys of the samples already written, and one key per logged failure.
 
 Faults: a task whose worker dies is retried (`max_retries`); a retried write task skips the samples its dead
 attempt listed. A post whose task still fails (e.g. one that kills every worker it runs in) is dropped from
@@ -39,8 +46,10 @@ import os
 import pickle
 import re
 import shutil
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from bl_data.asr import AsrError, AsrServer, AsrSpec, asr_media, default_command
+from bl_data.filters import Dropped, FilterReport, Rule, apply_rules
 from bl_data.meters import StageMeter
 from bl_data.pipeline import PrepareConfig, Run
 from bl_data.progress import progress as progress_bar
@@ -62,6 +72,7 @@ from bl_data.stages import (
     decode_post,
     exception_reason,
     finish_post,
+    media_of,
     run_stage,
 )
 
@@ -89,8 +100,10 @@ class RayConfig:
 class _Row:
     """One post on its way through Ray: a terminal `result`, or the `work` still to do."""
 
+    slot: int  # the post's place in the spool
     post_id: str
     media: str | None
+    filtered: FilterReport | None = None  # the filters' count of this post (None: a filter failed)
     result: PostResult | None = None
     work: Decoded | None = None
     jpegs: list[bytes] = field(default_factory=list)
@@ -105,7 +118,9 @@ class _Row:
 class _Outcome:
     """What a write task reports back per post: the result without its sample, written or not, notes."""
 
+    slot: int
     result: PostResult
+    filtered: FilterReport | None
     written: bool
     notes: list[Failure]
     meters: list[dict[str, Any]]
@@ -138,16 +153,23 @@ def _hook(on_stage: StageHook | None, stage: str, post_id: str) -> None:
         on_stage(stage, post_id)
 
 
-def _read_page(path: Path) -> Iterator[Any]:
-    """A spool page as one Arrow block per post."""
+def _read_page(spool: Path, index: int) -> Iterator[Any]:
+    """Spool page `index` as one Arrow block per post, once the driver has written it; nothing when the
+    import ended with fewer pages."""
     import pyarrow as pa
 
-    for post in pickle.loads(path.read_bytes()):
-        yield pa.table({"id": [post.id], "item": [pickle.dumps(post)]})
+    page, done = spool / f"page-{index:06d}.pkl", spool / "done"
+    while not page.exists():
+        if done.exists() and int(done.read_text()) <= index:
+            yield pa.table({"id": pa.array([], pa.string()), "item": pa.array([], pa.binary())})
+            return
+        time.sleep(0.05)
+    for slot, post, removed in pickle.loads(page.read_bytes()):
+        yield pa.table({"id": [post.id], "item": [pickle.dumps((slot, post, removed))]})
 
 
-def _spool_source(pages: list[Path]) -> Any:
-    """A Ray Data Datasource with one read task per spool page."""
+def _spool_source(spool: Path, pages: int) -> Any:
+    """A Ray Data Datasource with one read task per spool page the import can write (`pages`, a bound)."""
     from ray.data import Datasource, ReadTask
     from ray.data.block import BlockMetadata
 
@@ -157,25 +179,48 @@ def _spool_source(pages: list[Path]) -> Any:
 
         def get_read_tasks(self, parallelism: int, **_: Any) -> list[ReadTask]:
             meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
-            return [ReadTask(functools.partial(_read_page, page), meta) for page in pages]
+            return [ReadTask(functools.partial(_read_page, spool, i), meta) for i in range(pages)]
 
     return SpoolSource()
 
 
-def _decode_row(row: dict[str, Any], cfg: StageConfig, on_stage: StageHook | None) -> dict[str, Any]:
-    """The decode task: `decode_post`, and the frames JPEG-encoded as the shard writer stores them."""
-    post: Post = pickle.loads(row["item"])
-    media = str(post.media_path) if post.media_path is not None else None
+def _filter(
+    post: Post, removed: Counter[str], rules: list[Rule]
+) -> tuple[Post | PostResult, FilterReport | None]:
+    """The per-post filters (those after `Filters.central`): the post, or its drop or failure as a
+    `PostResult`; and the filters' count of the post (a drop counted as kept: its `PostResult` is accounted
+    as the drop), None when a rule failed (a failed post is not counted, as `Filters`)."""
+    outcome = run_stage("filter", post, apply_rules, post, rules)
+    if isinstance(outcome, Failure):
+        return PostResult(post.id, media_of(post), failure=outcome), None
+    kept, more = outcome
+    report = FilterReport(posts_in=1, posts_kept=1)
+    report.comments_removed.update(+(removed + more))
+    if isinstance(kept, Dropped):
+        return PostResult(post.id, media_of(post), dropped=kept.rule), report
+    return kept, report
+
+
+def _decode_row(
+    row: dict[str, Any], rules: list[Rule], cfg: StageConfig, on_stage: StageHook | None
+) -> dict[str, Any]:
+    """The decode task: the per-post filters, `decode_post`, and the frames JPEG-encoded as the shard writer
+    stores them."""
+    slot, post, removed = pickle.loads(row["item"])
+    kept, filtered = _filter(post, removed, rules)
+    base = {"slot": slot, "post_id": post.id, "media": media_of(post), "filtered": filtered}
+    if isinstance(kept, PostResult):
+        return _dump(_Row(**base, result=kept))
     _hook(on_stage, "decode", post.id)
-    decoded = decode_post(post, cfg)
+    decoded = decode_post(kept, cfg)
     if isinstance(decoded, PostResult):
-        return _dump(_Row(post.id, media, result=decoded))
-    jpegs = run_stage("media", post, lambda: [encode_jpeg(f) for f in decoded.analysis.frames])
+        return _dump(_Row(**base, result=decoded))
+    jpegs = run_stage("media", kept, lambda: [encode_jpeg(f) for f in decoded.analysis.frames])
     if isinstance(jpegs, Failure):
-        return _dump(_Row(post.id, media, result=PostResult(post.id, media, failure=jpegs)))
+        return _dump(_Row(**base, result=PostResult(post.id, base["media"], failure=jpegs)))
     empty = np.zeros((0, 1, 1, 3), np.uint8)  # (T=0, H, W, 3): the frames travel as `jpegs`
     work = dataclasses.replace(decoded, analysis=dataclasses.replace(decoded.analysis, frames=empty))
-    return _dump(_Row(post.id, media, work=work, jpegs=jpegs))
+    return _dump(_Row(**base, work=work, jpegs=jpegs))
 
 
 class _CaptionActor:
@@ -278,7 +323,8 @@ def _write_batch(
     try:
         for row in rows:
             result = row.result or PostResult(row.post_id, row.media, failure=_lost(row, "no result"))
-            outcomes.append(_Outcome(result, _write(writer, row, result, on_stage), row.notes, row.meters))
+            written = _write(writer, row, result, on_stage)
+            outcomes.append(_Outcome(row.slot, result, row.filtered, written, row.notes, row.meters))
             result.meta = None
         writer.close()
     except BaseException:
@@ -344,36 +390,50 @@ def _ray_hashes(paths: list[Path], chunk: int = 64) -> dict[str, str]:
     return {path: digest for part in parts for path, digest in part.items()}
 
 
-def _spool(posts: Iterable[Post], folder: Path, page: int) -> tuple[list[Path], set[str]]:
-    """Write `posts` to pickled pages of `page` posts (one page in memory at a time); the pages and the ids."""
-    folder.mkdir()
-    pages: list[Path] = []
-    ids: set[str] = set()
-    buffer: list[Post] = []
+class _Importer(threading.Thread):
+    """The driver's import while Ray streams: `Run.central_posts` (import, shard checks, the filters that need
+    every post) written to `spool` as pages of `page` (slot, post, removed comments) items, each page atomic
+    (`page-NNNNNN.pkl`), then `done` holding the page count (also after an error, kept in `error`). Each step
+    of the import holds `lock`, which the driver's accounting of outcomes holds too."""
 
-    def flush() -> None:
-        pages.append(folder / f"page-{len(pages):06d}.pkl")
-        pages[-1].write_bytes(pickle.dumps(buffer))
-        buffer.clear()
+    def __init__(self, run: Run, spool: Path, page: int, lock: threading.Lock) -> None:
+        super().__init__(name="bl-data import", daemon=True)
+        self.source, self.spool, self.page, self.lock = run, spool, page, lock
+        self.posts = 0
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
 
-    for post in posts:
-        buffer.append(post)
-        ids.add(post.id)
-        if len(buffer) == page:
-            flush()
-    if buffer:
-        flush()
-    return pages, ids
+    def run(self) -> None:
+        pages, buffer = 0, []
+        try:
+            items = self.source.central_posts()
+            while not self.stop.is_set():
+                with self.lock:
+                    item = next(items, None)
+                if item is None:
+                    break
+                buffer.append((self.posts, *item))
+                self.posts += 1
+                if len(buffer) == self.page:
+                    _write_atomic(self.spool / f"page-{pages:06d}.pkl", pickle.dumps(buffer))
+                    pages, buffer = pages + 1, []
+            if buffer:
+                _write_atomic(self.spool / f"page-{pages:06d}.pkl", pickle.dumps(buffer))
+                pages += 1
+        except BaseException as err:  # raised by the driver after the stream; the pages written go on
+            self.error = err
+        finally:
+            _write_atomic(self.spool / "done", str(pages).encode())
 
 
-def _counted(posts: Iterable[Post], bar: Any) -> Iterator[Post]:
-    for post in posts:
-        bar.update(1)
-        yield post
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
-def _spooled(pages: list[Path]) -> Iterator[Post]:
-    for page in pages:
+def _spooled(spool: Path) -> Iterator[tuple[int, Post, Counter[str]]]:
+    for page in sorted(spool.glob("page-*.pkl")):
         yield from pickle.loads(page.read_bytes())
 
 
@@ -397,56 +457,79 @@ def prepare_ray(
     run = Run(cfg, done_keys(cfg.out), hasher=_ray_hashes)
     token = f"ray{time.time_ns():x}"
     spool = cfg.out / f".{token}-spool"
-    with progress_bar(desc=f"import + filters {cfg.source}", unit="post") as spooling:
-        pages, pending = _spool(_counted(run.posts(), spooling), spool, rcfg.spool_page)
+    spool.mkdir()
+    lock = threading.Lock()
+    importer = _Importer(run, spool, rcfg.spool_page, lock)
+    # every post that reaches the spool has a media file of its own: the files bound the pages
+    pages = -(-len(run.ledger) // rcfg.spool_page)
+    rules = run.filters.rules[run.filters.central() :]
+    returned = bytearray()  # 1 at the slot of each post whose outcome is back
     meters: dict[str, dict[str, Any]] = {}
-    bar = progress_bar(total=len(pending), desc=f"prepare {cfg.source} on ray", unit="post")
+    bar = progress_bar(desc=f"prepare {cfg.source} on ray", unit="post")
+    importer.start()
     try:
-        if pages:
-            for outcome in _stream(pages, cfg, rcfg, captioner, token):
-                bar.update(1)
-                pending.discard(outcome.result.post_id)
-                for note in outcome.notes:
-                    run.log.add(note)
-                for meter in outcome.meters:  # the latest snapshot of each actor
-                    if meter["batches"] >= meters.get(meter["worker"], {}).get("batches", 0):
-                        meters[meter["worker"]] = meter
-                run.account(outcome.result, written=outcome.written)
-        _account_lost(run, pages, pending, rcfg)
+        for outcome in _stream(spool, pages, rules, cfg, rcfg, captioner, token) if pages else ():
+            bar.update(1)
+            returned.extend(b"\0" * (outcome.slot + 1 - len(returned)))
+            returned[outcome.slot] = 1
+            with lock:
+                _account(run, outcome, meters)
+        importer.join()
+        if importer.error is not None:
+            raise importer.error
+        _account_lost(run, spool, returned, rcfg)
     finally:
+        importer.stop.set()
+        importer.join()
         bar.close()
         shutil.rmtree(spool, ignore_errors=True)
         _clean(cfg.out, re.escape(token) + r"-[0-9a-f]{12}")
     return run.finish(list(meters.values()))
 
 
-def _account_lost(run: Run, pages: list[Path], lost: set[str], rcfg: RayConfig) -> None:
-    """Account the posts whose outcome never came back: written when a manifest lists them (their write task
-    died after listing them), else a `ray` failure."""
+def _account(run: Run, outcome: _Outcome, meters: dict[str, dict[str, Any]]) -> None:
+    """Account one post's outcome as the local engine does; keep the latest meter snapshot of each actor."""
+    for note in outcome.notes:
+        run.log.add(note)
+    for meter in outcome.meters:
+        if meter["batches"] >= meters.get(meter["worker"], {}).get("batches", 0):
+            meters[meter["worker"]] = meter
+    if outcome.filtered is not None:
+        run.filtered(outcome.filtered)
+    run.account(outcome.result, written=outcome.written)
+
+
+def _account_lost(run: Run, spool: Path, returned: bytearray, rcfg: RayConfig) -> None:
+    """Account the spooled posts whose outcome never came back: written when a manifest lists them (their
+    write task died after listing them), else a `ray` failure; counted by the filters as kept."""
+    lost = [item for item in _spooled(spool) if item[0] >= len(returned) or not returned[item[0]]]
     if not lost:
         return
     written = done_keys(run.cfg.out)
     reason = (
         f"its Ray tasks failed {rcfg.max_retries + 1} times (a worker died each time: crash, OOM, lost node)"
     )
-    for post in _spooled(pages):
-        if post.id not in lost:
-            continue
-        media = str(post.media_path) if post.media_path is not None else None
+    for _, post, removed in lost:
+        report = FilterReport(posts_in=1, posts_kept=1)
+        report.comments_removed.update(+removed)
+        run.filtered(report)
         if sample_key(post.id) in written:
-            run.account(PostResult(post.id, media), written=True)
+            run.account(PostResult(post.id, media_of(post)), written=True)
         else:
-            run.account(PostResult(post.id, media, failure=_lost(post, reason)))
+            run.account(PostResult(post.id, media_of(post), failure=_lost(post, reason)))
 
 
 def _stream(
-    pages: list[Path],
+    spool: Path,
+    pages: int,
+    rules: list[Rule],
     cfg: PrepareConfig,
     rcfg: RayConfig,
     captioner: Callable[[], Captioner] | None,
     token: str,
 ) -> Iterator[_Outcome]:
-    """Run the pipeline over the spool pages; each post's outcome as its write task finishes."""
+    """Run the pipeline over the spool's pages as the import writes them; each post's outcome as its write
+    task finishes."""
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
@@ -462,7 +545,7 @@ def _stream(
     for name, value in settings.items():
         setattr(ctx, name, value)
     try:
-        ds = _dataset(pages, cfg, rcfg, captioner, token)
+        ds = _dataset(_spool_source(spool, pages), rules, cfg, rcfg, captioner, token)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             yield from _batch_rows(batch)
     finally:
@@ -471,7 +554,8 @@ def _stream(
 
 
 def _dataset(
-    pages: list[Path],
+    source: Any,
+    rules: list[Rule],
     cfg: PrepareConfig,
     rcfg: RayConfig,
     captioner: Callable[[], Captioner] | None,
@@ -484,8 +568,9 @@ def _dataset(
     stage_cfg = StageConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(StageConfig)})
     hook = {"on_stage": rcfg.on_stage}
     one_post = {"num_cpus": 1, "max_retries": rcfg.max_retries}
-    ds = ray.data.read_datasource(_spool_source(pages), num_cpus=0.25)
-    ds = ds.map(_decode_row, fn_kwargs={"cfg": stage_cfg, **hook}, **one_post)
+    # two light read tasks at a time: one waiting for the import's next page must not hold the decode CPUs
+    ds = ray.data.read_datasource(source, num_cpus=0.25, concurrency=2)
+    ds = ds.map(_decode_row, fn_kwargs={"rules": rules, "cfg": stage_cfg, **hook}, **one_post)
     if captioner is not None:
         ds = ds.map_batches(
             _CaptionActor,

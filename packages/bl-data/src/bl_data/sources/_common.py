@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import json
 import lzma
 import math
@@ -14,6 +15,8 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
 
 from bl_data.records import Failure, Post
 
@@ -248,33 +251,90 @@ class Record:
         return [(f"{self.prefix}{name}[{i}].", item) for i, item in enumerate(value)]
 
 
-def index_media(folder: Path, extensions: tuple[str, ...] = MEDIA_EXTENSIONS) -> dict[str, Path]:
+class MediaIndex:
+    """`<key>` -> `<folder>/<key>.<ext>` (see `index_media`), compact for 730k files: the keys and the chosen
+    files' names as two sorted byte-string arrays, and a claim flag each (their lengths plus a byte per file)."""
+
+    def __init__(self, folder: Path, best: dict[str, str]) -> None:
+        self.folder = folder
+        keys = sorted(best)
+        self.keys = np.array([os.fsencode(key) for key in keys], dtype=bytes)  # (n,) S<len>
+        self.names = np.array([os.fsencode(best[key]) for key in keys], dtype=bytes)  # (n,) S<len>
+        self.claimed = np.zeros(len(keys), bool)
+
+    def _row(self, key: str) -> int | None:
+        encoded = os.fsencode(key)
+        i = int(np.searchsorted(self.keys, encoded))
+        return i if i < len(self.keys) and self.keys[i] == encoded else None
+
+    def get(self, key: str) -> Path | None:
+        i = self._row(key)
+        return None if i is None else self.folder / os.fsdecode(self.names[i])
+
+    def claim(self, key: str, others: set[str]) -> bool:
+        """True the first time a post claims `key` (an importer's duplicate-id check): a flag per media file,
+        and `others` for keys without one."""
+        i = self._row(key)
+        if i is None:
+            first = key not in others
+            others.add(key)
+            return first
+        first = not self.claimed[i]
+        self.claimed[i] = True
+        return first
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def index_media(folder: Path, extensions: tuple[str, ...] = MEDIA_EXTENSIONS) -> MediaIndex:
     """Map `<key>` -> `<folder>/<key>.<ext>` for every file with one of `extensions` directly in `folder`.
 
     When a key has several media files, the extension earliest in `extensions` wins. yt-dlp's intermediate
     `<id>.f137.mp4` files have the key `<id>.f137` and so never shadow `<id>.mp4`.
     """
-    best: dict[str, Path] = {}
-    for path in media_files(folder, extensions):
-        if not path.is_file():
-            continue
-        ext = path.suffix[1:].lower()
-        current = best.get(path.stem)
+    best: dict[str, str] = {}
+    for name in media_names(folder, extensions, regular=True):
+        key, ext = os.path.splitext(name)
+        current = best.get(key)
         rank = extensions.index
-        if current is None or rank(ext) < rank(current.suffix[1:].lower()):
-            best[path.stem] = path
-    return best
+        if current is None or rank(ext[1:].lower()) < rank(os.path.splitext(current)[1][1:].lower()):
+            best[key] = name
+    return MediaIndex(folder, best)
+
+
+def media_names(
+    folder: Path, extensions: tuple[str, ...] = MEDIA_EXTENSIONS, regular: bool = False
+) -> list[str]:
+    """The names of `media_files` (`regular`: of those that are files, after symbolic links), sorted, without
+    building a `Path` each."""
+    if not folder.is_dir():
+        raise NotADirectoryError(f"media folder {folder} is not a directory")
+    with os.scandir(folder) as entries:
+        names = [
+            entry.name
+            for entry in entries
+            if os.path.splitext(entry.name)[1][1:].lower() in extensions and (not regular or entry.is_file())
+        ]
+    return sorted(names)
 
 
 def media_files(folder: Path, extensions: tuple[str, ...] = MEDIA_EXTENSIONS) -> list[Path]:
     """Every entry directly in `folder` named `*.<ext>` for one of `extensions` (any case), of any file type,
     sorted: the media files an importer sees (`index_media` uses the regular ones)."""
-    if not folder.is_dir():
-        raise NotADirectoryError(f"media folder {folder} is not a directory")
-    return sorted(p for p in folder.iterdir() if p.suffix[1:].lower() in extensions)
+    return [folder / name for name in media_names(folder, extensions)]
 
 
-def attach_media(post: Post, media: dict[str, Path], input: str) -> Post | Failure:
+def file_sha256(path: Path) -> str:
+    """sha256 of the file's content (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def attach_media(post: Post, media: MediaIndex, input: str) -> Post | Failure:
     """`post` with `media_path` and `is_video` (from the file's extension) set, or a Failure when it has none."""
     path = media.get(post.id)
     if path is None:

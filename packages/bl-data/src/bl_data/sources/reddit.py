@@ -41,7 +41,7 @@ def read_reddit(
     submissions = Path(submissions)
     media = index_media(Path(media_folder))
     posts: dict[str, Post] = {}
-    seen: set[str] = set()
+    seen: set[str] = set()  # the ids without a media file (`MediaIndex.claim` flags the others)
     for _, line_input, data in read_ndjson(submissions):
         if isinstance(data, Failure):
             yield data
@@ -57,10 +57,9 @@ def read_reddit(
         except Exception as err:  # whatever else one line does, the others go on
             yield unforeseen(line_input, err, sample_id)
             continue
-        if sample_id in seen:
+        if not media.claim(sample_id, seen):
             yield failure(line_input, "duplicate id", sample_id, "id")
             continue
-        seen.add(sample_id)
         result = attach_media(post, media, line_input)
         if isinstance(result, Failure):
             yield result

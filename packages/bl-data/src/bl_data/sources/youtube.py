@@ -32,7 +32,7 @@ def read_youtube(folder: Path) -> Iterator[Post | Failure]:
     """
     folder = Path(folder)
     media = index_media(folder, VIDEO_EXTENSIONS)  # not the `<id>.webp` / `<id>.jpg` thumbnails
-    seen: set[str] = set()
+    seen: set[str] = set()  # the ids without a media file (`MediaIndex.claim` flags the others)
     for path in sorted(folder.glob("*.info.json")):
         sample_id: str | None = None
         try:
@@ -45,10 +45,9 @@ def read_youtube(folder: Path) -> Iterator[Post | Failure]:
         except Exception as err:  # whatever else one file does, the others go on
             yield unforeseen(str(path), err, sample_id)
             continue
-        if sample_id in seen:
+        if not media.claim(sample_id, seen):
             yield failure(str(path), "duplicate id", sample_id, "id")
             continue
-        seen.add(sample_id)
         for field, message in bad_comments:
             yield failure(str(path), f"comment skipped: {message}", sample_id, field)
         yield attach_media(post, media, str(path))
