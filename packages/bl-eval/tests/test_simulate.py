@@ -13,10 +13,8 @@ from bl_data.shards import open_shards
 from bl_eval import simulate as sim
 from bl_eval.simulate import VideoRequest, find_videos, listing1_request, plot_replay, structure
 
-from .test_protocols import demo  # noqa: F401  (the session's demo checkpoint and shards)
 
-
-def test_structure_reads_a_verbalised_answer_and_plots_it(demo, tmp_path):  # noqa: F811
+def test_structure_reads_a_verbalised_answer_and_plots_it(demo, tmp_path):
     sample = next(
         iter(open_shards(demo / "heldout", split_by_node=False, split_by_worker=False, decode_frames=False))
     )
