@@ -18,7 +18,9 @@ import sys
 from pathlib import Path
 
 if "--self-test" in sys.argv[1:]:
-    os.environ["TRITON_INTERPRET"] = "1"  # before torch, triton or bl_model is imported: kernels run on the CPU
+    os.environ["TRITON_INTERPRET"] = (
+        "1"  # before torch, triton or bl_model is imported: kernels run on the CPU
+    )
 
 _HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(_HERE))  # gpu_bench and _ancestors

@@ -37,8 +37,13 @@ def test_every_kernel_config_compiles_for_sm80_and_sm90_within_limits(tmp_path: 
     assert {(r["kernel"], r["dtype"], r["config"], r["arch"]) for r in rows} == expected
     assert len(rows) == len(expected)
     assert {c.kernel for c in cases} == {
-        "compress_fwd", "compress_bwd_scores", "compress_bwd_dx", "attn_fwd", "attn_bwd_dkdv", "attn_bwd_dq",
-    }  # fmt: skip
+        "compress_fwd",
+        "compress_bwd_scores",
+        "compress_bwd_dx",
+        "attn_fwd",
+        "attn_bwd_dkdv",
+        "attn_bwd_dq",
+    }
     for r in rows:
         assert r["registers"] <= 255 and r["shared_bytes"] <= {80: 163 << 10, 90: 227 << 10}[r["arch"]], r
         assert r["dynamic_shared_bytes"] > 0, r  # tl.dot tiles live in shared memory: Triton requested some

@@ -32,7 +32,9 @@ def test_gpu_check_self_test(tmp_path: Path) -> None:
     # the correctness section ran bl-model's interpreted kernel tests (bf16), and every one passed
     names = [c["name"] for c in report["correctness"]]
     assert sum(n.startswith("test_compress_triton::test_error_at_most_twice") for n in names) == 4, names
-    assert sum(n.startswith("test_varlen_attention::test_triton_matches_reference") for n in names) == 2, names
+    assert sum(n.startswith("test_varlen_attention::test_triton_matches_reference") for n in names) == 2, (
+        names
+    )
     for check in report["correctness"]:
         assert check["passed"] and check["status"] == "passed" and "bfloat16" in check["name"], check
     assert report["all_correct"] is True

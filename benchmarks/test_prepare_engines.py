@@ -84,11 +84,21 @@ def _clip_360p(source: Path, out: Path, skip: int, crf: int) -> None:
 
 
 def _info(folder: Path, video_id: str, i: int) -> None:
-    texts = ["those riders take the corner so fast", "my knees hurt just watching this race",
-             "which trail is this, it looks amazing", "the camera work here is really smooth"]  # fmt: skip
+    texts = [
+        "those riders take the corner so fast",
+        "my knees hurt just watching this race",
+        "which trail is this, it looks amazing",
+        "the camera work here is really smooth",
+    ]
     comments = [{"id": str(j), "text": text, "like_count": j} for j, text in enumerate(texts)]
-    info = {"id": video_id, "title": f"Bikes {i}", "channel": "skvideo", "view_count": 50000 + i,
-            "like_count": 900, "comments": comments}  # fmt: skip
+    info = {
+        "id": video_id,
+        "title": f"Bikes {i}",
+        "channel": "skvideo",
+        "view_count": 50000 + i,
+        "like_count": 900,
+        "comments": comments,
+    }
     (folder / f"{video_id}.info.json").write_text(json.dumps(info))
 
 
@@ -102,9 +112,22 @@ def download(
         _clip_360p(bikes_mp4, folder / f"bikes{i:03d}.mp4", skip=i % 8, crf=22 + i // 8)
         _info(folder, f"bikes{i:03d}", i)
     # the straggler: the first clip looped (stream copy, no re-encode): 30x its frames to decode
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-stream_loop", str(STRAGGLER_LOOPS - 1),
-                    "-i", str(folder / "bikes000.mp4"), "-c", "copy", str(folder / "straggler.mp4")],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-stream_loop",
+            str(STRAGGLER_LOOPS - 1),
+            "-i",
+            str(folder / "bikes000.mp4"),
+            "-c",
+            "copy",
+            str(folder / "straggler.mp4"),
+        ],
+        check=True,
+    )
     _info(folder, "straggler", CLIPS)
     return folder
 
@@ -215,13 +238,22 @@ def _blift_folder(folder: Path, n: int) -> Path:
     """`n` BLIFT rows (JSONL) of image posts, each with its own small media file."""
     media = folder / "media"
     media.mkdir(parents=True)
-    comments = ["what a great shot of the city at night", "the colours in this photo are amazing",
-                "I have been to this place and it is beautiful"]  # fmt: skip
+    comments = [
+        "what a great shot of the city at night",
+        "the colours in this photo are amazing",
+        "I have been to this place and it is beautiful",
+    ]
     with (folder / "rows.jsonl").open("w") as rows:
         for i in range(n):
             post_id = f"p{i:07d}"
-            row = {"url": f"https://i.redd.it/{post_id}.jpg", "permalink": f"/r/pics/comments/{post_id}/t/",
-                   "comments": comments, "num_comments": 3, "subreddit": "pics", "title": f"photo {i}"}  # fmt: skip
+            row = {
+                "url": f"https://i.redd.it/{post_id}.jpg",
+                "permalink": f"/r/pics/comments/{post_id}/t/",
+                "comments": comments,
+                "num_comments": 3,
+                "subreddit": "pics",
+                "title": f"photo {i}",
+            }
             rows.write(json.dumps(row) + "\n")
             (media / f"{post_id}.jpg").write_bytes(b"\xff\xd8" + i.to_bytes(4, "big"))
     return folder
@@ -236,12 +268,20 @@ def test_ray_driver_memory_while_spooling(request, benchmark, tmp_path: Path) ->
         for n in sizes:
             folder = _blift_folder(tmp_path / f"in{n}", n)
             out = tmp_path / f"out{n}"
-            run = subprocess.run([sys.executable, "-c", SPOOL_SCRIPT, str(folder), str(out)],
-                                 capture_output=True, text=True, check=True)  # fmt: skip
+            run = subprocess.run(
+                [sys.executable, "-c", SPOOL_SCRIPT, str(folder), str(out)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             posts, pages, base, peak, seconds = map(float, run.stdout.split())
             assert posts == n, run.stderr[-2000:]
-            results[n] = {"pages": pages, "peak_rss_mib": round(peak / 1024, 1),
-                          "growth_mib": round((peak - base) / 1024, 1), "seconds": seconds}  # fmt: skip
+            results[n] = {
+                "pages": pages,
+                "peak_rss_mib": round(peak / 1024, 1),
+                "growth_mib": round((peak - base) / 1024, 1),
+                "seconds": seconds,
+            }
             shutil.rmtree(folder)
 
     benchmark.pedantic(measure, rounds=1, iterations=1)

@@ -24,13 +24,41 @@ def demo_root(tmp_path_factory) -> Path:
 def _launch(nproc: int, root: Path, out: Path) -> float:
     """Run the demo for STEPS steps on `nproc` ranks; -> seconds per optimizer step (from metrics.jsonl)."""
     args = [
-        "--data.blift_shards", f"[{root / 'shards'}]", "--data.instruction_json", str(root / "instructions.json"),
-        "--data.media_root", str(root), "--data.processor", str(root / "processor"), "--data.heldout_shards", "[]",
-        "--model.pretrained", str(root / "model"), "--train.output_dir", str(out), "--train.max_steps", str(STEPS),
-        "--train.micro_batch_size", str(4 // nproc), "--train.eval_every", "0", "--train.save_every", "1000",
-    ]  # fmt: skip
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-           str(ROOT / "apps" / "train"), "--recipe", str(ROOT / "configs" / "demo.yaml"), *args]  # fmt: skip
+        "--data.blift_shards",
+        f"[{root / 'shards'}]",
+        "--data.instruction_json",
+        str(root / "instructions.json"),
+        "--data.media_root",
+        str(root),
+        "--data.processor",
+        str(root / "processor"),
+        "--data.heldout_shards",
+        "[]",
+        "--model.pretrained",
+        str(root / "model"),
+        "--train.output_dir",
+        str(out),
+        "--train.max_steps",
+        str(STEPS),
+        "--train.micro_batch_size",
+        str(4 // nproc),
+        "--train.eval_every",
+        "0",
+        "--train.save_every",
+        "1000",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        str(ROOT / "apps" / "train"),
+        "--recipe",
+        str(ROOT / "configs" / "demo.yaml"),
+        *args,
+    ]
     env = {
         k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
     }
@@ -54,5 +82,7 @@ def test_step_time_one_vs_two_ranks_at_global_batch_4(benchmark, demo_root, tmp_
     if nproc == 2 and 1 in _STEP_S:
         ratio = _STEP_S[2] / _STEP_S[1]
         benchmark.extra_info["two_ranks_over_one"] = round(ratio, 3)
-        print(f"\nstep time at global batch 4: 1 rank {_STEP_S[1]:.3f} s, 2 ranks {_STEP_S[2]:.3f} s, "
-              f"2 ranks / 1 rank = {ratio:.2f}")  # fmt: skip
+        print(
+            f"\nstep time at global batch 4: 1 rank {_STEP_S[1]:.3f} s, 2 ranks {_STEP_S[2]:.3f} s, "
+            f"2 ranks / 1 rank = {ratio:.2f}"
+        )

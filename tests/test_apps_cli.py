@@ -17,8 +17,13 @@ RECIPE = ROOT / "configs" / "behavior-llava-13b.yaml"
 
 
 def _app(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "apps" / args[0]), *args[1:]],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ROOT / "apps" / args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
 
 
 def test_train_help_lists_every_field_with_type_default_and_docstring():
@@ -46,18 +51,36 @@ def test_train_help_lists_every_field_with_type_default_and_docstring():
         (("train", "--train.max_steps", "abc"), "--train.max_steps: expected int or null, got 'abc'"),
         (("train", "--out", "x"), "unrecognized arguments: --out x"),
         (("train", "--recipe", "nope.yaml"), "--recipe: File does not exist"),
-        (("train", "--deepspeed.stage", "2", "--deepspeed.offload_param", "cpu"), "offload_param exists only at ZeRO stage 3"),
+        (
+            ("train", "--deepspeed.stage", "2", "--deepspeed.offload_param", "cpu"),
+            "offload_param exists only at ZeRO stage 3",
+        ),
         (("train", "--log-level", "LOUD"), "--log-level: expected one of"),
-        (("prepare", "--source", "youtube", "--input", "/nope", "--out", "x"), "--input: no directory at /nope"),
-        (("prepare", "--source", "youtube", "--input", ".", "--out", "x", "--workers", "0"), "--workers: must be >= 1"),
-        (("eval", "--model", ".", "--tasks", "caer", "--data-root", ".", "--limit", "abc"), "--limit: expected an integer"),
+        (
+            ("prepare", "--source", "youtube", "--input", "/nope", "--out", "x"),
+            "--input: no directory at /nope",
+        ),
+        (
+            ("prepare", "--source", "youtube", "--input", ".", "--out", "x", "--workers", "0"),
+            "--workers: must be >= 1",
+        ),
+        (
+            ("eval", "--model", ".", "--tasks", "caer", "--data-root", ".", "--limit", "abc"),
+            "--limit: expected an integer",
+        ),
         (("eval", "--model", "."), "--tasks, --data-root required"),
-        (("eval", "--model", ".", "--tasks", "caer,nosuch", "--data-root", "."), "--tasks: unknown task(s) 'nosuch'"),
+        (
+            ("eval", "--model", ".", "--tasks", "caer,nosuch", "--data-root", "."),
+            "--tasks: unknown task(s) 'nosuch'",
+        ),
         (("predict", "--model", ".", "--video", "nope.mp4"), "--video: no video or folder at nope.mp4"),
-        (("predict", "--model", ".", "--video", "README.md", "--max-new-tokens", "x"), "--max-new-tokens: expected an integer"),
+        (
+            ("predict", "--model", ".", "--video", "README.md", "--max-new-tokens", "x"),
+            "--max-new-tokens: expected an integer",
+        ),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, tuple) else None,
-)  # fmt: skip
+)
 def test_user_errors_are_one_line_with_exit_status_2(args, says):
     proc = _app(*args)
     assert proc.returncode == 2, proc.stderr
@@ -70,17 +93,23 @@ def test_user_errors_are_one_line_with_exit_status_2(args, says):
     ("args", "says"),
     [
         (("train", "--train.max_steps", "-5"), "--train.max_steps: must be >= 1, got -5"),
-        (("prepare", "--source", "youtube", "--input", "{tmp}", "--out", "{tmp}/file"),
-         "--out: {tmp}/file is a file, not a directory"),
-        (("prepare", "--source", "reddit", "--input", "{tmp}/empty", "--out", "{tmp}/out"),
-         "--input: {tmp}/empty is not a reddit input: no submissions dump (Pushshift RS_<month> or Arctic-Shift "
-         "*_submissions NDJSON); no media/ folder"),
-        (("prepare", "--source", "blift", "--input", "{tmp}/empty", "--out", "{tmp}/out"),
-         "--input: {tmp}/empty is not a blift input: no BLIFT rows (*.parquet, data/train-*.parquet or *.jsonl); "
-         "no media/ folder"),
+        (
+            ("prepare", "--source", "youtube", "--input", "{tmp}", "--out", "{tmp}/file"),
+            "--out: {tmp}/file is a file, not a directory",
+        ),
+        (
+            ("prepare", "--source", "reddit", "--input", "{tmp}/empty", "--out", "{tmp}/out"),
+            "--input: {tmp}/empty is not a reddit input: no submissions dump (Pushshift RS_<month> or Arctic-Shift "
+            "*_submissions NDJSON); no media/ folder",
+        ),
+        (
+            ("prepare", "--source", "blift", "--input", "{tmp}/empty", "--out", "{tmp}/out"),
+            "--input: {tmp}/empty is not a blift input: no BLIFT rows (*.parquet, data/train-*.parquet or *.jsonl); "
+            "no media/ folder",
+        ),
     ],
     ids=["train max_steps -5", "prepare --out a file", "prepare empty reddit", "prepare empty blift"],
-)  # fmt: skip
+)
 def test_more_user_errors_are_one_line_with_exit_status_2(tmp_path, capsys, app_module, args, says):
     """Issue 25 item 3: these were tracebacks (or named media/ before the missing dump). In-process: `run` is
     what turns a user error into one line and exit status 2 (the subprocess cases above show it end to end)."""
@@ -95,7 +124,16 @@ def test_more_user_errors_are_one_line_with_exit_status_2(tmp_path, capsys, app_
 
 
 def test_print_config_feeds_back_as_the_recipe(tmp_path):
-    overrides = ["--optim.lr", "1e-5", "--train.epochs", "0", "--train.max_steps", "9", "--data.blift_shards", "[a, b]"]
+    overrides = [
+        "--optim.lr",
+        "1e-5",
+        "--train.epochs",
+        "0",
+        "--train.max_steps",
+        "9",
+        "--data.blift_shards",
+        "[a, b]",
+    ]
     printed = _app("train", "--recipe", str(RECIPE), *overrides, "--print_config")
     assert printed.returncode == 0, printed.stderr
     resolved = tmp_path / "resolved.yaml"
@@ -133,7 +171,9 @@ def test_a_missing_extra_is_a_usage_error_but_our_own_broken_import_is_not(monke
         try:
             import wandb_is_not_installed  # noqa: F401
         except ImportError as err:
-            raise ImportError("train.wandb_project is set but wandb is missing: pip install 'bl-train[wandb]'") from err
+            raise ImportError(
+                "train.wandb_project is set but wandb is missing: pip install 'bl-train[wandb]'"
+            ) from err
         return 0
 
     assert run(needs_wandb, "apps/train", []) == 2

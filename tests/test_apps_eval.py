@@ -35,9 +35,17 @@ def test_eval_reports_failed_samples(app_module, demo, bikes_mp4, tmp_path, caps
     (tmp_path / "caer" / "test" / "Happy" / "bikes.mp4").symlink_to(bikes_mp4)
     (tmp_path / "caer" / "test" / "Sad" / "broken.avi").write_bytes(b"not a video")
     argv = [
-        "--model", str(demo / "model"), "--processor", str(demo / "processor"), "--tasks", "caer",
-        "--data-root", str(tmp_path), "--out", str(tmp_path / "out"),
-    ]  # fmt: skip
+        "--model",
+        str(demo / "model"),
+        "--processor",
+        str(demo / "processor"),
+        "--tasks",
+        "caer",
+        "--data-root",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert app_module("eval").main(argv) == 0
     out = capsys.readouterr().out
     caer = json.loads(out[: out.rindex("}") + 1])["caer"]
@@ -54,10 +62,24 @@ def test_predict_end_to_end_on_a_folder_with_a_broken_video(app_module, demo, bi
     (videos / "b_broken.mp4").write_bytes(b"not a video")
     out = tmp_path / "pred"
     argv = [
-        "--model", str(demo / "model"), "--processor", str(demo / "processor"), "--video", str(videos),
-        "--channel", "skvideo", "--out", str(out), "--max-new-tokens", "24", "--batch-size", "2",
-    ]  # fmt: skip
-    assert app_module("predict").main(argv) == 0  # in-process: a subprocess would spend ~10 s importing torch again
+        "--model",
+        str(demo / "model"),
+        "--processor",
+        str(demo / "processor"),
+        "--video",
+        str(videos),
+        "--channel",
+        "skvideo",
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        "24",
+        "--batch-size",
+        "2",
+    ]
+    assert (
+        app_module("predict").main(argv) == 0
+    )  # in-process: a subprocess would spend ~10 s importing torch again
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert printed == [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     bikes, broken = printed
@@ -76,8 +98,16 @@ def test_predict_exits_non_zero_when_every_video_failed(app_module, demo, tmp_pa
     videos.mkdir()
     (videos / "a.mp4").write_bytes(b"not a video")
     (videos / "b.mp4").write_bytes(b"")
-    argv = ["--model", str(demo / "model"), "--processor", str(demo / "processor"), "--video", str(videos),
-            "--out", str(tmp_path / "pred")]  # fmt: skip
+    argv = [
+        "--model",
+        str(demo / "model"),
+        "--processor",
+        str(demo / "processor"),
+        "--video",
+        str(videos),
+        "--out",
+        str(tmp_path / "pred"),
+    ]
     assert app_module("predict").main(argv) == 1
     captured = capsys.readouterr()
     assert [json.loads(line)["error"] for line in captured.out.splitlines()] == ["media", "media"]

@@ -70,8 +70,11 @@ def _memorise(
 ):
     """Train the language model (media tokens fixed) until greedy decoding gives ANSWER for this request."""
     human = meta["conversations"][0]["value"]
-    sample = {"id": "bikes", "system": meta["system"],
-              "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": ANSWER}]}  # fmt: skip
+    sample = {
+        "id": "bikes",
+        "system": meta["system"],
+        "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": ANSWER}],
+    }
     batch = processor.collate([processor(sample, [Media.for_placeholder(human, frames)])])
     with torch.no_grad():
         media_embeds = model.encode_media(MediaBatch.pop_from(batch))  # (n, H)
@@ -115,8 +118,20 @@ def predicted(
     app (`launched`) boots."""
     predict = app_module("predict")
     out = tmp_path_factory.mktemp("predict")
-    argv = ["--model", str(trained), "--video", str(clips["bikes"]), "--title", TITLE, "--channel", CHANNEL,
-            "--out", str(out), "--max-new-tokens", MAX_NEW_TOKENS]  # fmt: skip
+    argv = [
+        "--model",
+        str(trained),
+        "--video",
+        str(clips["bikes"]),
+        "--title",
+        TITLE,
+        "--channel",
+        CHANNEL,
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        MAX_NEW_TOKENS,
+    ]
     assert predict.main(argv) == 0
     (line,) = (out / "predictions.jsonl").read_text().splitlines()
     record = json.loads(line)
@@ -148,9 +163,22 @@ def launched(trained: Path, clips: dict[str, Path], tmp_path_factory: pytest.Tem
         "XDG_CONFIG_HOME",
     ):
         env.pop(name, None)
-    cmd = [sys.executable, str(ROOT / "apps" / "studio"), "--model", str(trained), "--out", str(out),
-           "--port", str(port), "--max-seconds", MAX_SECONDS, "--max-new-tokens", MAX_NEW_TOKENS,
-           "--video-root", str(clips["bikes"].parent)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "apps" / "studio"),
+        "--model",
+        str(trained),
+        "--out",
+        str(out),
+        "--port",
+        str(port),
+        "--max-seconds",
+        MAX_SECONDS,
+        "--max-new-tokens",
+        MAX_NEW_TOKENS,
+        "--video-root",
+        str(clips["bikes"].parent),
+    ]
     with (base / "app.log").open("w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         yield proc, f"http://127.0.0.1:{port}/", out, (home, tmp)
@@ -183,14 +211,25 @@ def browser(launched):
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
     with sync_playwright() as pw:
         profile = Path(launched[2]).parent / "chromium-profile"
         context = pw.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), headless=True, args=args, viewport={"width": 1400, "height": 1000},
+            profile,
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=args,
+            viewport={"width": 1400, "height": 1000},
             accept_downloads=True,
-        )  # fmt: skip
+        )
         yield context
         context.close()
 

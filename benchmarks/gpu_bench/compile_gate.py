@@ -71,10 +71,16 @@ def _compress_args(kernel: str, dtype: torch.dtype, s: dict) -> dict:
     if kernel == "compress_bwd_scores":
         need_dq, need_dx = s["NEED_DQ"], s["NEED_DX"]
         return dict(
-            x_ptr=x, qk_ptr=x, dctx_ptr=x, dqk_ptr=x if need_dq else None,
-            ds_ptr=f32 if need_dx else None, w_ptr=f32 if need_dx else None,
-            **common, **strides, scale=C**-0.5,
-        )  # fmt: skip
+            x_ptr=x,
+            qk_ptr=x,
+            dctx_ptr=x,
+            dqk_ptr=x if need_dq else None,
+            ds_ptr=f32 if need_dx else None,
+            w_ptr=f32 if need_dx else None,
+            **common,
+            **strides,
+            scale=C**-0.5,
+        )
     return dict(qk_ptr=x, dctx_ptr=x, dcontent_ptr=x, ds_ptr=f32, w_ptr=f32, dx_ptr=x, P=P, **common)
 
 
@@ -91,9 +97,20 @@ def _attention_args(kernel: str, dtype: torch.dtype, s: dict) -> dict:
     do_st = dict(stride_dot=H * D, stride_doh=D)
     if kernel == "attn_bwd_dkdv":
         return dict(
-            **qkv, **grads, DK=x, DV=x, CU=cu, **st, **do_st,
-            stride_dkt=H * D, stride_dkh=D, stride_dvt=H * D, stride_dvh=D, stride_lh=T, **scales,
-        )  # fmt: skip
+            **qkv,
+            **grads,
+            DK=x,
+            DV=x,
+            CU=cu,
+            **st,
+            **do_st,
+            stride_dkt=H * D,
+            stride_dkh=D,
+            stride_dvt=H * D,
+            stride_dvh=D,
+            stride_lh=T,
+            **scales,
+        )
     return dict(
         **qkv, **grads, DQ=x, CU=cu, **st, **do_st, stride_dqt=H * D, stride_dqh=D, stride_lh=T, **scales
     )
@@ -228,8 +245,10 @@ def compile_case(case: Case, arch: int, cache_dir: Path) -> tuple[dict, bytes]:
     tmp.write_bytes(cubin)
     usage = subprocess.run(
         [str(tools_dir() / "cuobjdump"), "--dump-resource-usage", str(tmp)],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     row = parse_resource_usage(usage) | dict(dynamic_shared_bytes=int(compiled.metadata.shared))
     row["shared_bytes"] = row["static_shared_bytes"] + row["dynamic_shared_bytes"]
     row["compile_s"] = round(time.perf_counter() - start, 2)

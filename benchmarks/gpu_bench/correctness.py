@@ -17,13 +17,28 @@ from pathlib import Path
 from .runner import Runner
 
 ROOT = Path(__file__).resolve().parents[2]
-TESTS = ("packages/bl-model/tests/test_compress_triton.py", "packages/bl-model/tests/test_varlen_attention.py")
-SELF_TEST_CASES = "(test_error_at_most_twice_the_reference_error or test_triton_matches_reference) and bfloat16"
+TESTS = (
+    "packages/bl-model/tests/test_compress_triton.py",
+    "packages/bl-model/tests/test_varlen_attention.py",
+)
+SELF_TEST_CASES = (
+    "(test_error_at_most_twice_the_reference_error or test_triton_matches_reference) and bfloat16"
+)
 
 
 def pytest_command(junit: Path, self_test: bool) -> list[str]:
     select = ["-m", "not gpu", "-k", SELF_TEST_CASES] if self_test else ["-m", "gpu"]
-    return [sys.executable, "-m", "pytest", *TESTS, *select, "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"]
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        *TESTS,
+        *select,
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={junit}",
+    ]
 
 
 def parse_junit(path: Path) -> list[dict]:
@@ -34,9 +49,13 @@ def parse_junit(path: Path) -> list[dict]:
         problem = next((child for child in case if child.tag in ("failure", "error", "skipped")), None)
         status = "passed" if problem is None else f"{problem.tag}: {problem.get('message', '')}"[:300]
         rows.append(
-            dict(name=f"{module}::{case.get('name')}", passed=problem is None, status=status,
-                 seconds=round(float(case.get("time", 0)), 2))
-        )  # fmt: skip
+            dict(
+                name=f"{module}::{case.get('name')}",
+                passed=problem is None,
+                status=status,
+                seconds=round(float(case.get("time", 0)), 2),
+            )
+        )
     return rows
 
 
@@ -44,14 +63,27 @@ def run_correctness(runner: Runner, timeout_s: float = 900) -> None:
     """Run the kernel tests in a fresh interpreter; their rows go to report["correctness"]."""
     junit = runner.out_dir / "correctness.xml"
     runner.out_dir.mkdir(parents=True, exist_ok=True)
-    src = str(ROOT / "packages" / "bl-model" / "src")  # a bare checkout (the GPU machine) has no installed bl_model
+    src = str(
+        ROOT / "packages" / "bl-model" / "src"
+    )  # a bare checkout (the GPU machine) has no installed bl_model
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(
-        pytest_command(junit, runner.self_test), cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
+        pytest_command(junit, runner.self_test),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
     )
     print(proc.stdout[-3000:], proc.stderr[-3000:], sep="", flush=True)
     rows = parse_junit(junit) if junit.is_file() else []
     if proc.returncode not in (0, 1) or not rows:
-        rows.append(dict(name="pytest", passed=False, status=f"exit {proc.returncode}: {proc.stderr[-300:]}",
-                         seconds=None))  # fmt: skip
+        rows.append(
+            dict(
+                name="pytest",
+                passed=False,
+                status=f"exit {proc.returncode}: {proc.stderr[-300:]}",
+                seconds=None,
+            )
+        )
     runner.report["correctness"] = rows

@@ -86,7 +86,9 @@ def render_markdown(report: dict) -> str:
         "| --- | --- | --- |",
     ]
     for check in report["correctness"]:
-        lines.append(f"| {check['name']} | {_fmt(check['seconds'])} | {_fmt(check['passed'])}: {check['status']} |")
+        lines.append(
+            f"| {check['name']} | {_fmt(check['seconds'])} | {_fmt(check['passed'])}: {check['status']} |"
+        )
     lines += [
         "",
         "## Compression (bf16; GB/s by the byte model below; x = speed-up vs ancestor eager, same T, P, mode)",

@@ -228,14 +228,34 @@ def speech_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("speech")
     wav, mp4 = out / "speech.wav", out / "speech.mp4"
     _run(["espeak-ng", "-v", "en", "-s", "120", "-w", str(wav), SENTENCE])  # 120 wpm: about 3.3 s
-    _run([
-        "ffmpeg", "-nostdin", "-loglevel", "error",
-        "-f", "lavfi", "-i", "color=c=navy:s=64x64:r=10:d=6",
-        "-i", str(wav),
-        "-filter_complex", "[1:a]adelay=1000:all=1,apad[a]",
-        "-map", "0:v", "-map", "[a]", "-shortest",
-        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(mp4),
-    ])  # fmt: skip
+    _run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=navy:s=64x64:r=10:d=6",
+            "-i",
+            str(wav),
+            "-filter_complex",
+            "[1:a]adelay=1000:all=1,apad[a]",
+            "-map",
+            "0:v",
+            "-map",
+            "[a]",
+            "-shortest",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            str(mp4),
+        ]
+    )
     return mp4
 
 

@@ -18,7 +18,9 @@ def test_likes_r2_leaves_out_unparsed_and_is_nan_when_undefined():
 
 
 def test_comment_perplexity_pools_tokens():
-    out = comment_perplexity([{"nll": 2.0, "tokens": 2}, {"nll": 4.0, "tokens": 2}, None, {"nll": 0.0, "tokens": 0}])
+    out = comment_perplexity(
+        [{"nll": 2.0, "tokens": 2}, {"nll": 4.0, "tokens": 2}, None, {"nll": 0.0, "tokens": 0}]
+    )
     assert out == {"perplexity": pytest.approx(math.exp(6 / 4)), "tokens": 4, "n": 2}
     assert math.isnan(comment_perplexity([None])["perplexity"])
 

@@ -206,11 +206,17 @@ def test_filters_pipeline_and_report(tmp_path: Path) -> None:
         _post("nsfw", over_18=True),
         _post("bot", author="AutoModerator"),
         _post("gone", title="[removed]"),
-        _post("one", comments=[Comment("first real comment"), Comment("second real comment")], media_path=tmp_path / "one.jpg"),
+        _post(
+            "one",
+            comments=[Comment("first real comment"), Comment("second real comment")],
+            media_path=tmp_path / "one.jpg",
+        ),
         _post("copy", media_path=tmp_path / "copy.jpg"),
         _post("few", comments=[Comment("only one comment here"), Comment("[deleted]")]),
-        _post("long", comments=[Comment("first real comment"), Comment("other words entirely")], duration=501.0),
-    ]  # fmt: skip
+        _post(
+            "long", comments=[Comment("first real comment"), Comment("other words entirely")], duration=501.0
+        ),
+    ]
     filters = Filters()
     results = [filters(p) for p in posts]
     kept = [r for r in results if isinstance(r, Post)]

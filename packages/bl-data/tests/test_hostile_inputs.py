@@ -156,16 +156,27 @@ def test_a_post_with_100k_comments_is_prepared_in_bounded_memory(tmp_path):
     texts, likes = synthetic_comments(100_000, seed=27)
     filler = [{"text": t, "like_count": k % 10} for t, k in zip(texts, likes, strict=True)]
     top = []  # five distinct comments, each followed by a near duplicate with one like less
-    for i, words in enumerate(["alpha beta gamma delta epsilon", "zulu yankee xray whiskey victor",
-                               "mango papaya guava lychee durian", "granite basalt marble quartz slate",
-                               "violin cello oboe bassoon trumpet"]):  # fmt: skip
+    for i, words in enumerate(
+        [
+            "alpha beta gamma delta epsilon",
+            "zulu yankee xray whiskey victor",
+            "mango papaya guava lychee durian",
+            "granite basalt marble quartz slate",
+            "violin cello oboe bassoon trumpet",
+        ]
+    ):
         top.append({"text": words, "like_count": 10_000 - 10 * i})
         top.append({"text": f"{words} indeed", "like_count": 9_999 - 10 * i})
     info["comments"] = top + filler
     info_path.write_text(json.dumps(info))
     out = tmp_path / "shards"
-    done = subprocess.run([sys.executable, "-c", PREPARE, str(folder), str(out)],
-                          capture_output=True, text=True, timeout=600, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", PREPARE, str(folder), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["written"] == 1
     assert result["peak_mb"] < 1024 and result["children_mb"] < 1024, result

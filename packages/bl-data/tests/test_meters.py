@@ -31,9 +31,15 @@ def test_busy_fraction_counts_batches_over_the_life_after_the_load(monkeypatch: 
         clock.now += 1.0
     snap = meter.snapshot()
     assert snap == {
-        "stage": "caption", "worker": "w1", "loads": 1, "load_s": 5.0, "batches": 2, "posts": 7,
-        "busy_s": 3.0, "busy_fraction": 0.6,
-    }  # fmt: skip
+        "stage": "caption",
+        "worker": "w1",
+        "loads": 1,
+        "load_s": 5.0,
+        "batches": 2,
+        "posts": 7,
+        "busy_s": 3.0,
+        "busy_fraction": 0.6,
+    }
     with pytest.raises(RuntimeError), meter.busy(posts=1):  # a failed batch still counts its time
         clock.now += 1.0
         raise RuntimeError("boom")

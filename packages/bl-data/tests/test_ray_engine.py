@@ -235,8 +235,22 @@ def test_a_killed_driver_resumes_without_redoing_completed_shards(tmp_path):
     folder = synthesize_youtube(tmp_path / "dl", 6, seed=6)
     out = tmp_path / "out"
     address = ray.get_runtime_context().gcs_address
-    argv = [sys.executable, str(APPS / "prepare"), "--engine", "ray", "--ray-address", address, "--source",
-            "youtube", "--input", str(folder), "--out", str(out), "--samples-per-shard", "1"]  # fmt: skip
+    argv = [
+        sys.executable,
+        str(APPS / "prepare"),
+        "--engine",
+        "ray",
+        "--ray-address",
+        address,
+        "--source",
+        "youtube",
+        "--input",
+        str(folder),
+        "--out",
+        str(out),
+        "--samples-per-shard",
+        "1",
+    ]
     driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(out.glob("*.manifest.jsonl")) and time.monotonic() < deadline:
@@ -301,8 +315,22 @@ def test_a_node_lost_mid_run_loses_and_duplicates_nothing(tmp_path, ray_cluster)
     once the first shard is complete: its tasks are retried on the head and the run finishes there."""
     folder = synthesize_youtube(tmp_path / "dl", 8, seed=8)
     out = tmp_path / "out"
-    argv = [sys.executable, str(APPS / "prepare"), "--engine", "ray", "--ray-address", ray_cluster["address"],
-            "--source", "youtube", "--input", str(folder), "--out", str(out), "--samples-per-shard", "2"]  # fmt: skip
+    argv = [
+        sys.executable,
+        str(APPS / "prepare"),
+        "--engine",
+        "ray",
+        "--ray-address",
+        ray_cluster["address"],
+        "--source",
+        "youtube",
+        "--input",
+        str(folder),
+        "--out",
+        str(out),
+        "--samples-per-shard",
+        "2",
+    ]
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
     driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300

@@ -308,15 +308,39 @@ def _blift_rows() -> list[dict]:
             "subreddit": "videos",
             "title": "A video",
         },
-        {"url": "u", "permalink": "/r/pics/no_id_here/", "comments": [], "num_comments": 0, "subreddit": "pics",
-         "title": "t"},
-        {"url": "u", "permalink": "/r/pics/comments/ghi789/x/", "comments": ["a"], "num_comments": -2,
-         "subreddit": "pics", "title": "t"},
-        {"url": "u", "permalink": "/r/pics/comments/nomedia/x/", "comments": ["a"], "num_comments": 1,
-         "subreddit": "pics", "title": "t"},
-        {"url": "u2", "permalink": "/r/pics/comments/abc123/again/", "comments": [], "num_comments": 0,
-         "subreddit": "pics", "title": "dup"},
-    ]  # fmt: skip
+        {
+            "url": "u",
+            "permalink": "/r/pics/no_id_here/",
+            "comments": [],
+            "num_comments": 0,
+            "subreddit": "pics",
+            "title": "t",
+        },
+        {
+            "url": "u",
+            "permalink": "/r/pics/comments/ghi789/x/",
+            "comments": ["a"],
+            "num_comments": -2,
+            "subreddit": "pics",
+            "title": "t",
+        },
+        {
+            "url": "u",
+            "permalink": "/r/pics/comments/nomedia/x/",
+            "comments": ["a"],
+            "num_comments": 1,
+            "subreddit": "pics",
+            "title": "t",
+        },
+        {
+            "url": "u2",
+            "permalink": "/r/pics/comments/abc123/again/",
+            "comments": [],
+            "num_comments": 0,
+            "subreddit": "pics",
+            "title": "dup",
+        },
+    ]
 
 
 def _check_blift(items: list[Post | Failure], media: Path) -> list[Failure]:

@@ -179,8 +179,10 @@ def test_youtube_without_captioner_asr_or_heatmap() -> None:
 
 def test_reddit_video_and_image() -> None:
     video = verbalize(_reddit_post(True), SCENES[:2], asr="woof woof")
-    assert video.human.endswith("How many upvotes would this video get, and what would be the top-5 popular "
-                                "comments on this video?\n<video>")  # fmt: skip
+    assert video.human.endswith(
+        "How many upvotes would this video get, and what would be the top-5 popular "
+        "comments on this video?\n<video>"
+    )
     assert '1. "He said "zoomies" and meant it"\n2. "This is pure joy in a video"' in video.gpt
     _check_golden("reddit_video", video)
     image = verbalize(_reddit_post(False), SCENES[2:])
@@ -220,8 +222,17 @@ def test_salicon_templates() -> None:
     )
     assert objects.gpt == "dog\nfrisbee\ncar"
     _check_golden("salicon_objects", objects)
-    ranking = ["middle-right", "bottom-center", "bottom-right", "upper-center", "upper-right", "middle-center",
-               "upper-left", "middle-left", "bottom-left"]  # fmt: skip
+    ranking = [
+        "middle-right",
+        "bottom-center",
+        "bottom-right",
+        "upper-center",
+        "upper-right",
+        "middle-center",
+        "upper-left",
+        "middle-left",
+        "bottom-left",
+    ]
     regions = salicon_regions("coco_5670500150", ranking)
     assert regions.gpt == "\n".join(ranking)
     _check_golden("salicon_regions", regions)

@@ -25,15 +25,20 @@ QUESTION = "What colour is the object? Answer with one word."
 def lmm(demo: Path) -> BehaviorLlavaLMM:
     torch.manual_seed(0)
     model = BehaviorLlavaLMM(
-        pretrained=str(demo / "model"), processor=str(demo / "processor"), device="cpu", batch_size="2",
+        pretrained=str(demo / "model"),
+        processor=str(demo / "processor"),
+        device="cpu",
+        batch_size="2",
         max_frames="4",
-    )  # fmt: skip
+    )
     images = [demo / e["image"] for e in json.loads((demo / "instructions.json").read_text())[:2]]
     return model, images
 
 
 def _docs(lmm: BehaviorLlavaLMM, images: list[Path], video: Path) -> None:
-    lmm.task_dict = {"toy": {"test": [{"image": Image.open(images[0])}, {"image": str(images[1])}, {"video": str(video)}]}}
+    lmm.task_dict = {
+        "toy": {"test": [{"image": Image.open(images[0])}, {"image": str(images[1])}, {"video": str(video)}]}
+    }
 
 
 def _visual(doc: dict) -> list:
@@ -41,8 +46,12 @@ def _visual(doc: dict) -> list:
 
 
 def _instance(kind: str, context: str, second, doc_id: int) -> Instance:
-    return Instance(kind, (context, second, _visual, doc_id, "toy", "test"), idx=0,
-                    metadata={"task": "toy", "doc_id": doc_id, "repeats": 1})  # fmt: skip
+    return Instance(
+        kind,
+        (context, second, _visual, doc_id, "toy", "test"),
+        idx=0,
+        metadata={"task": "toy", "doc_id": doc_id, "repeats": 1},
+    )
 
 
 def _media(images: list[Path], video: Path, max_frames: int) -> list[Media]:
@@ -81,7 +90,9 @@ def _independent(model: BehaviorLlavaLMM, turn: str, media: list[Media], answer:
     """Forward prompt + answer once; sum log-softmax over the answer's tokens ("</s>" excluded), greedy = argmax."""
     processor = model.processor
     prompt = processor.prompt_for_generation(turn, media)["input_ids"]
-    full = processor({"conversations": [{"from": "human", "value": turn}, {"from": "gpt", "value": answer}]}, media)
+    full = processor(
+        {"conversations": [{"from": "human", "value": turn}, {"from": "gpt", "value": answer}]}, media
+    )
     ids = full.pop("input_ids")
     full.pop("labels")
     logits = model.model(input_ids=ids[None], **full).logits[0].float()  # (L, V)
@@ -150,17 +161,30 @@ def test_lmms_eval_cli_runs_a_local_task_through_the_launcher(lmm, demo, tmp_pat
         "from PIL import Image\n\ndef doc_to_visual(doc):\n    return [Image.open(doc['image']).convert('RGB')]\n"
     )
     out = tmp_path / "out"
-    status = launch([
-        "--model", "behavior_llava", "--model_args",
-        f"pretrained={demo / 'model'},processor={demo / 'processor'},device=cpu",
-        "--tasks", "bl_toy", "--include_path", str(tasks), "--batch_size", "2",
-        "--output_path", str(out), "--log_samples",
-    ])  # fmt: skip
+    status = launch(
+        [
+            "--model",
+            "behavior_llava",
+            "--model_args",
+            f"pretrained={demo / 'model'},processor={demo / 'processor'},device=cpu",
+            "--tasks",
+            "bl_toy",
+            "--include_path",
+            str(tasks),
+            "--batch_size",
+            "2",
+            "--output_path",
+            str(out),
+            "--log_samples",
+        ]
+    )
     assert status == 0
     [samples] = out.rglob("*_samples_bl_toy.jsonl")
     answers = [json.loads(line)["filtered_resps"] for line in samples.read_text().splitlines()]
     encoded = [
-        model.processor.prompt_for_generation("<image>\nWhat colour?", [Media(Image.open(p).convert("RGB"), False)])
+        model.processor.prompt_for_generation(
+            "<image>\nWhat colour?", [Media(Image.open(p).convert("RGB"), False)]
+        )
         for p in images
     ]
     assert answers == generate_texts(model.model, model.processor, encoded, 4)

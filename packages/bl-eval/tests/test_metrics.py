@@ -87,9 +87,15 @@ def test_grouped_mean_average_precision():
 
 
 CAPTION_PAIRS = [  # (answer, reference(s)); the answers as the model might give them
-    ("A man in a red shirt is cooking pasta in a small kitchen.", "A man wearing a red shirt cooks pasta in a kitchen."),
+    (
+        "A man in a red shirt is cooking pasta in a small kitchen.",
+        "A man wearing a red shirt cooks pasta in a kitchen.",
+    ),
     ("Two dogs run across a snowy field\nand chase a ball.", "Two dogs are playing with a ball in the snow."),
-    ("The speaker explains how to change a bicycle tire. ", "A woman shows how to fix a flat tire on a bike."),
+    (
+        "The speaker explains how to change a bicycle tire. ",
+        "A woman shows how to fix a flat tire on a bike.",
+    ),
     ("a crowd cheers as the band plays on stage", "A crowd cheers while the band plays on the stage."),
     (None, "A child draws a house with crayons."),
     ("A cat sleeps on a sofa.", ["A cat is sleeping on the couch.", "A cat sleeps on a sofa in the sun."]),
@@ -140,8 +146,13 @@ def test_replay_matches_scenes_by_number():
     assert out["rmse"] == pytest.approx(math.sqrt((4 + 4) / 2))
     assert out["accuracy"] == pytest.approx(100 * 2 / 4)  # scenes 1 and 3 within ±5; 2 missing ones wrong
     assert {k: out[k] for k in ("scenes", "matched", "missing", "extra", "repeated", "unparsed")} == {
-        "scenes": 4, "matched": 2, "missing": 2, "extra": 1, "repeated": 1, "unparsed": 1,
-    }  # fmt: skip
+        "scenes": 4,
+        "matched": 2,
+        "missing": 2,
+        "extra": 1,
+        "repeated": 1,
+        "unparsed": 1,
+    }
     # by position, scene 3's value would have been compared with scene 2's truth (88 vs 40)
     assert METRICS["replay"]([_replay((1, 0.45))], [[0.40]])["accuracy"] == 100.0  # exactly 5 apart counts
     assert math.isnan(METRICS["replay"]([None], [[0.3]])["rmse"])

@@ -85,9 +85,15 @@ def test_parse_memorability(text, value):
 
 def _listing1() -> tuple[str, dict]:
     post = Post(
-        id="v1", source="youtube", media_path=None, title="A title", channel="Brand", view_count=1000,
-        like_count=20, comments=[Comment("What a great ad this is", 9), Comment("Loved every second of it", 3)],
-    )  # fmt: skip
+        id="v1",
+        source="youtube",
+        media_path=None,
+        title="A title",
+        channel="Brand",
+        view_count=1000,
+        like_count=20,
+        comments=[Comment("What a great ad this is", 9), Comment("Loved every second of it", 3)],
+    )
     scene = SceneDescription("a dog on a beach", ("black",), ("white",), "neutral")
     sample = verbalize(post, [scene, scene], replay=[0.06, 0.23])
     return sample.gpt, sample.behavior

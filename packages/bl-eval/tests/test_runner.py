@@ -46,13 +46,23 @@ def _load_shapes_multilabel(root: Path):
 
 
 TOY_MAP = TaskSpec(
-    "toy_shapes_map", "toy", "logprob", "mean_average_precision", loader=_load_shapes_multilabel,
-    layout="instructions.json + images/ (bl-train's demo)", subdir="",
-)  # fmt: skip
+    "toy_shapes_map",
+    "toy",
+    "logprob",
+    "mean_average_precision",
+    loader=_load_shapes_multilabel,
+    layout="instructions.json + images/ (bl-train's demo)",
+    subdir="",
+)
 TOY = TaskSpec(
-    "toy_shapes", "toy", "logprob", "toy_accuracy", loader=_load_shapes,
-    layout="instructions.json + images/ (bl-train's demo)", subdir="",
-)  # fmt: skip
+    "toy_shapes",
+    "toy",
+    "logprob",
+    "toy_accuracy",
+    loader=_load_shapes,
+    layout="instructions.json + images/ (bl-train's demo)",
+    subdir="",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -81,8 +91,11 @@ def test_evaluate_writes_outputs_and_resumes(demo, model_dir, tmp_path, monkeypa
 
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert [(s["task"], s["id"]) for s in samples[:4]] == [
-        ("toy_shapes", "shape000"), ("toy_shapes", "shape001"), ("toy_shapes", "shape002"), ("toy_shapes_map", "shape000"),
-    ]  # fmt: skip
+        ("toy_shapes", "shape000"),
+        ("toy_shapes", "shape001"),
+        ("toy_shapes", "shape002"),
+        ("toy_shapes_map", "shape000"),
+    ]
     assert [s["target"] for s in samples[:3]] == ["red", "green", "blue"]
     assert len(samples) == 6 and all(s["prediction"] in COLOURS and s["raw"] is None for s in samples)
     table = (out / "results.md").read_text()
@@ -132,8 +145,12 @@ def test_missing_processor_and_unknown_task_are_clear_errors(demo, tmp_path):
     with pytest.raises(FileNotFoundError, match="--processor"):
         inference.load(demo / "model")
     mismatched = tmp_path / "processor"
-    BehaviorLlavaProcessor.from_pretrained(demo / "processor", qformer_max_length=5).save_pretrained(mismatched)
-    with pytest.raises(ValueError, match=r"does not match the model config \(qformer_max_length: processor 5"):
+    BehaviorLlavaProcessor.from_pretrained(demo / "processor", qformer_max_length=5).save_pretrained(
+        mismatched
+    )
+    with pytest.raises(
+        ValueError, match=r"does not match the model config \(qformer_max_length: processor 5"
+    ):
         inference.load(demo / "model", mismatched)
     with pytest.raises(FileNotFoundError, match="Expected layout"):
         runner.evaluate(

@@ -30,7 +30,10 @@ def test_structure_reads_a_verbalised_answer_and_plots_it(demo, tmp_path):
     assert Image.open(png).size == (800, 300)
     by_scene = [dict(r, start=None) for r in report["replay"]]  # scene times unknown: bars by scene number
     assert plot_replay(by_scene, tmp_path / "by_scene.png").is_file()
-    assert structure("no behaviour here", meta["scenes"]) == {"error": "malformed answer", "raw": "no behaviour here"}
+    assert structure("no behaviour here", meta["scenes"]) == {
+        "error": "malformed answer",
+        "raw": "no behaviour here",
+    }
 
 
 def test_structure_matches_replay_values_to_scenes_by_number():

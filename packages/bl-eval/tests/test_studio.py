@@ -15,12 +15,23 @@ from bl_eval.studio_view import SceneView, compare_html, replay_html, scene_view
 
 
 def _record(**kw) -> dict:
-    base = {"video": "v.mp4", "title": "Ad", "channel": "Brand", "platform": "youtube",
-            "scenes": [[0.0, 2.0], [2.0, 10.0]], "likes_percent": 4.25, "upvotes": None,
-            "top_comments": ["love it", "<b>bold</b>"],
-            "replay": [{"scene": 1, "start": 0.0, "end": 2.0, "value": 0.5},
-                       {"scene": 2, "start": 2.0, "end": 10.0, "value": 1.0}],
-            "replay_missing_scenes": [], "replay_repeated_scenes": [], "raw": "..."}  # fmt: skip
+    base = {
+        "video": "v.mp4",
+        "title": "Ad",
+        "channel": "Brand",
+        "platform": "youtube",
+        "scenes": [[0.0, 2.0], [2.0, 10.0]],
+        "likes_percent": 4.25,
+        "upvotes": None,
+        "top_comments": ["love it", "<b>bold</b>"],
+        "replay": [
+            {"scene": 1, "start": 0.0, "end": 2.0, "value": 0.5},
+            {"scene": 2, "start": 2.0, "end": 10.0, "value": 1.0},
+        ],
+        "replay_missing_scenes": [],
+        "replay_repeated_scenes": [],
+        "raw": "...",
+    }
     return base | kw
 
 

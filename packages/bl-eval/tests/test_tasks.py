@@ -287,13 +287,25 @@ def qvh_fixtures(root: Path) -> None:
 def behavior_fixtures(root: Path) -> None:
     scene = SceneDescription("a dog on a beach", ("black",), ("white",), "neutral")
     youtube = Post(
-        id="yt1", source="youtube", media_path=None, title="An ad", channel="Brand", view_count=1000,
-        like_count=20, comments=[Comment("What a great ad this is", 9), Comment("Loved every second of it", 3)],
-    )  # fmt: skip
+        id="yt1",
+        source="youtube",
+        media_path=None,
+        title="An ad",
+        channel="Brand",
+        view_count=1000,
+        like_count=20,
+        comments=[Comment("What a great ad this is", 9), Comment("Loved every second of it", 3)],
+    )
     reddit = Post(
-        id="rd1", source="reddit", media_path=None, title="A pic", subreddit="pics", score=12, is_video=False,
+        id="rd1",
+        source="reddit",
+        media_path=None,
+        title="A pic",
+        subreddit="pics",
+        score=12,
+        is_video=False,
         comments=[Comment("Nice shot of the coast", 4), Comment("Where is this place", 2)],
-    )  # fmt: skip
+    )
     frames = np.zeros((2, 8, 8, 3), np.uint8)
     with ShardWriter(root / "blift_heldout", samples_per_shard=1) as writer:
         writer.write("yt1", verbalize(youtube, [scene, scene], replay=[0.06, 0.23]).to_json(), frames)
@@ -498,7 +510,9 @@ HVU_SCORES = {  # (video, category) -> the model's tag scores; only pairs where 
 }
 HVU_MAP = {  # by hand, each category over its own videos only
     "scene": 100 * (1 + 1 / 2) / 2,  # beach: yt1(+) > yt3 -> 1; kitchen: yt1 > yt3(+) -> 1/2
-    "object": 100 * (1 + 5 / 6 + 1) / 3,  # ball: yt1(+) first -> 1; dog: yt2(+), yt3, yt1(+) -> (1 + 2/3)/2; cup 1
+    "object": 100
+    * (1 + 5 / 6 + 1)
+    / 3,  # ball: yt1(+) first -> 1; dog: yt2(+), yt3, yt1(+) -> (1 + 2/3)/2; cup 1
     "action": 100 * (1 / 2 + 1 / 2) / 2,  # playing soccer: yt3 > yt1(+); cooking: yt1 > yt3(+)
     "event": 100.0,  # one video, a positive (all videos scored: yt1 and yt3 would be negatives)
     "attribute": 100.0,

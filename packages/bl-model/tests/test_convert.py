@@ -114,8 +114,20 @@ def test_processor_is_written_beside_the_weights(
     for f in llama_tokenizer_dir.iterdir():  # a checkpoint directory ships its LLaMA tokenizer
         shutil.copy(f, ckpt / f.name)
     out = tmp_path / "out"
-    main(["--llamavid", str(ckpt), "--eva", str(eva), "--out", str(out), "--config", str(config_path),
-          "--bert-vocab", str(bert_vocab_path)])  # fmt: skip
+    main(
+        [
+            "--llamavid",
+            str(ckpt),
+            "--eva",
+            str(eva),
+            "--out",
+            str(out),
+            "--config",
+            str(config_path),
+            "--bert-vocab",
+            str(bert_vocab_path),
+        ]
+    )
     model = AutoModelForCausalLM.from_pretrained(out)
     processor = BehaviorLlavaProcessor.from_pretrained(out)
     processor.check_config(model.config)
@@ -199,11 +211,24 @@ def test_head_dim_is_derived_without_config(released_checkpoint, tmp_path, monke
     text = model.config.text_config
     assert text.head_dim == 16
     base = bl_model.tiny(image_compress="grid:2")
-    base.text_config = type(text)(**(text.to_dict() | {"hidden_size": 5120, "num_attention_heads": 40,
-                                                      "num_key_value_heads": 40, "head_dim": 128}))  # fmt: skip
+    base.text_config = type(text)(
+        **(
+            text.to_dict()
+            | {"hidden_size": 5120, "num_attention_heads": 40, "num_key_value_heads": 40, "head_dim": 128}
+        )
+    )
     monkeypatch.setattr(convert_module, "llama_vid_13b", lambda: base)
-    stated = {k: getattr(text, k) for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                                            "num_attention_heads", "num_key_value_heads")}  # fmt: skip
+    stated = {
+        k: getattr(text, k)
+        for k in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+        )
+    }
     config_json = {"model_type": "llava", "compress_type": "grid:2", **stated}
     (ckpt / "config.json").write_text(json.dumps(config_json))
     main(["--llamavid", str(ckpt), "--eva", str(eva), "--out", str(tmp_path / "out")])

@@ -28,14 +28,21 @@ def explicit_block(sd: dict, i: int, x: torch.Tensor, heads: int, eps: float) ->
 
 def test_eva_matches_explicit_maths_and_selects_layers():
     torch.manual_seed(0)
-    cfg = EvaVisionConfig(image_size=56, hidden_size=24, num_hidden_layers=3, num_attention_heads=3, mlp_ratio=2.0)
+    cfg = EvaVisionConfig(
+        image_size=56, hidden_size=24, num_hidden_layers=3, num_attention_heads=3, mlp_ratio=2.0
+    )
     vit = EvaVisionTransformer(cfg).eval()
     for p in vit.parameters():
         torch.nn.init.normal_(p, std=0.2)
     sd = vit.state_dict()
     pixels = torch.randn(2, 3, 56, 56)
-    patches = torch.nn.functional.conv2d(pixels, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=14)
-    x = torch.cat([sd["cls_token"].expand(2, -1, -1), patches.flatten(2).transpose(1, 2)], 1) + sd["pos_embed"]
+    patches = torch.nn.functional.conv2d(
+        pixels, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=14
+    )
+    x = (
+        torch.cat([sd["cls_token"].expand(2, -1, -1), patches.flatten(2).transpose(1, 2)], 1)
+        + sd["pos_embed"]
+    )
     states = [x]
     for i in range(3):
         states.append(explicit_block(sd, i, states[-1], heads=3, eps=1e-6))
@@ -76,7 +83,9 @@ def test_llama_vid_7b_and_13b_parameter_counts():
     assert thirteen["language_model"] == 13_015_864_320
     assert seven["vision_tower"] == thirteen["vision_tower"] == eva_g_params()
     assert seven["mm_projector"] == 1408 * 4096 + 4096 + 4096 * 4096 + 4096
-    assert thirteen["attention_projectors"] == (768 * 1408 + 1408) + (1408 * 1408 + 1408) + (1408 * 5120 + 5120)
+    assert thirteen["attention_projectors"] == (768 * 1408 + 1408) + (1408 * 1408 + 1408) + (
+        1408 * 5120 + 5120
+    )
 
 
 def test_tiny_is_tiny_and_uses_the_real_vocabularies():

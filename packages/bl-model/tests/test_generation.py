@@ -33,12 +33,28 @@ def prompts(model):
     return {"input_ids": ids, "attention_mask": mask, **vars(media)}
 
 
-def earlier_generate(model, input_ids, attention_mask, pixel_values, media_frame_counts, media_is_video,
-                     query_input_ids, query_attention_mask, query_media_index, **options):  # fmt: skip
+def earlier_generate(
+    model,
+    input_ids,
+    attention_mask,
+    pixel_values,
+    media_frame_counts,
+    media_is_video,
+    query_input_ids,
+    query_attention_mask,
+    query_media_index,
+    **options,
+):
     """The model's generate before GenerationMixin: media embedded once, then the LLM's own generate on the
     embeddings (which returns only the new tokens)."""
-    media = MediaBatch(pixel_values, media_frame_counts, media_is_video, query_input_ids, query_attention_mask,
-                       query_media_index)  # fmt: skip
+    media = MediaBatch(
+        pixel_values,
+        media_frame_counts,
+        media_is_video,
+        query_input_ids,
+        query_attention_mask,
+        query_media_index,
+    )
     embeds = model.embed_inputs(input_ids, media)  # (B, L, H)
     return model.language_model.generate(
         inputs_embeds=embeds, attention_mask=attention_mask, use_cache=True, **options
@@ -90,9 +106,14 @@ def test_media_go_to_prefill_and_the_cache_carries_them_unless_use_cache_is_fals
     ids, media = prompts["input_ids"], {k: v for k, v in prompts.items() if k != "input_ids"}
     with ForwardLog(model) as log:
         out = model.generate(
-            ids, **media, max_new_tokens=NEW, eos_token_id=None, pad_token_id=0, use_cache=use_cache,
+            ids,
+            **media,
+            max_new_tokens=NEW,
+            eos_token_id=None,
+            pad_token_id=0,
+            use_cache=use_cache,
             return_dict_in_generate=True,
-        )  # fmt: skip
+        )
     width = ids.shape[1]
     if use_cache:
         assert log.calls == [(width, True)] + [(1, False)] * (NEW - 1)

@@ -68,12 +68,21 @@ def test_llamavid_turns_hand_checked():
     messages = ["Hi", "Hello", "Describe the clip.\n<video>", "A", "Why\nnow?", "B", "More?", "C"]
     rewritten, prompts = llamavid_turns(messages, ScriptedRng([0, 1]))
     assert rewritten == [
-        "Hi", "Hello", "<video>\nDescribe the clip.", "A", "<video>\nWhy\nnow?", "B", "More?\n<video>", "C"
-    ]  # fmt: skip
+        "Hi",
+        "Hello",
+        "<video>\nDescribe the clip.",
+        "A",
+        "<video>\nWhy\nnow?",
+        "B",
+        "More?\n<video>",
+        "C",
+    ]
     assert prompts == ["Describe the clip.", "Whynow?", "More?"]
     # a turn writing several placeholders keeps one; no placeholder at all: nothing changes, no draws
-    assert llamavid_turns(["<image> and <image>\nthis", "x"], ScriptedRng([])) == (["<image>\nand \nthis", "x"],
-                                                                                   ["and this"])  # fmt: skip
+    assert llamavid_turns(["<image> and <image>\nthis", "x"], ScriptedRng([])) == (
+        ["<image>\nand \nthis", "x"],
+        ["and this"],
+    )
     assert llamavid_turns(["plain", "x", "text"], ScriptedRng([])) == (["plain", "x", "text"], [])
 
 
@@ -131,8 +140,14 @@ def prompt_parts(llama_spm_model, bert_vocab_path, tmp_path_factory):
 
 def make_prompt(prompt_parts, **settings) -> LlamaVidPrompt:
     tokenizer, qformer, _ = prompt_parts
-    defaults = {"image_tokens": 3, "video_frame_tokens": 2, "qformer_max_length": 32, "max_length": 256,
-                "max_frames": 8, "preprocess": "llamavid"}  # fmt: skip
+    defaults = {
+        "image_tokens": 3,
+        "video_frame_tokens": 2,
+        "qformer_max_length": 32,
+        "max_length": 256,
+        "max_frames": 8,
+        "preprocess": "llamavid",
+    }
     return LlamaVidPrompt(
         tokenizer, qformer, get_template("vicuna_v1"), media_token_id=32000, **defaults | settings
     )

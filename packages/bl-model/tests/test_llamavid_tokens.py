@@ -135,8 +135,20 @@ def test_eval_prompt(tokenizers, bert_tokenizer):
     pieces = processor.tokenizer.convert_ids_to_tokens(out["input_ids"].tolist())
     start = pieces.index("<media>")
     assert pieces[start - 3 : start] == ["ER", ":", "▁"] and pieces[start : start + 6] == ["<media>"] * 6
-    assert pieces[start + 6 :] == ["▁", "<0x0A>", "What", "▁is", "▁the", "▁man", "▁doing", "?", "▁ASS", "IST",
-                                   "ANT", ":"]  # fmt: skip
+    assert pieces[start + 6 :] == [
+        "▁",
+        "<0x0A>",
+        "What",
+        "▁is",
+        "▁the",
+        "▁man",
+        "▁doing",
+        "?",
+        "▁ASS",
+        "IST",
+        "ANT",
+        ":",
+    ]
     assert query_texts(processor, out) == [bert_tokenizer(question)["input_ids"]]
 
 
@@ -196,9 +208,7 @@ def test_still_image_sample(tokenizers, bert_tokenizer):
     first = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
     assert processor.tokenizer.convert_ids_to_tokens(labels[first : first + 2]) == ["▁", "2"]  # after ":"
     assert query_texts(processor, out) == [bert_tokenizer("What is in this picture?")["input_ids"]]
-    torch.testing.assert_close(
-        out["pixel_values"], clip_pixels(pixels, pad_to_square=True), rtol=0, atol=0
-    )
+    torch.testing.assert_close(out["pixel_values"], clip_pixels(pixels, pad_to_square=True), rtol=0, atol=0)
     assert not torch.equal(out["pixel_values"], clip_pixels(pixels))
 
 
@@ -209,10 +219,12 @@ def test_default_seed_is_the_sample_id(tokenizers):
         "conversations": [
             turn
             for q in range(12)
-            for turn in ({"from": "human", "value": f"<video>\nQ{q}" if q == 0 else f"Q{q}"},
-                         {"from": "gpt", "value": "ok"})
+            for turn in (
+                {"from": "human", "value": f"<video>\nQ{q}" if q == 0 else f"Q{q}"},
+                {"from": "gpt", "value": "ok"},
+            )
         ],
-    }  # fmt: skip
+    }
     default = processor(sample, [video(1)])
     assert torch.equal(
         default["input_ids"], processor(sample, [video(1)], seed=sample_seed("many-turns"))["input_ids"]
@@ -223,8 +235,10 @@ def test_default_seed_is_the_sample_id(tokenizers):
 
 def test_llamavid_mode_takes_one_media_item(tokenizers):
     processor, _ = tokenizers
-    sample = {"id": "two", "conversations": [{"from": "human", "value": "<video> <video>"},
-                                             {"from": "gpt", "value": "ok"}]}  # fmt: skip
+    sample = {
+        "id": "two",
+        "conversations": [{"from": "human", "value": "<video> <video>"}, {"from": "gpt", "value": "ok"}],
+    }
     with pytest.raises(ValueError, match="sample two: 2 media items; llamavid"):
         processor(sample, [video(1), video(1)])
 

@@ -123,9 +123,15 @@ def test_unfrozen_model_trains_everything_the_maths_uses():
     last = model.config.qformer_config.num_hidden_layers - 1
     assert no_grad == {
         f"qformer.encoder.layer.{last}.{name}"
-        for name in ("intermediate.dense.weight", "intermediate.dense.bias", "output.dense.weight",
-                     "output.dense.bias", "output.LayerNorm.weight", "output.LayerNorm.bias")
-    }  # fmt: skip
+        for name in (
+            "intermediate.dense.weight",
+            "intermediate.dense.bias",
+            "output.dense.weight",
+            "output.dense.bias",
+            "output.LayerNorm.weight",
+            "output.LayerNorm.bias",
+        )
+    }
 
 
 def test_placeholder_count_is_checked():
@@ -171,7 +177,9 @@ def test_save_load_round_trip_is_bit_identical(tmp_path):
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(loaded) is BehaviorLlavaForCausalLM and loaded.config.image_compress == "grid:2"
     with torch.no_grad():
-        assert torch.equal(model(input_ids=ids, **vars(media)).logits, loaded(input_ids=ids, **vars(media)).logits)
+        assert torch.equal(
+            model(input_ids=ids, **vars(media)).logits, loaded(input_ids=ids, **vars(media)).logits
+        )
     assert {n for n, p in loaded.named_parameters() if p.requires_grad} == {
         n for n, p in model.named_parameters() if p.requires_grad
     }

@@ -432,16 +432,27 @@ def test_save_load_round_trip(make_processor, tmp_path):
     config = BehaviorLlavaConfig(image_compress="grid:2", qformer_max_length=12)
     processor = make_processor(config, max_length=1000, max_frames=8, pad_to_square=False)
     processor.save_pretrained(tmp_path)
-    assert {"processor_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
-            "qformer_tokenizer", "processing.py"} <= {p.name for p in tmp_path.iterdir()}  # fmt: skip
+    assert {
+        "processor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "qformer_tokenizer",
+        "processing.py",
+    } <= {p.name for p in tmp_path.iterdir()}
     assert not (tmp_path / "tokenizer").exists()
     loaded = BehaviorLlavaProcessor.from_pretrained(tmp_path)
     assert (loaded.template, loaded.max_length, loaded.max_frames, loaded.image_processor.pad_to_square) == (
-        "vicuna_v1", 1000, 8, False,
-    )  # fmt: skip
+        "vicuna_v1",
+        1000,
+        8,
+        False,
+    )
     assert (loaded.image_tokens, loaded.video_frame_tokens, loaded.qformer_max_length) == (
-        config.media_tokens(1, False), config.media_tokens(1, True), 12,
-    )  # fmt: skip
+        config.media_tokens(1, False),
+        config.media_tokens(1, True),
+        12,
+    )
     loaded.check_config(config)
     assert loaded.qformer_tokenizer.truncation_side == "left" and len(loaded.qformer_tokenizer) == 30523
     assert loaded.chat_template == processor.chat_template
@@ -473,8 +484,13 @@ def test_old_layout_is_an_error_whose_recipe_resaves_it(llama_tokenizer, bert_to
     old = final / "processor"
     llama_tokenizer.save_pretrained(old / "tokenizer")
     bert_tokenizer.save_pretrained(old / "qformer_tokenizer")
-    settings = {"template": "vicuna_v1", "max_length": 900, "max_frames": 6, "pad_to_square": False,
-                "preprocess": "as_written"}  # fmt: skip
+    settings = {
+        "template": "vicuna_v1",
+        "max_length": 900,
+        "max_frames": 6,
+        "pad_to_square": False,
+        "preprocess": "as_written",
+    }
     (old / "processor_config.json").write_text(json.dumps(settings))
     for path in (final, old):
         with pytest.raises(ValueError, match=r"(?s)older bl-model.*re-save") as error:

@@ -160,13 +160,35 @@ def fresh_python(tmp_path_factory) -> str:
     uv, venv = shutil.which("uv"), tmp_path_factory.mktemp("fresh-venv")
     assert uv is not None, "the tests run under uv (see the README)"
     constraints = venv / "constraints.txt"
-    export = [uv, "export", "--locked", "--all-packages", "--no-emit-workspace", "--no-hashes", "-q",
-              "--format", "requirements-txt", "-o", str(constraints)]  # fmt: skip
+    export = [
+        uv,
+        "export",
+        "--locked",
+        "--all-packages",
+        "--no-emit-workspace",
+        "--no-hashes",
+        "-q",
+        "--format",
+        "requirements-txt",
+        "-o",
+        str(constraints),
+    ]
     subprocess.run(export, check=True, cwd=ROOT)
     subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv / "env")], check=True)
     python = str(venv / "env" / "bin" / "python")
-    install = [uv, "pip", "install", "-q", "--python", python, "--constraint", str(constraints),
-               "torch", "transformers", "pillow"]  # fmt: skip
+    install = [
+        uv,
+        "pip",
+        "install",
+        "-q",
+        "--python",
+        python,
+        "--constraint",
+        str(constraints),
+        "torch",
+        "transformers",
+        "pillow",
+    ]
     subprocess.run(install, check=True, env={k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"})
     return python
 

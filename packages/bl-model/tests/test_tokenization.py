@@ -55,8 +55,20 @@ def test_prompt_with_media_hand_checked(llama, legacy):
     expected = ["<s>", "▁Hi", "<media>", "▁", "▁there", "<0x0A>", "</s>", us, "ER", ":", "▁▁", "1"]
     assert tokenizer.convert_ids_to_tokens(ids.tolist()) == expected
     assert offsets.shape == (len(expected), 2)
-    assert [text[a:b] for a, b in offsets.tolist()] == ["", "Hi", "<media>", " ", " there", "\n", "</s>", "US",
-                                                        "ER", ":", " ", "1"]  # fmt: skip
+    assert [text[a:b] for a, b in offsets.tolist()] == [
+        "",
+        "Hi",
+        "<media>",
+        " ",
+        " there",
+        "\n",
+        "</s>",
+        "US",
+        "ER",
+        ":",
+        " ",
+        "1",
+    ]
 
 
 @pytest.mark.parametrize("legacy", [True, False], ids=["legacy", "non-legacy"])

@@ -46,18 +46,35 @@ class BehaviorLlavaModelTester:
             mlp_ratio=2.0,
         )
         qformer = InstructBlipQFormerConfig(
-            vocab_size=self.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=32, max_position_embeddings=64, encoder_hidden_size=16,
-        )  # fmt: skip
+            vocab_size=self.vocab_size,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+            encoder_hidden_size=16,
+        )
         text = LlamaConfig(
-            vocab_size=self.vocab_size, hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
-            num_attention_heads=self.num_attention_heads, num_key_value_heads=2, intermediate_size=37,
-            max_position_embeddings=512, pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
-        )  # fmt: skip
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=512,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            tie_word_embeddings=False,
+        )
         return BehaviorLlavaConfig(
-            vision_config=vision, qformer_config=qformer, text_config=text, num_query=2,
-            image_compress="grid:2", media_token_id=MEDIA_ID,
-        )  # fmt: skip
+            vision_config=vision,
+            qformer_config=qformer,
+            text_config=text,
+            num_query=2,
+            image_compress="grid:2",
+            media_token_id=MEDIA_ID,
+        )
 
     def prepare_config_and_inputs_for_common(self) -> tuple[BehaviorLlavaConfig, dict]:
         config = self.get_config()
@@ -129,16 +146,30 @@ class TextOnlyTest(_CommonTests, unittest.TestCase):
 # The mixin's tests that feed the tester's inputs through the model: the media classes run these (the others,
 # about loading, dtypes and attention setters, do not depend on the inputs and run once, in TextOnlyTest).
 MEDIA_TESTS = {
-    "test_all_tensors_are_parameter_or_buffer", "test_attention_outputs", "test_batching_equivalence",
-    "test_can_capture_specific_layers_hidden_states", "test_capture_outputs_decorator",
-    "test_causal_lm_loss_honors_shift_labels", "test_determinism",
-    "test_enable_input_require_grads_with_gradient_checkpointing", "test_hidden_states_output",
-    "test_inputs_embeds", "test_inputs_embeds_matches_input_ids", "test_load_with_mismatched_shapes",
-    "test_model_forward_default_config_values", "test_model_outputs_equivalence", "test_problem_types",
-    "test_resize_embeddings_untied", "test_resize_tokens_embeddings", "test_retain_grad_hidden_states_attentions",
-    "test_save_load", "test_training", "test_training_gradient_checkpointing",
-    "test_training_gradient_checkpointing_use_reentrant_false", "test_training_gradient_checkpointing_use_reentrant_true",
-}  # fmt: skip
+    "test_all_tensors_are_parameter_or_buffer",
+    "test_attention_outputs",
+    "test_batching_equivalence",
+    "test_can_capture_specific_layers_hidden_states",
+    "test_capture_outputs_decorator",
+    "test_causal_lm_loss_honors_shift_labels",
+    "test_determinism",
+    "test_enable_input_require_grads_with_gradient_checkpointing",
+    "test_hidden_states_output",
+    "test_inputs_embeds",
+    "test_inputs_embeds_matches_input_ids",
+    "test_load_with_mismatched_shapes",
+    "test_model_forward_default_config_values",
+    "test_model_outputs_equivalence",
+    "test_problem_types",
+    "test_resize_embeddings_untied",
+    "test_resize_tokens_embeddings",
+    "test_retain_grad_hidden_states_attentions",
+    "test_save_load",
+    "test_training",
+    "test_training_gradient_checkpointing",
+    "test_training_gradient_checkpointing_use_reentrant_false",
+    "test_training_gradient_checkpointing_use_reentrant_true",
+}
 
 
 class _MediaTests(_CommonTests):

@@ -17,11 +17,22 @@ def demo_root(tmp_path_factory) -> Path:
 
 def _overrides(root: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "--data.blift_shards", f"[{root / 'shards'}]", "--data.instruction_json", str(root / "instructions.json"),
-        "--data.media_root", str(root), "--data.processor", str(root / "processor"),
-        "--data.heldout_shards", f"[{root / 'heldout'}]", "--model.pretrained", str(root / "model"),
-        "--train.output_dir", str(out), *extra,
-    ]  # fmt: skip
+        "--data.blift_shards",
+        f"[{root / 'shards'}]",
+        "--data.instruction_json",
+        str(root / "instructions.json"),
+        "--data.media_root",
+        str(root),
+        "--data.processor",
+        str(root / "processor"),
+        "--data.heldout_shards",
+        f"[{root / 'heldout'}]",
+        "--model.pretrained",
+        str(root / "model"),
+        "--train.output_dir",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,14 @@ RECIPES = sorted(CONFIGS.glob("*.yaml"))
 
 def test_every_recipe_is_shipped():
     assert {p.stem for p in RECIPES} == {
-        "demo", "behavior-llava-7b", "behavior-llava-13b", "behavior-llava-13b-fast", "ad-llava-13b",
-        "behavior-llava-13b-lora", "behavior-llava-7b-qlora",
-    }  # fmt: skip
+        "demo",
+        "behavior-llava-7b",
+        "behavior-llava-13b",
+        "behavior-llava-13b-fast",
+        "ad-llava-13b",
+        "behavior-llava-13b-lora",
+        "behavior-llava-7b-qlora",
+    }
 
 
 def test_the_fast_13b_recipe_is_the_paper_recipe_without_offload():
@@ -55,7 +60,10 @@ def test_shipped_recipe_validates_and_round_trips(path, tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "finetune", "builder", "r"),
-    [("behavior-llava-13b-lora", "lora", "llama_vid_13b", 128), ("behavior-llava-7b-qlora", "qlora", "llama_vid_7b", 64)],
+    [
+        ("behavior-llava-13b-lora", "lora", "llama_vid_13b", 128),
+        ("behavior-llava-7b-qlora", "qlora", "llama_vid_7b", 64),
+    ],
 )
 def test_lora_recipes_fit_their_model(name, finetune, builder, r):
     """The adapters and modules trained in full exist in the real 13B / 7B layout (built on the meta device);
@@ -69,8 +77,11 @@ def test_lora_recipes_fit_their_model(name, finetune, builder, r):
     with torch.device("meta"):
         model = BehaviorLlavaForCausalLM(getattr(bl_model, builder)())
     _check_names(model, recipe.lora)  # raises for a name that matches nothing
-    adapters = sum(r * (m.in_features + m.out_features) for n, m in model.language_model.named_modules()
-                   if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in recipe.lora.target_modules)  # fmt: skip
+    adapters = sum(
+        r * (m.in_features + m.out_features)
+        for n, m in model.language_model.named_modules()
+        if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in recipe.lora.target_modules
+    )
     full = sum(p.numel() for n in recipe.lora.modules_to_save for p in getattr(model, n).parameters())
     total = sum(p.numel() for p in model.parameters())
     assert 0.01 < (adapters + full) / total < 0.05
@@ -82,7 +93,10 @@ def test_lora_recipes_fit_their_model(name, finetune, builder, r):
         (["--lora.r", "0"], "--lora.r: must be >= 1, got 0"),
         (["--lora.dropout", "1"], r"--lora.dropout: must be in \[0, 1\), got 1"),
         (["--lora.target_modules", "[]"], "lora.target_modules must name at least one layer"),
-        (["--model.pretrained", "null", "--model.builder", "tiny"], "train.finetune lora needs model.pretrained"),
+        (
+            ["--model.pretrained", "null", "--model.builder", "tiny"],
+            "train.finetune lora needs model.pretrained",
+        ),
     ],
 )
 def test_bad_lora_settings_name_the_field(overrides, message):
@@ -97,7 +111,9 @@ def test_bad_lora_settings_name_the_field(overrides, message):
 
 def test_qlora_refuses_zero3():
     with pytest.raises(ValueError, match=r"qlora needs deepspeed\.stage <= 2"):
-        load_recipe(CONFIGS / "behavior-llava-7b-qlora.yaml", ["--deepspeed.stage", "3", "--train.eval_every", "0"])
+        load_recipe(
+            CONFIGS / "behavior-llava-7b-qlora.yaml", ["--deepspeed.stage", "3", "--train.eval_every", "0"]
+        )
 
 
 @pytest.mark.parametrize("name", ["behavior-llava-7b", "behavior-llava-13b", "ad-llava-13b"])
@@ -121,8 +137,22 @@ def test_paper_recipes_carry_the_paper_hyperparameters(name):
 
 
 def test_dot_path_overrides_are_typed():
-    r = load_recipe(CONFIGS / "demo.yaml", ["--optim.lr", "1e-5", "--train.max_steps=7", "--data.packing", "false",
-                                             "--optim.betas", "[0.8, 0.95]", "--model.pretrained", "null", "--model.builder", "tiny"])  # fmt: skip
+    r = load_recipe(
+        CONFIGS / "demo.yaml",
+        [
+            "--optim.lr",
+            "1e-5",
+            "--train.max_steps=7",
+            "--data.packing",
+            "false",
+            "--optim.betas",
+            "[0.8, 0.95]",
+            "--model.pretrained",
+            "null",
+            "--model.builder",
+            "tiny",
+        ],
+    )
     assert r.optim.lr == 1e-5 and r.train.max_steps == 7 and r.data.packing is False
     assert r.optim.betas == (0.8, 0.95) and r.model.pretrained is None
 
@@ -131,7 +161,10 @@ def test_dot_path_overrides_are_typed():
     ("overrides", "message"),
     [
         (["--optim.lrr", "1"], "unrecognized arguments: --optim.lrr"),
-        (["--train.precision", "fp8"], r"--train.precision: expected Literal\['bf16', 'fp16', 'fp32'\], got 'fp8'"),
+        (
+            ["--train.precision", "fp8"],
+            r"--train.precision: expected Literal\['bf16', 'fp16', 'fp32'\], got 'fp8'",
+        ),
         (["--train.max_steps", "ten"], "--train.max_steps: expected int or null, got 'ten'"),
         (["--deepspeed.offload_param", "cpu"], "offload_param exists only at ZeRO stage 3"),
         (["--data.blift_ratio", "1.5"], "blift_ratio"),

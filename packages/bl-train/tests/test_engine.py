@@ -57,8 +57,12 @@ def _train(args: list[str]) -> subprocess.Popen:
     env = {
         k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
     }
-    return subprocess.Popen([sys.executable, str(TRAIN), "--recipe", str(DEMO), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, str(TRAIN), "--recipe", str(DEMO), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
 
 
 def _metrics(out: Path) -> list[dict]:
@@ -147,7 +151,9 @@ def test_a_dropped_micro_step_reaches_the_same_parameters_with_exact_zero_gradie
     stand_in = _zero_gradient_loss(Engine(), batch, per_backward=5.0)
     assert stand_in.item() == 0.0
     zero = gradients(stand_in)
-    assert zero.keys() == real.keys() and len(real) > 10  # DeepSpeed's gradient hooks fire for the same tensors
+    assert (
+        zero.keys() == real.keys() and len(real) > 10
+    )  # DeepSpeed's gradient hooks fire for the same tensors
     assert any(torch.count_nonzero(g) for g in real.values())
     assert [name for name, g in zero.items() if torch.count_nonzero(g)] == []
 
@@ -192,21 +198,36 @@ def test_non_finite_losses_skip_steps_then_stop_training(demo_recipe, monkeypatc
 
 @pytest.mark.parametrize(
     "zero",
-    [("--deepspeed.stage", "2", "--deepspeed.offload_optimizer", "cpu"),
-     ("--deepspeed.stage", "3", "--deepspeed.offload_optimizer", "cpu", "--deepspeed.offload_param", "cpu")],
+    [
+        ("--deepspeed.stage", "2", "--deepspeed.offload_optimizer", "cpu"),
+        (
+            "--deepspeed.stage",
+            "3",
+            "--deepspeed.offload_optimizer",
+            "cpu",
+            "--deepspeed.offload_param",
+            "cpu",
+        ),
+    ],
     ids=["zero2-offload-optimizer", "zero3-offload-param"],
-)  # fmt: skip
+)
 def test_final_export_loads_and_matches_the_engine_module(demo_recipe, zero):
-    recipe = demo_recipe("--train.max_steps", "2", "--train.eval_every", "0", "--data.num_workers", "0", *zero)
+    recipe = demo_recipe(
+        "--train.max_steps", "2", "--train.eval_every", "0", "--data.num_workers", "0", *zero
+    )
     trainer = Trainer(recipe)
     summary = trainer.run()
     processor = AutoProcessor.from_pretrained(summary.final_dir)  # exported beside the weights
     assert type(processor) is BehaviorLlavaProcessor and processor.max_length == recipe.data.max_length
     batch = model_inputs(processor, [trainer._data(processor).get(0, i)[0] for i in range(2)], packing=False)
     reloaded = BehaviorLlavaForCausalLM.from_pretrained(summary.final_dir).eval()
-    assert reloaded.generation_config.to_dict() == GenerationConfig.from_pretrained(summary.final_dir).to_dict()
+    assert (
+        reloaded.generation_config.to_dict() == GenerationConfig.from_pretrained(summary.final_dir).to_dict()
+    )
     trained = BehaviorLlavaForCausalLM.from_pretrained(recipe.model.pretrained)
-    assert any(not torch.equal(a, b) for a, b in zip(reloaded.parameters(), trained.parameters(), strict=True))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(reloaded.parameters(), trained.parameters(), strict=True)
+    )
     with torch.no_grad():
         expected = trainer.engine.module.eval()(**batch).logits  # ZeRO-3 gathers the partitions in its hooks
         torch.testing.assert_close(reloaded(**batch).logits, expected, rtol=1e-5, atol=1e-5)

@@ -47,12 +47,24 @@ def _batch(recipe, processor: BehaviorLlavaProcessor) -> dict:
 
 @pytest.mark.parametrize(
     "zero",
-    [("--deepspeed.stage", "2", "--deepspeed.offload_optimizer", "cpu"),
-     ("--deepspeed.stage", "2", "--deepspeed.offload_optimizer", "none", "--train.eval_every", "2",
-      "--train.eval_samples", "2", "--train.eval_max_new_tokens", "8"),
-     ("--deepspeed.stage", "3", "--deepspeed.offload_optimizer", "cpu")],
+    [
+        ("--deepspeed.stage", "2", "--deepspeed.offload_optimizer", "cpu"),
+        (
+            "--deepspeed.stage",
+            "2",
+            "--deepspeed.offload_optimizer",
+            "none",
+            "--train.eval_every",
+            "2",
+            "--train.eval_samples",
+            "2",
+            "--train.eval_max_new_tokens",
+            "8",
+        ),
+        ("--deepspeed.stage", "3", "--deepspeed.offload_optimizer", "cpu"),
+    ],
     ids=["zero2-offload", "zero2-eval", "zero3"],
-)  # fmt: skip
+)
 def test_lora_trains_only_adapters_and_both_exports_match_the_engine(demo_recipe, zero):
     recipe = demo_recipe(*LORA, "--train.max_steps", "2", *zero)
     trainer = Trainer(recipe)
@@ -133,8 +145,13 @@ def _app_error(*args: str) -> str:
     env = {
         k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
     }
-    proc = subprocess.run([sys.executable, str(TRAIN), "--recipe", str(CONFIGS / "demo.yaml"), *args],
-                          capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(TRAIN), "--recipe", str(CONFIGS / "demo.yaml"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     errors = [
         line for line in proc.stderr.splitlines() if "error" in line.lower()
@@ -155,8 +172,12 @@ def test_apps_predict_names_the_missing_base_of_an_adapter_folder_in_one_line(tm
     (adapter / "adapter_config.json").write_text(
         json.dumps({"base_model_name_or_path": str(tmp_path / "gone")})
     )
-    proc = subprocess.run([sys.executable, str(TRAIN.parent / "predict"), "--model", str(adapter), "--video", "x.mp4"],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(TRAIN.parent / "predict"), "--model", str(adapter), "--video", "x.mp4"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert (
         f"--model: {adapter / 'adapter_config.json'}: base_model_name_or_path {tmp_path / 'gone'} is not"
@@ -173,8 +194,20 @@ def test_apps_train_refuses_qlora_without_cuda_in_one_line(tmp_path):
 
 @pytest.mark.gpu
 def test_qlora_trains_adapters_on_a_4bit_base_and_exports_like_lora(demo_recipe):
-    recipe = demo_recipe("--train.finetune", "qlora", "--train.eval_every", "0", "--data.num_workers", "0",
-                         "--train.max_steps", "6", "--train.precision", "bf16", "--deepspeed.offload_optimizer", "none")  # fmt: skip
+    recipe = demo_recipe(
+        "--train.finetune",
+        "qlora",
+        "--train.eval_every",
+        "0",
+        "--data.num_workers",
+        "0",
+        "--train.max_steps",
+        "6",
+        "--train.precision",
+        "bf16",
+        "--deepspeed.offload_optimizer",
+        "none",
+    )
     trainer = Trainer(recipe)
     summary = trainer.run()
     kinds = {type(m).__name__ for m in trainer.engine.module.modules()}

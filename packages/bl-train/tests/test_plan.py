@@ -233,8 +233,19 @@ def test_plan_of_an_unreadable_config_is_one_line(tmp_path, capsys):
 
 
 def test_plan_prints_the_table(capsys):
-    args = ["--recipe", str(CONFIGS / "behavior-llava-7b.yaml"), "--plan", "--gpus", "8", "--gpu-memory", "80",
-            "--model.pretrained", "null", "--model.builder", "llama_vid_7b"]  # fmt: skip
+    args = [
+        "--recipe",
+        str(CONFIGS / "behavior-llava-7b.yaml"),
+        "--plan",
+        "--gpus",
+        "8",
+        "--gpu-memory",
+        "80",
+        "--model.pretrained",
+        "null",
+        "--model.builder",
+        "llama_vid_7b",
+    ]
     assert run(train_main, "apps/train", args) == 0
     out = capsys.readouterr().out
     for line in ("parameters", "weights", "gradients", "optimizer states", "activations", "CPU RAM per node"):

@@ -9,10 +9,25 @@ ROOT = Path(__file__).parents[3]
 
 
 def test_a_non_tty_run_writes_a_few_progress_lines(demo_args, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    args = demo_args(tmp_path / "run", "--train.max_steps", "30", "--train.eval_every", "0", "--train.save_every", "30")
-    proc = subprocess.run([sys.executable, str(ROOT / "apps" / "train"), "--recipe", str(ROOT / "configs" / "demo.yaml"), *args],
-                          capture_output=True, text=True, timeout=900, env=env)  # fmt: skip
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    }
+    args = demo_args(
+        tmp_path / "run", "--train.max_steps", "30", "--train.eval_every", "0", "--train.save_every", "30"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "apps" / "train"),
+            "--recipe",
+            str(ROOT / "configs" / "demo.yaml"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stderr.splitlines()
     progress = [line for line in lines if "bl_data.progress: demo " in line]

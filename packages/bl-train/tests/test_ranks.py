@@ -32,14 +32,40 @@ def torchrun(
     clean = {
         k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
     }
-    args = _overrides(demo_root, out, "--train.max_steps", str(STEPS), "--train.save_every", "2",
-                      "--train.eval_every", "0", "--data.num_workers", "0", *extra)  # fmt: skip
+    args = _overrides(
+        demo_root,
+        out,
+        "--train.max_steps",
+        str(STEPS),
+        "--train.save_every",
+        "2",
+        "--train.eval_every",
+        "0",
+        "--data.num_workers",
+        "0",
+        *extra,
+    )
     out.mkdir(parents=True, exist_ok=True)
     log = (out.parent / f"{out.name}.log").open("w")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-           str(TRAIN), "--recipe", str(CONFIGS / "demo.yaml"), *args]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**clean, "OMP_NUM_THREADS": "1", **(env or {})})  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        str(TRAIN),
+        "--recipe",
+        str(CONFIGS / "demo.yaml"),
+        *args,
+    ]
+    return subprocess.Popen(
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**clean, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
 
 
 def finish(proc: subprocess.Popen, out: Path) -> str:
@@ -80,12 +106,15 @@ def runs(demo_root, tmp_path_factory):
         "r2_mb2": (2, ["--train.micro_batch_size", "2"], None),
         "r1_mb4": (1, ["--train.micro_batch_size", "4"], None),
         "r1_mb2_acc2": (1, ["--train.micro_batch_size", "2", "--train.grad_accum", "2"], None),
-        "faults": (2, ["--train.micro_batch_size", "1", "--train.grad_accum", "2"],
-                   {"BL_TRAIN_FAULTS": "nonfinite@rank1:step2,empty@rank1:step4,nonfinite@rank0:step5:micro2"}),
+        "faults": (
+            2,
+            ["--train.micro_batch_size", "1", "--train.grad_accum", "2"],
+            {"BL_TRAIN_FAULTS": "nonfinite@rank1:step2,empty@rank1:step4,nonfinite@rank0:step5:micro2"},
+        ),
         # LoRA: 2 ranks under ZeRO-3 (the adapter gathered for export) against 1 rank under ZeRO-2
         "lora_r2_mb2_zero3": (2, ["--train.micro_batch_size", "2", *LORA, "--deepspeed.stage", "3"], None),
         "lora_r1_mb4": (1, ["--train.micro_batch_size", "4", *LORA], None),
-    }  # fmt: skip
+    }
     procs = {
         name: torchrun(n, base / name, demo_root, *extra, env=env) for name, (n, extra, env) in plan.items()
     }

@@ -201,9 +201,14 @@ class AsrServer:
         argv = self.spec.argv()
         try:
             self._proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
-                encoding="utf-8", start_new_session=True,
-            )  # fmt: skip
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._log,
+                text=True,
+                encoding="utf-8",
+                start_new_session=True,
+            )
         except OSError as e:
             self._log.close()
             self._broken = AsrError(f"cannot run the ASR command {argv[0]!r}: {e}")

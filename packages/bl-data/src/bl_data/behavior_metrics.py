@@ -56,7 +56,10 @@ def replay_prediction(parsed: ParsedBehavior | None) -> dict[str, Any] | None:
     `{"values": [[scene, value], …], "repeated": [scene, …]}`; None when it has no replay block."""
     if parsed is None or parsed.replay is None:
         return None
-    return {"values": [[scene, value] for scene, value in parsed.replay.items()], "repeated": list(parsed.repeated_scenes)}
+    return {
+        "values": [[scene, value] for scene, value in parsed.replay.items()],
+        "repeated": list(parsed.repeated_scenes),
+    }
 
 
 def replay_scores(

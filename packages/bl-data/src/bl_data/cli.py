@@ -28,7 +28,9 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.add_argument("--log-level", default="INFO", choices=LOG_LEVELS, help="logging level (default INFO)")
+        self.add_argument(
+            "--log-level", default="INFO", choices=LOG_LEVELS, help="logging level (default INFO)"
+        )
 
     def error(self, message: str):
         raise UsageError(message)

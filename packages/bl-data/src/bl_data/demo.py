@@ -64,8 +64,15 @@ def synthesize_youtube(
         comments = []
         for j in rng.permutation(len(_BODIES))[: int(rng.integers(3, 7))]:
             text = f"{_OPENERS[int(rng.integers(len(_OPENERS)))]} {_BODIES[j]}"
-            comments.append({"id": f"{video_id}c{j}", "text": text, "like_count": int(rng.integers(0, 5000)),
-                             "author": f"viewer{int(rng.integers(1000))}", "parent": "root"})  # fmt: skip
+            comments.append(
+                {
+                    "id": f"{video_id}c{j}",
+                    "text": text,
+                    "like_count": int(rng.integers(0, 5000)),
+                    "author": f"viewer{int(rng.integers(1000))}",
+                    "parent": "root",
+                }
+            )
         markers = 20
         heat = np.clip(
             0.2 + 0.2 * np.sin(np.linspace(0, np.pi * n_cuts, markers)) ** 2 + rng.uniform(0, 0.1, markers),

@@ -20,9 +20,15 @@ class LogProgress:
     """tqdm's `update` / `set_postfix` / `close` surface, logged every `every` items or `interval_s` seconds."""
 
     def __init__(
-        self, total: int | None = None, desc: str = "", initial: int = 0, unit: str = "it",
-        every: int | None = None, interval_s: float = 30.0, disable: bool = False,
-    ) -> None:  # fmt: skip
+        self,
+        total: int | None = None,
+        desc: str = "",
+        initial: int = 0,
+        unit: str = "it",
+        every: int | None = None,
+        interval_s: float = 30.0,
+        disable: bool = False,
+    ) -> None:
         self.total, self.desc, self.n, self.unit, self.disable = total, desc, initial, unit, disable
         if every is None and total:
             every = max(1, total // 10)  # about ten lines over the whole run, plus one per interval_s
@@ -32,7 +38,9 @@ class LogProgress:
         self._last_n = initial
 
     def set_postfix(self, **values: Any) -> None:
-        self.postfix = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+        self.postfix = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+        )
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -46,8 +54,15 @@ class LogProgress:
             return
         rate = (self.n - self._last_n) / max(now - self._last_t, 1e-9)
         done = f"{self.n}/{self.total}" if self.total is not None else str(self.n)
-        logger.info("%s %s %s (%.2f %s/s)%s", self.desc, done, self.unit, rate, self.unit,
-                    f" {self.postfix}" if self.postfix else "")  # fmt: skip
+        logger.info(
+            "%s %s %s (%.2f %s/s)%s",
+            self.desc,
+            done,
+            self.unit,
+            rate,
+            self.unit,
+            f" {self.postfix}" if self.postfix else "",
+        )
         self._last_n, self._last_t = self.n, now
 
     def close(self) -> None:
@@ -61,9 +76,14 @@ class LogProgress:
 
 
 def progress(
-    total: int | None = None, desc: str = "", initial: int = 0, unit: str = "it", disable: bool = False,
-    every: int | None = None, interval_s: float = 30.0,
-) -> tqdm | LogProgress:  # fmt: skip
+    total: int | None = None,
+    desc: str = "",
+    initial: int = 0,
+    unit: str = "it",
+    disable: bool = False,
+    every: int | None = None,
+    interval_s: float = 30.0,
+) -> tqdm | LogProgress:
     """A tqdm bar when stderr is a terminal, else a `LogProgress` (same update / set_postfix / close).
 
     every / interval_s: the log lines' period in items (default: a tenth of total) and in seconds.

@@ -73,7 +73,9 @@ def coco_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) 
     refs = {i: list(texts) for i, texts in enumerate(references)}
     for i, texts in [*hyps.items(), *refs.items()]:
         if not texts or any("\n" in t for t in texts):
-            raise ValueError(f"caption {i}: needs single-line texts and at least one reference, got {texts!r}")
+            raise ValueError(
+                f"caption {i}: needs single-line texts and at least one reference, got {texts!r}"
+            )
     meteor = _meteor(refs, hyps)  # first: a missing Java stops before any scoring
     return {
         "bleu": float(Bleu(4).compute_score(refs, hyps, verbose=0)[0][3]),

@@ -102,20 +102,26 @@ class BehaviorLlavaLMM(lmms):
             for key, indices in groups.items():
                 gen_kwargs = json.loads(key)
                 if int(gen_kwargs.get("num_beams") or 1) != 1:
-                    raise ValueError(f"{MODEL_NAME} decodes greedily or by sampling; num_beams > 1 is not supported")
+                    raise ValueError(
+                        f"{MODEL_NAME} decodes greedily or by sampling; num_beams > 1 is not supported"
+                    )
                 until = gen_kwargs.get("until") or []
                 until = [until] if isinstance(until, str) else list(until)
                 temperature = float(gen_kwargs.get("temperature") or 0)
                 sampling = None
                 if gen_kwargs.get("do_sample") or temperature > 0:
-                    sampling = Sampling(temperature=temperature or 1.0, top_p=float(gen_kwargs.get("top_p") or 1.0))
+                    sampling = Sampling(
+                        temperature=temperature or 1.0, top_p=float(gen_kwargs.get("top_p") or 1.0)
+                    )
                 encoded = []
                 for i in indices:
                     context, _, doc_to_visual, doc_id, task, split = requests[i].args
                     turn, media = self._turn(context, self._visuals(doc_to_visual, doc_id, task, split))
                     encoded.append(self.processor.prompt_for_generation(turn, media))
                 max_new = int(gen_kwargs.get("max_new_tokens") or self.max_new_tokens)
-                texts = generate_texts(self.model, self.processor, encoded, max_new, self.batch_size, sampling)
+                texts = generate_texts(
+                    self.model, self.processor, encoded, max_new, self.batch_size, sampling
+                )
                 for i, text in zip(indices, texts, strict=True):
                     for stop in until:
                         text = text.split(stop, 1)[0] if stop else text
@@ -129,15 +135,21 @@ class BehaviorLlavaLMM(lmms):
         for request in tqdm(requests, desc=MODEL_NAME, disable=self.rank != 0):
             context, doc_to_target, doc_to_visual, doc_id, task, split = request.args
             continuation = (
-                doc_to_target if isinstance(doc_to_target, str) else doc_to_target(self.task_dict[task][split][doc_id])
+                doc_to_target
+                if isinstance(doc_to_target, str)
+                else doc_to_target(self.task_dict[task][split][doc_id])
             )
             turn, media = self._turn(context, self._visuals(doc_to_visual, doc_id, task, split))
-            scores = continuation_logprobs(self.model, self.processor, turn, media, [continuation], batch_size=1)
+            scores = continuation_logprobs(
+                self.model, self.processor, turn, media, [continuation], batch_size=1
+            )
             out.append((float(scores.logprobs[0]), bool(scores.greedy[0])))
         return out
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
-        raise NotImplementedError(f"{MODEL_NAME} answers single-round requests (generate_until, loglikelihood)")
+        raise NotImplementedError(
+            f"{MODEL_NAME} answers single-round requests (generate_until, loglikelihood)"
+        )
 
 
 def launch(args: Sequence[str]) -> int:

@@ -192,11 +192,16 @@ def caption(predictions: Sequence[str | None], targets: Sequence[str | Sequence[
     _check(predictions, targets)
     references = [[_one_line(t)] if isinstance(t, str) else [_one_line(r) for r in t] for t in targets]
     scores = coco_scores([_one_line(p) for p in predictions], references)
-    return {key: 100.0 * value for key, value in scores.items()} | {"n": len(targets), "scorer": scorer_name()}
+    return {key: 100.0 * value for key, value in scores.items()} | {
+        "n": len(targets),
+        "scorer": scorer_name(),
+    }
 
 
 # ---- behaviour ----------------------------------------------------------------------------------------------
-def replay(predictions: Sequence[Mapping[str, Any] | None], targets: Sequence[Sequence[float]]) -> dict[str, float]:
+def replay(
+    predictions: Sequence[Mapping[str, Any] | None], targets: Sequence[Sequence[float]]
+) -> dict[str, float]:
     """Replay values matched by scene number, on 0-100: RMSE, LCBM's ±5 accuracy and the matched / missing /
     extra / repeated scene counts (`bl_data.behavior_metrics.replay_scores`)."""
     _check(predictions, targets)
@@ -230,7 +235,9 @@ def _gold_order(ious: np.ndarray) -> np.ndarray:
     """Gold indices by IoU, highest first; among equal IoUs the later-listed gold window first, the order
     Moment-DETR's `tiou_arr.argsort()[::-1]` gives (numpy sorts short arrays stably, the reversal puts the
     last of a tie first)."""
-    return np.lexsort((-np.arange(len(ious)), -ious))  # primary key last: IoU descending, then index descending
+    return np.lexsort(
+        (-np.arange(len(ious)), -ious)
+    )  # primary key last: IoU descending, then index descending
 
 
 def _detection_ap(windows: Sequence[Sequence[float]], gold: np.ndarray, threshold: float) -> float:

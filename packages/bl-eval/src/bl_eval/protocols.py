@@ -83,9 +83,14 @@ def _scored(
         raise ValueError(f"example {example.id}: this protocol needs `choices`")
     media = example_media(example, processor.max_frames)
     return continuation_logprobs(
-        model, processor, example.prompt, media, example.choices,
-        system=example.meta.get("system"), batch_size=batch_size,
-    )  # fmt: skip
+        model,
+        processor,
+        example.prompt,
+        media,
+        example.choices,
+        system=example.meta.get("system"),
+        batch_size=batch_size,
+    )
 
 
 def _choose(
@@ -119,9 +124,11 @@ def logprob(
     def decide(example: Example, sums: torch.Tensor, counts: torch.Tensor) -> Record:
         scores = sums.tolist()
         return {
-            "id": example.id, "prediction": example.choices[int(np.argmax(scores))], "raw": None,
+            "id": example.id,
+            "prediction": example.choices[int(np.argmax(scores))],
+            "raw": None,
             "scores": dict(zip(example.choices, scores, strict=True)),
-        }  # fmt: skip
+        }
 
     return _choose(model, processor, examples, batch_size, decide)
 
@@ -226,7 +233,9 @@ def nll(
                 "system": example.meta.get("system"),
             }
             spans = [tuple(span) for span in example.meta["score_spans"]]
-            total, count = label_nll(model, processor, processor(sample, media, supervise=lambda _, s=spans: s))
+            total, count = label_nll(
+                model, processor, processor(sample, media, supervise=lambda _, s=spans: s)
+            )
         except SKIPPABLE as err:
             records.append(_failed(example, err))
             continue

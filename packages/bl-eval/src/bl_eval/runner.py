@@ -103,10 +103,16 @@ def run_task(
             cache.flush()
             bar.update(len(todo[start : start + batch_size]))
     rows = [
-        {"task": spec.name, "id": e.id, "prediction": cached[e.id]["prediction"], "target": e.target,
-         "raw": cached[e.id]["raw"]} | ({"error": cached[e.id]["error"]} if "error" in cached[e.id] else {})
+        {
+            "task": spec.name,
+            "id": e.id,
+            "prediction": cached[e.id]["prediction"],
+            "target": e.target,
+            "raw": cached[e.id]["raw"],
+        }
+        | ({"error": cached[e.id]["error"]} if "error" in cached[e.id] else {})
         for e in examples
-    ]  # fmt: skip
+    ]
     scored = [e for e in examples if "error" not in cached[e.id]]
     field = "scores" if spec.metric in SCORE_METRICS else "prediction"  # ranking metrics take score tables
     predictions, targets = [cached[e.id][field] for e in scored], [e.target for e in scored]

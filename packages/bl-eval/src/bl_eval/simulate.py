@@ -78,14 +78,24 @@ def listing1_request(request: VideoRequest, max_frames: int) -> tuple[dict[str, 
     video = request.video
     if request.platform == "reddit":
         post = Post(
-            id=video.stem, source="reddit", media_path=video, title=request.name, subreddit=request.channel,
+            id=video.stem,
+            source="reddit",
+            media_path=video,
+            title=request.name,
+            subreddit=request.channel,
             score=0,
-        )  # fmt: skip
+        )
     else:
         post = Post(
-            id=video.stem, source="youtube", media_path=video, title=request.name, channel=request.channel,
-            view_count=1, like_count=0, heatmap=[HeatmapMarker(0.0, 0.0, 0.0)],
-        )  # fmt: skip
+            id=video.stem,
+            source="youtube",
+            media_path=video,
+            title=request.name,
+            channel=request.channel,
+            view_count=1,
+            like_count=0,
+            heatmap=[HeatmapMarker(0.0, 0.0, 0.0)],
+        )
     result = process_post(post, StageConfig(max_frames=max_frames, max_duration=math.inf))
     if result.failure is not None:
         raise ValueError(f"{video}: {result.failure.stage} failed: {result.failure.reason}")
@@ -165,9 +175,11 @@ def simulate(
             ready: list[tuple[dict[str, Any], dict]] = []
             for request in chunk:
                 report = {
-                    "video": str(request.video), "title": request.name, "channel": request.channel,
+                    "video": str(request.video),
+                    "title": request.name,
+                    "channel": request.channel,
                     "platform": request.platform,
-                }  # fmt: skip
+                }
                 reports.append(report)
                 try:  # unreadable media, or over the processor's frame / token budget (a ValueError)
                     meta, frames = listing1_request(request, processor.max_frames)

@@ -60,7 +60,9 @@ class TaskSpec:
     def load(self, data_root: Path, limit: int | None = None) -> list[Example]:
         root = Path(data_root) / self.subdir
         if not root.exists():
-            raise FileNotFoundError(f"task {self.name}: data not found at {root}. Expected layout:\n{self.layout}")
+            raise FileNotFoundError(
+                f"task {self.name}: data not found at {root}. Expected layout:\n{self.layout}"
+            )
         examples = []
         for example in self.loader(root):
             examples.append(example)
@@ -73,6 +75,13 @@ def spec_hash(spec: TaskSpec) -> str:
     """A stable hash of what defines a task's numbers (protocol, metric, parser, shots, layout)."""
     import hashlib
 
-    fields = (spec.name, spec.protocol, spec.metric, spec.parser, spec.shots, spec.max_new_tokens, spec.layout)
+    fields = (
+        spec.name,
+        spec.protocol,
+        spec.metric,
+        spec.parser,
+        spec.shots,
+        spec.max_new_tokens,
+        spec.layout,
+    )
     return hashlib.sha256(repr(fields).encode()).hexdigest()[:16]
-

@@ -101,10 +101,15 @@ class Studio:
         progress(0.0, "analysing scenes")
         records = list(
             simulate(
-                self.model, self.processor, requests, out_dir=folder, max_new_tokens=self.max_new_tokens,
-                batch_size=1, on_media=on_media,
+                self.model,
+                self.processor,
+                requests,
+                out_dir=folder,
+                max_new_tokens=self.max_new_tokens,
+                batch_size=1,
+                on_media=on_media,
             )
-        )  # fmt: skip
+        )
         for record in records:
             if record.get("error") == "media":  # named by the file's name, not its path on the server
                 name = Path(record["video"]).name
@@ -159,10 +164,12 @@ def _show_two(records: list[dict[str, Any]], state: tuple[list[list[SceneView]],
     a, b = records
     return (
         compare_html(a, b),
-        summary_html(a), replay_html(a, views_a),
-        summary_html(b), replay_html(b, views_b),
+        summary_html(a),
+        replay_html(a, views_a),
+        summary_html(b),
+        replay_html(b, views_b),
         jsonl,
-    )  # fmt: skip
+    )
 
 
 def _inputs(
@@ -230,12 +237,16 @@ def build_app(studio: Studio, video_root: Path | None = None) -> gr.Blocks:
             download_ab = gr.File(label="Download both (JSON lines)", elem_id="bl-download-ab")
             records_ab, state_ab = gr.JSON(visible=False), gr.State()
             run_ab.click(
-                _compare(studio), [video_a, video_b, title_ab, channel_ab, platform_ab], [records_ab, state_ab],
+                _compare(studio),
+                [video_a, video_b, title_ab, channel_ab, platform_ab],
+                [records_ab, state_ab],
                 api_name="compare",
             ).success(
-                _show_two, [records_ab, state_ab],
-                [differences, summary_a, replay_a, summary_b, replay_b, download_ab], api_visibility="private",
-            )  # fmt: skip
+                _show_two,
+                [records_ab, state_ab],
+                [differences, summary_a, replay_a, summary_b, replay_b, download_ab],
+                api_visibility="private",
+            )
     return app
 
 
@@ -259,7 +270,12 @@ def launch(
         raise RuntimeError(f"set GRADIO_TEMP_DIR={upload_dir(studio.out_dir)} before importing gradio")
     app = build_app(studio, video_root).queue(default_concurrency_limit=concurrency)
     app.launch(
-        server_name=host, server_port=port, share=share, css=CSS, ssr_mode=False, root_path=root_path,
+        server_name=host,
+        server_port=port,
+        share=share,
+        css=CSS,
+        ssr_mode=False,
+        root_path=root_path,
         allowed_paths=[str(studio.out_dir / "requests"), *([str(video_root)] if video_root else [])],
         footer_links=["api"],
-    )  # fmt: skip
+    )

@@ -17,7 +17,8 @@ AutoModelForCausalLM.register(BehaviorLlavaConfig, BehaviorLlavaForCausalLM)
 # transformers 5.17's AutoImageProcessor needs torchvision; without it AutoProcessor still loads ours
 with contextlib.suppress(ImportError):
     AutoImageProcessor.register(
-        BehaviorLlavaConfig, image_processor_classes=dict.fromkeys(("pil", "torchvision"), BehaviorLlavaImageProcessor)
+        BehaviorLlavaConfig,
+        image_processor_classes=dict.fromkeys(("pil", "torchvision"), BehaviorLlavaImageProcessor),
     )
 AutoProcessor.register(BehaviorLlavaConfig, BehaviorLlavaProcessor)
 

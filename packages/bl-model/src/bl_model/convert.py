@@ -146,10 +146,20 @@ def load_state_dict_files(path: Path) -> dict[str, torch.Tensor]:
 def config_from_llamavid(config_json: dict, llamavid: dict[str, torch.Tensor]) -> BehaviorLlavaConfig:
     """Our config for a LLaMA-VID checkpoint: LLM shape from its config.json, Q-Former sizes from its tensors."""
     text_keys = (
-        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-        "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "rope_theta",
-        "bos_token_id", "eos_token_id", "pad_token_id", "tie_word_embeddings",
-    )  # fmt: skip
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "max_position_embeddings",
+        "rms_norm_eps",
+        "rope_theta",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+        "tie_word_embeddings",
+    )
     base = llama_vid_13b()
     text = base.text_config.to_dict() | {k: config_json[k] for k in text_keys if k in config_json}
     # the checkpoint's head size when it states one, else LLaMA's hidden_size / num_attention_heads
@@ -223,7 +233,9 @@ def save_processor(llamavid_dir: Path, bert_vocab: Path, out_dir: Path, config: 
     tokenizer = load_llama_tokenizer(llamavid_dir)
     qformer_tokenizer = BertTokenizerFast(vocab=str(bert_vocab), truncation_side="left")
     target = Path(out_dir)
-    processor = BehaviorLlavaProcessor.from_config(tokenizer, qformer_tokenizer, config, preprocess="llamavid")
+    processor = BehaviorLlavaProcessor.from_config(
+        tokenizer, qformer_tokenizer, config, preprocess="llamavid"
+    )
     processor.save_pretrained(target)
     return target
 

@@ -103,7 +103,9 @@ class BehaviorLlavaImageProcessor(BaseImageProcessor):
         self.image_mean = list(image_mean)
         self.image_std = list(image_std)
 
-    def preprocess(self, images: Frames, is_video: bool = False, return_tensors: str | None = "pt") -> BatchFeature:
+    def preprocess(
+        self, images: Frames, is_video: bool = False, return_tensors: str | None = "pt"
+    ) -> BatchFeature:
         """One still image (`is_video=False`) or the frames of one video.
 
         Args:
@@ -114,7 +116,9 @@ class BehaviorLlavaImageProcessor(BaseImageProcessor):
             `pixel_values`: float32 (T, 3, size, size); T = 0 gives (0, 3, size, size).
         """
         if return_tensors not in (None, "pt"):
-            raise ValueError(f"{type(self).__name__} returns torch tensors only, got return_tensors={return_tensors!r}")
+            raise ValueError(
+                f"{type(self).__name__} returns torch tensors only, got return_tensors={return_tensors!r}"
+            )
         crops = []
         for frame in as_frame_list(images):
             image = _to_pil(frame)

@@ -106,14 +106,22 @@ def generate_ids(
     eos = processor.tokenizer.eos_token_id
     options = {"do_sample": False}
     if sampling is not None:
-        options = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
-                   "top_k": sampling.top_k}  # fmt: skip
+        options = {
+            "do_sample": True,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "top_k": sampling.top_k,
+        }
     rows = []
     for start in range(0, len(encoded), batch_size):
         prompts = encoded[start : start + batch_size]
         batch = to_device(processor.collate(prompts, padding_side="left"), model.device)
         out = model.generate(
-            **batch, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=processor.pad_token_id, **options
+            **batch,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=eos,
+            pad_token_id=processor.pad_token_id,
+            **options,
         ).cpu()  # (B, L + ≤ max_new_tokens): the prompts, then the new tokens
         new = out[:, batch["input_ids"].shape[1] :]  # (B, ≤ max_new_tokens)
         rows += [row[: row.index(eos)] if eos in row else row for row in new.tolist()]

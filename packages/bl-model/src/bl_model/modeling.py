@@ -287,8 +287,13 @@ class BehaviorLlavaForCausalLM(BehaviorLlavaPreTrainedModel, GenerationMixin):
             media = None
             if pixel_values is not None:
                 media = MediaBatch(
-                    pixel_values, media_frame_counts, media_is_video, query_input_ids, query_attention_mask, query_media_index
-                )  # fmt: skip
+                    pixel_values,
+                    media_frame_counts,
+                    media_is_video,
+                    query_input_ids,
+                    query_attention_mask,
+                    query_media_index,
+                )
             inputs_embeds = self.embed_inputs(input_ids, media)
         return self.language_model(
             inputs_embeds=inputs_embeds,

@@ -281,9 +281,15 @@ class BehaviorLlavaProcessor(ProcessorMixin):
 
 
 SETTINGS = (
-    "media_token_id", "image_tokens", "video_frame_tokens", "qformer_max_length", "template", "max_length",
-    "max_frames", "preprocess",
-)  # fmt: skip
+    "media_token_id",
+    "image_tokens",
+    "video_frame_tokens",
+    "qformer_max_length",
+    "template",
+    "max_length",
+    "max_frames",
+    "preprocess",
+)
 """The processor's own settings (`__init__`'s keywords but the chat template), saved in `processor_config.json`."""
 
 

@@ -11,10 +11,23 @@ from .deepspeed_config import deepspeed_config
 
 __version__ = "0.1.0"
 
-_LAZY = {"Trainer": "engine", "TrainSummary": "engine", "TrainingDiverged": "engine", "build_demo_data": "demo"}
+_LAZY = {
+    "Trainer": "engine",
+    "TrainSummary": "engine",
+    "TrainingDiverged": "engine",
+    "build_demo_data": "demo",
+}
 
-__all__ = ["Recipe", "TrainSummary", "Trainer", "TrainingDiverged", "build_demo_data", "deepspeed_config",
-           "load_recipe", "recipe_parser"]  # fmt: skip
+__all__ = [
+    "Recipe",
+    "TrainSummary",
+    "Trainer",
+    "TrainingDiverged",
+    "build_demo_data",
+    "deepspeed_config",
+    "load_recipe",
+    "recipe_parser",
+]
 
 
 def __getattr__(name: str):

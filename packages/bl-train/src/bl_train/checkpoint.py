@@ -124,9 +124,11 @@ def save(engine, ckpt_dir: Path, step: int, keep_last: int, frozen_saved: bool =
     `frozen_saved=False` (LoRA) leaves the frozen base weights out: the run rebuilds them from its base model."""
     tag = f"{_PREFIX}{step}"
     engine.save_checkpoint(
-        str(ckpt_dir), tag=tag, client_state={"step": step, "rng": _rng_state()},
+        str(ckpt_dir),
+        tag=tag,
+        client_state={"step": step, "rng": _rng_state()},
         exclude_frozen_parameters=not frozen_saved,
-    )  # fmt: skip
+    )
     # save_checkpoint ends with a barrier: every rank's files are complete here
     if torch.distributed.get_rank() != 0:
         return

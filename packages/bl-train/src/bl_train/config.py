@@ -286,9 +286,13 @@ class Recipe:
         if not lo.target_modules:
             raise ValueError("lora.target_modules must name at least one layer")
         if self.model.pretrained is None:
-            raise ValueError(f"train.finetune {t.finetune} needs model.pretrained (the base the adapters are for)")
+            raise ValueError(
+                f"train.finetune {t.finetune} needs model.pretrained (the base the adapters are for)"
+            )
         if t.finetune == "qlora" and self.deepspeed.stage == 3:
-            raise ValueError("train.finetune qlora needs deepspeed.stage <= 2 (ZeRO-3 cannot partition 4-bit weights)")
+            raise ValueError(
+                "train.finetune qlora needs deepspeed.stage <= 2 (ZeRO-3 cannot partition 4-bit weights)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -307,7 +311,9 @@ def recipe_parser(prog: str = "apps/train", description: str | None = None) -> A
     YAML, fit for `--recipe`).
     """
     parser = ArgumentParser(prog=prog, description=description, exit_on_error=False, default_env=False)
-    parser.add_argument("--recipe", action=ActionConfigFile, help="a YAML recipe; options after it override it")
+    parser.add_argument(
+        "--recipe", action=ActionConfigFile, help="a YAML recipe; options after it override it"
+    )
     parser.add_class_arguments(Recipe, None, fail_untyped=True, sub_configs=False)
     return parser
 
@@ -323,7 +329,9 @@ def one_line(err: Exception) -> str:
     text = " ".join(str(err).split())
     text = re.sub(r'Parser key "([\w.]+)":', r"--\1:", text)
     text = re.sub(r"<class '(\w+)'>", r"\1", text).replace("typing.", "").replace("NoneType", "null")
-    union = re.search(r"Does not validate against any of the Union subtypes Subtypes: \[(.*?)\].*Given value: (.*)$", text)
+    union = re.search(
+        r"Does not validate against any of the Union subtypes Subtypes: \[(.*?)\].*Given value: (.*)$", text
+    )
     if union:
         text = f"{text[: union.start()]}expected {union[1].replace(', ', ' or ')}, got {union[2]!r}"
     return re.sub(r"Expected a (.*?)\. Got value: (.*)$", r"expected \1, got '\2'", text)

@@ -88,8 +88,12 @@ class MixedDataset(torch.utils.data.Dataset):
         if epoch != self._epoch:
             rng = np.random.default_rng([self.seed, epoch])
             inst = (epoch * self.n_inst + np.arange(self.n_inst)) % max(len(self.instructions), 1)  # cycle
-            rows = np.concatenate([np.stack([np.zeros(self.n_blift, np.int64), np.arange(self.n_blift)], 1),
-                                   np.stack([np.ones(self.n_inst, np.int64), inst], 1)])  # fmt: skip
+            rows = np.concatenate(
+                [
+                    np.stack([np.zeros(self.n_blift, np.int64), np.arange(self.n_blift)], 1),
+                    np.stack([np.ones(self.n_inst, np.int64), inst], 1),
+                ]
+            )
             self._epoch, self._order = epoch, rows[rng.permutation(len(rows))]
         return self._order
 

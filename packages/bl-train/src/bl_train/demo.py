@@ -48,14 +48,19 @@ def _instruction_images(root: Path, n: int, seed: int) -> list[dict]:
         image[inside] = _COLOURS[colour]
         name = f"images/shape{i:03d}.png"
         Image.fromarray(image).save(root / name)
-        entries.append({
-            "id": f"shape{i:03d}",
-            "image": name,
-            "conversations": [
-                {"from": "human", "value": "<image>\nWhat is the colour and the shape of the object in this image?"},
-                {"from": "gpt", "value": f"The object is a {colour} {shape}."},
-            ],
-        })  # fmt: skip
+        entries.append(
+            {
+                "id": f"shape{i:03d}",
+                "image": name,
+                "conversations": [
+                    {
+                        "from": "human",
+                        "value": "<image>\nWhat is the colour and the shape of the object in this image?",
+                    },
+                    {"from": "gpt", "value": f"The object is a {colour} {shape}."},
+                ],
+            }
+        )
     return entries
 
 

@@ -47,7 +47,9 @@ class TrainingDiverged(RuntimeError):
 @dataclass
 class TrainSummary:
     steps: int  # optimizer steps' worth of data consumed (skipped steps included)
-    losses: list[float] = field(default_factory=list)  # global loss per step of this run, NaN for skipped ones
+    losses: list[float] = field(
+        default_factory=list
+    )  # global loss per step of this run, NaN for skipped ones
     skipped_samples: dict[str, int] = field(default_factory=dict)
     bad_steps: int = 0  # non-finite losses (on any rank)
     skipped_steps: int = 0  # steps no rank applied: a non-finite loss or an empty micro-batch on any rank
@@ -105,9 +107,16 @@ def build_model(recipe: Recipe) -> torch.nn.Module:
     """The model to train: `BehaviorLlavaForCausalLM` with the freeze policy applied (full), or wrapped by peft
     with LoRA adapters (lora; qlora on a 4-bit base)."""
     m, finetune = recipe.model, recipe.train.finetune
-    freeze = {k: getattr(m, k) for k in (
-        "freeze_vision_tower", "freeze_qformer", "freeze_attention_projectors", "freeze_mm_projector", "freeze_language_model",
-    )}  # fmt: skip
+    freeze = {
+        k: getattr(m, k)
+        for k in (
+            "freeze_vision_tower",
+            "freeze_qformer",
+            "freeze_attention_projectors",
+            "freeze_mm_projector",
+            "freeze_language_model",
+        )
+    }
     if finetune != "full":  # peft decides what trains; a 4-bit weight must not be asked to require grad
         freeze = dict.fromkeys(freeze, True)
     quantize = {}
@@ -117,9 +126,10 @@ def build_model(recipe: Recipe) -> torch.nn.Module:
             raise lora.LoraSetupError(f"--train.finetune: {problem}")
         dtype = _DTYPES[recipe.train.precision]
         quantize = {  # quantized on this rank's GPU as the weights load
-            "quantization_config": lora.quantization_config(dtype), "dtype": dtype,
+            "quantization_config": lora.quantization_config(dtype),
+            "dtype": dtype,
             "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))},
-        }  # fmt: skip
+        }
     if m.pretrained:
         model = BehaviorLlavaForCausalLM.from_pretrained(m.pretrained, **freeze, **quantize)
     else:
@@ -176,8 +186,13 @@ class Trainer:
         model = build_model(r)
         trainable, total_params = lora.parameter_counts(model)
         if self.rank == 0:
-            logger.info("%s fine-tune: trainable parameters %d of %d (%.3f%%)",
-                        t.finetune, trainable, total_params, 100 * trainable / total_params)  # fmt: skip
+            logger.info(
+                "%s fine-tune: trainable parameters %d of %d (%.3f%%)",
+                t.finetune,
+                trainable,
+                total_params,
+                100 * trainable / total_params,
+            )
         preprocess = {"preprocess": r.data.preprocess} if r.data.preprocess else {}
         self.processor = BehaviorLlavaProcessor.from_pretrained(
             r.data.processor, max_length=r.data.max_length, max_frames=r.data.max_frames, **preprocess
@@ -193,11 +208,20 @@ class Trainer:
         self.summary = TrainSummary(steps=self.start, trainable_params=trainable, total_params=total_params)
         self.metrics = self._metric_sinks() if self.rank == 0 else MetricLoggers()
         self.loader = torch.utils.data.DataLoader(
-            StepBatches(dataset, t.micro_batch_size, self.rank, self.world, self.start * t.grad_accum,
-                        self.total * t.grad_accum, r.data.packing),
-            batch_size=None, num_workers=r.data.num_workers, persistent_workers=False,
+            StepBatches(
+                dataset,
+                t.micro_batch_size,
+                self.rank,
+                self.world,
+                self.start * t.grad_accum,
+                self.total * t.grad_accum,
+                r.data.packing,
+            ),
+            batch_size=None,
+            num_workers=r.data.num_workers,
+            persistent_workers=False,
             generator=torch.Generator().manual_seed(t.seed),  # worker seeds; the global RNG stays as restored
-        )  # fmt: skip
+        )
 
     def _engine(self, model: torch.nn.Module):
         """The DeepSpeed engine over `model` with its optimizer (CPU Adam when offloaded) and LR schedule."""
@@ -225,9 +249,15 @@ class Trainer:
             instructions = json.loads(path.read_text())
         root = Path(d.media_root) if d.media_root else Path(d.instruction_json or ".").parent
         return MixedDataset(
-            processor, blift, instructions, root, blift_ratio=d.blift_ratio, with_behavior=d.with_behavior,
-            max_frames=d.max_frames, seed=self.recipe.train.seed,
-        )  # fmt: skip
+            processor,
+            blift,
+            instructions,
+            root,
+            blift_ratio=d.blift_ratio,
+            with_behavior=d.with_behavior,
+            max_frames=d.max_frames,
+            seed=self.recipe.train.seed,
+        )
 
     def _metric_sinks(self) -> MetricLoggers:
         """metrics.jsonl and TensorBoard under `output_dir`, and W&B when `train.wandb_project` is set."""
@@ -248,14 +278,17 @@ class Trainer:
         t, summary = self.recipe.train, self.summary
         faults, skipped = Faults(self.rank), Counter()
         bad_in_a_row, tokens, tic = 0, 0, time.perf_counter()
-        with progress(total=self.total, desc=self.recipe.name, initial=self.start, unit="step",
-                      disable=self.rank != 0) as bar:  # fmt: skip
+        with progress(
+            total=self.total, desc=self.recipe.name, initial=self.start, unit="step", disable=self.rank != 0
+        ) as bar:
             for step, items in enumerate(_grouped(self.loader, t.grad_accum), start=self.start):
                 for item in items:
                     skipped.update(reason.split(";")[0] for reason in item["skipped"])
                 empty = faults.hits("empty", step + 1, len(items))
                 batches = [None if drop else item["batch"] for item, drop in zip(items, empty, strict=True)]
-                result = self._step(self.engine, batches, step + 1, faults.hits("nonfinite", step + 1, len(items)))
+                result = self._step(
+                    self.engine, batches, step + 1, faults.hits("nonfinite", step + 1, len(items))
+                )
                 done = step + 1
                 bad_in_a_row = bad_in_a_row + 1 if result.bad_micro_steps else 0
                 self._account(result, done, bad_in_a_row)
@@ -265,11 +298,17 @@ class Trainer:
                 bar.set_postfix(loss=f"{result.loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
                 bar.update(1)
                 if done % t.log_every == 0:
-                    self.metrics.log(done, {
-                        "loss": None if result.skipped else result.loss, "lr": lr, "tokens_per_s": rate,
-                        "elapsed_s": time.perf_counter() - tic, "skipped": sum(skipped.values()),
-                        "skipped_steps": summary.skipped_steps,
-                    })  # fmt: skip
+                    self.metrics.log(
+                        done,
+                        {
+                            "loss": None if result.skipped else result.loss,
+                            "lr": lr,
+                            "tokens_per_s": rate,
+                            "elapsed_s": time.perf_counter() - tic,
+                            "skipped": sum(skipped.values()),
+                            "skipped_steps": summary.skipped_steps,
+                        },
+                    )
                 if t.eval_every and (done % t.eval_every == 0 or done == self.total):
                     self._evaluate(done)
                 if done % t.save_every == 0 or done == self.total:
@@ -315,7 +354,9 @@ class Trainer:
         `poison[m]` (a test hook, see `ranks.Faults`) makes this rank's loss of micro-step m NaN.
         """
         world, accum = torch.distributed.get_world_size(), len(batches)
-        stats = all_sum(torch.tensor([label_tokens(b) for b in batches] + [b is None for b in batches]))  # (2A,)
+        stats = all_sum(
+            torch.tensor([label_tokens(b) for b in batches] + [b is None for b in batches])
+        )  # (2A,)
         n_tokens, empty = int(stats[:accum].sum()), stats[accum:] > 0
         per_backward = max(n_tokens, 1) / (world * accum)  # N / (world x accum): see the docstring
         loss_sum, bad = 0.0, 0

@@ -82,8 +82,14 @@ def _score(
             nll = {"nll": total, "tokens": tokens}
         prompts.append(processor.prompt_for_generation(human, media, system=sample.get("system")))
         gold = sample["behavior"]
-        records.append({"index": index, "nll": nll, "likes_gold": gold.get("likes_percent"),
-                        "replay_gold": gold.get("replay")})  # fmt: skip
+        records.append(
+            {
+                "index": index,
+                "nll": nll,
+                "likes_gold": gold.get("likes_percent"),
+                "replay_gold": gold.get("replay"),
+            }
+        )
     answers = generate_texts(model, processor, prompts, max_new_tokens, batch_size)
     for record, answer in zip(records, answers, strict=True):
         try:

@@ -23,8 +23,15 @@ from bl_model.inference import load_merged_adapter
 from .config import LoraConfig
 
 # parts of BehaviorLlavaForCausalLM that QLoRA keeps unquantized (everything but the LLM's decoder linears)
-_NOT_QUANTIZED = ["vision_tower", "qformer", "query_projector", "key_projector", "val_projector", "mm_projector",
-                  "lm_head"]  # fmt: skip
+_NOT_QUANTIZED = [
+    "vision_tower",
+    "qformer",
+    "query_projector",
+    "key_projector",
+    "val_projector",
+    "mm_projector",
+    "lm_head",
+]
 
 
 class LoraSetupError(ValueError):

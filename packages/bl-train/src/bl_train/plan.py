@@ -39,9 +39,12 @@ GIB = 1 << 30
 RESERVE_GIB = 2.5  # CUDA context, NCCL buffers, allocator fragmentation: never available to tensors
 MAX_MICRO_BATCH = 64
 _FREEZE = (
-    "freeze_vision_tower", "freeze_qformer", "freeze_attention_projectors", "freeze_mm_projector",
+    "freeze_vision_tower",
+    "freeze_qformer",
+    "freeze_attention_projectors",
+    "freeze_mm_projector",
     "freeze_language_model",
-)  # fmt: skip
+)
 
 
 class PlanError(ValueError):
@@ -270,9 +273,19 @@ def plan_recipe(recipe: Recipe, gpus: int, gpu_memory_gib: float) -> Plan:
 
     mb = recipe.train.micro_batch_size
     plan = Plan(
-        recipe.name, gpus, gpu_memory_gib, shape, states, mb * d.max_length, mb * d.max_frames,
-        acts(mb, ckpt), acts(mb, not ckpt), ckpt, mb, 0,
-    )  # fmt: skip
+        recipe.name,
+        gpus,
+        gpu_memory_gib,
+        shape,
+        states,
+        mb * d.max_length,
+        mb * d.max_frames,
+        acts(mb, ckpt),
+        acts(mb, not ckpt),
+        ckpt,
+        mb,
+        0,
+    )
     budget = plan.usable - plan.fixed
     plan.largest_micro_batch = max(
         (b for b in range(1, MAX_MICRO_BATCH + 1) if acts(b, ckpt)["peak"] <= budget), default=0

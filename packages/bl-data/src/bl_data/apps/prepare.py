@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None, prog: str = "apps/prepare") -> int:
     p = ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     p.add_argument("--source", required=True, choices=["youtube", "reddit", "blift"])
     p.add_argument(
-        "--input", required=True, type=existing_dir, help="yt-dlp folder, Reddit dump folder or BLIFT rows folder"
+        "--input",
+        required=True,
+        type=existing_dir,
+        help="yt-dlp folder, Reddit dump folder or BLIFT rows folder",
     )
     p.add_argument("--out", required=True, type=output_dir, help="shard directory (a rerun resumes)")
     p.add_argument("--workers", type=positive_int, default=1, help="media-analysis processes")
@@ -54,7 +57,9 @@ def main(argv: list[str] | None = None, prog: str = "apps/prepare") -> int:
     p.add_argument("--shard-index", type=int, default=0, help="which part this machine prepares")
     p.add_argument("--samples-per-shard", type=positive_int, default=64)
     p.add_argument("--max-frames", type=positive_int, default=300)
-    p.add_argument("--captioner", type=existing_dir, help="a local transformers VLM directory for scene captions")
+    p.add_argument(
+        "--captioner", type=existing_dir, help="a local transformers VLM directory for scene captions"
+    )
     p.add_argument(
         "--asr-cmd",
         help="command that runs bl-asr (its `serve` mode is used), e.g. 'uv run --project packages/bl-asr bl-asr'",
@@ -90,10 +95,16 @@ def main(argv: list[str] | None = None, prog: str = "apps/prepare") -> int:
         return _run_ray(args)
 
     cfg = PrepareConfig(
-        source=args.source, input=args.input, out=args.out, samples_per_shard=args.samples_per_shard,
-        workers=args.workers, num_shards=args.num_shards, shard_index=args.shard_index, max_frames=args.max_frames,
+        source=args.source,
+        input=args.input,
+        out=args.out,
+        samples_per_shard=args.samples_per_shard,
+        workers=args.workers,
+        num_shards=args.num_shards,
+        shard_index=args.shard_index,
+        max_frames=args.max_frames,
         asr=_asr(args),
-    )  # fmt: skip
+    )
     captioner = None
     if args.captioner:
         from bl_data.captioner import VlmCaptioner
@@ -123,13 +134,21 @@ def _run_ray(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise ImportError(f"--engine ray needs Ray: install bl-data[ray] ({err})") from err
     cfg = PrepareConfig(
-        source=args.source, input=args.input, out=args.out, samples_per_shard=args.samples_per_shard,
-        workers=args.workers, max_frames=args.max_frames, asr=_asr(args),
-    )  # fmt: skip
+        source=args.source,
+        input=args.input,
+        out=args.out,
+        samples_per_shard=args.samples_per_shard,
+        workers=args.workers,
+        max_frames=args.max_frames,
+        asr=_asr(args),
+    )
     rcfg = RayConfig(
-        address=args.ray_address, caption_actors=args.caption_actors, caption_gpus=args.caption_gpus,
-        asr_actors=args.asr_actors, asr_gpus=args.asr_gpus,
-    )  # fmt: skip
+        address=args.ray_address,
+        caption_actors=args.caption_actors,
+        caption_gpus=args.caption_gpus,
+        asr_actors=args.asr_actors,
+        asr_gpus=args.asr_gpus,
+    )
     captioner = None
     if args.captioner:
         from bl_data.captioner import VlmCaptioner

@@ -43,10 +43,14 @@ def main(argv: list[str] | None = None, prog: str = "apps/eval") -> int:
         return launch(argv[2:] if argv[1:2] == ["--"] else argv[1:])
     p = ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     p.add_argument("--list", action="store_true", help="list the tasks and exit")
-    p.add_argument("--model", type=model_dir, help="model directory (config.json + weights) or a LoRA adapter folder")
+    p.add_argument(
+        "--model", type=model_dir, help="model directory (config.json + weights) or a LoRA adapter folder"
+    )
     p.add_argument("--processor", type=existing_dir, help="processor directory (default: MODEL)")
     p.add_argument("--tasks", help="comma-separated task names (see --list)")
-    p.add_argument("--data-root", type=existing_dir, help="folder holding each benchmark in its published layout")
+    p.add_argument(
+        "--data-root", type=existing_dir, help="folder holding each benchmark in its published layout"
+    )
     p.add_argument("--out", type=Path, help="output folder (default: runs/eval/<model name>)")
     p.add_argument("--limit", type=positive_int, help="at most this many examples per task")
     p.add_argument("--seed", type=int, default=0)
@@ -76,10 +80,16 @@ def main(argv: list[str] | None = None, prog: str = "apps/eval") -> int:
 
     out = args.out or Path("runs") / "eval" / args.model.resolve().name
     results = evaluate(
-        args.model, tasks, args.data_root, out,
-        processor_path=args.processor, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
+        args.model,
+        tasks,
+        args.data_root,
+        out,
+        processor_path=args.processor,
+        limit=args.limit,
+        seed=args.seed,
+        batch_size=args.batch_size,
         device=args.device,
-    )  # fmt: skip
+    )
     print(
         json.dumps(
             {

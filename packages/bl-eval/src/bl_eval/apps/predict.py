@@ -33,14 +33,23 @@ from bl_data.cli import (
 
 def main(argv: list[str] | None = None, prog: str = "apps/predict") -> int:
     p = ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, type=model_dir, help="model directory (config.json + weights) or a LoRA adapter folder")
+    p.add_argument(
+        "--model",
+        required=True,
+        type=model_dir,
+        help="model directory (config.json + weights) or a LoRA adapter folder",
+    )
     p.add_argument("--processor", type=existing_dir, help="processor directory (default: MODEL)")
     p.add_argument("--video", nargs="*", type=Path, default=[], help="video files and/or folders of videos")
     p.add_argument("--video-list", type=existing_file, help="a text file with one video path per line")
     p.add_argument("--title", help="the video's title (one video only; default: the file name)")
     p.add_argument("--channel", help="the brand / channel name (on Reddit: the subreddit)")
-    p.add_argument("--platform", choices=("youtube", "reddit"), default="youtube",
-                   help="where the video is posted: youtube (likes, comments, replay) or reddit (upvotes, comments)")  # fmt: skip
+    p.add_argument(
+        "--platform",
+        choices=("youtube", "reddit"),
+        default="youtube",
+        help="where the video is posted: youtube (likes, comments, replay) or reddit (upvotes, comments)",
+    )
     p.add_argument("--out", type=output_dir, default=Path("runs") / "predict", help="output folder")
     p.add_argument("--max-new-tokens", type=positive_int, default=1024)
     p.add_argument("--batch-size", type=positive_int, default=4)
@@ -70,9 +79,13 @@ def main(argv: list[str] | None = None, prog: str = "apps/predict") -> int:
     outcomes: Counter[str] = Counter()
     with (args.out / "predictions.jsonl").open("w", encoding="utf-8") as out:
         for report in simulate(
-            model, processor, requests, out_dir=args.out, max_new_tokens=args.max_new_tokens,
+            model,
+            processor,
+            requests,
+            out_dir=args.out,
+            max_new_tokens=args.max_new_tokens,
             batch_size=args.batch_size,
-        ):  # fmt: skip
+        ):
             line = json.dumps(report)
             out.write(line + "\n")
             out.flush()

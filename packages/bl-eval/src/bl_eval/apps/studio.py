@@ -78,9 +78,14 @@ def main(argv: list[str] | None = None, prog: str = "apps/studio") -> int:
     model, processor = load(args.model, args.processor, args.device)
     studio = Studio(model, processor, out, max_seconds=args.max_seconds, max_new_tokens=args.max_new_tokens)
     launch(
-        studio, host=args.host, port=args.port, share=args.share, concurrency=args.concurrency,
-        video_root=args.video_root, root_path=args.root_path,
-    )  # fmt: skip
+        studio,
+        host=args.host,
+        port=args.port,
+        share=args.share,
+        concurrency=args.concurrency,
+        video_root=args.video_root,
+        root_path=args.root_path,
+    )
     return 0
 
 

@@ -157,9 +157,21 @@ if triton is not None:
         pf = p * F + f
         x_f = x_ptr + f * stride_xf
         a, _ = _softmax_probs(
-            x_f, qk_ptr + pf * M * C, ctx_ptr, N, M, C, stride_xn, stride_xc, scale,
-            False, BLOCK_M, BLOCK_N, BLOCK_C, DOT_PRECISION,
-        )  # fmt: skip
+            x_f,
+            qk_ptr + pf * M * C,
+            ctx_ptr,
+            N,
+            M,
+            C,
+            stride_xn,
+            stride_xc,
+            scale,
+            False,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_C,
+            DOT_PRECISION,
+        )
         w = tl.sum(a, axis=0) / M  # (BLOCK_N,)
         offs_n = tl.arange(0, BLOCK_N)
         for c0 in range(0, C, BLOCK_C):
@@ -199,9 +211,21 @@ if triton is not None:
         pf = p * F + f
         x_f = x_ptr + f * stride_xf
         a, dw = _softmax_probs(
-            x_f, qk_ptr + pf * M * C, dctx_ptr + pf * C, N, M, C, stride_xn, stride_xc, scale,
-            True, BLOCK_M, BLOCK_N, BLOCK_C, DOT_PRECISION,
-        )  # fmt: skip
+            x_f,
+            qk_ptr + pf * M * C,
+            dctx_ptr + pf * C,
+            N,
+            M,
+            C,
+            stride_xn,
+            stride_xc,
+            scale,
+            True,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_C,
+            DOT_PRECISION,
+        )
         g = dw / M  # (BLOCK_N,): dL/da[m, n], the same for every query m
         ds = a * (g[None, :] - tl.sum(a * g[None, :], axis=1)[:, None]) * scale  # (BLOCK_M, BLOCK_N)
         offs_m = tl.arange(0, BLOCK_M)

@@ -85,12 +85,29 @@ def varlen_attention_reference(
 
 @_jit
 def _fwd_kernel(
-    Q, K, V, O, LSE, CU,
-    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh, stride_lh,
+    Q,
+    K,
+    V,
+    O,
+    LSE,
+    CU,
+    stride_qt,
+    stride_qh,
+    stride_kt,
+    stride_kh,
+    stride_vt,
+    stride_vh,
+    stride_ot,
+    stride_oh,
+    stride_lh,
     qk_scale,
-    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-):  # fmt: skip
+    GROUP: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """One (query block, head, segment): O rows and their base-2 LSE."""
     pid_m, head, seg = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     start = tl.load(CU + seg).to(tl.int64)  # base pointers move in int64 (T * H * D may pass 2^31)
@@ -140,13 +157,37 @@ def _fwd_kernel(
 
 @_jit
 def _bwd_dkdv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DV, CU,
-    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
-    stride_dkt, stride_dkh, stride_dvt, stride_dvh, stride_lh,
-    scale, qk_scale,
-    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-):  # fmt: skip
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    DELTA,
+    DK,
+    DV,
+    CU,
+    stride_qt,
+    stride_qh,
+    stride_kt,
+    stride_kh,
+    stride_vt,
+    stride_vh,
+    stride_dot,
+    stride_doh,
+    stride_dkt,
+    stride_dkh,
+    stride_dvt,
+    stride_dvh,
+    stride_lh,
+    scale,
+    qk_scale,
+    GROUP: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """One (key block, kv head, segment): dk, dv summed over the GQA group's query heads (no atomics)."""
     pid_n, kv_head, seg = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     start = tl.load(CU + seg).to(tl.int64)
@@ -201,13 +242,34 @@ def _bwd_dkdv_kernel(
 
 @_jit
 def _bwd_dq_kernel(
-    Q, K, V, DO, LSE, DELTA, DQ, CU,
-    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
-    stride_dqt, stride_dqh, stride_lh,
-    scale, qk_scale,
-    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-):  # fmt: skip
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    DELTA,
+    DQ,
+    CU,
+    stride_qt,
+    stride_qh,
+    stride_kt,
+    stride_kh,
+    stride_vt,
+    stride_vh,
+    stride_dot,
+    stride_doh,
+    stride_dqt,
+    stride_dqh,
+    stride_lh,
+    scale,
+    qk_scale,
+    GROUP: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """One (query block, head, segment): dq."""
     pid_m, head, seg = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     start = tl.load(CU + seg).to(tl.int64)
@@ -298,11 +360,25 @@ class VarlenAttentionFunction(torch.autograd.Function):
         lse = torch.empty(Hq, T, device=q.device, dtype=torch.float32)  # (Hq, T) base 2
         grid = (triton.cdiv(max_seqlen, cfg["BLOCK_M"]), Hq, S)
         _fwd_kernel[grid](
-            q, k, v, o, lse, cu_seqlens,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            o.stride(0), o.stride(1), lse.stride(0),
-            scale * _LOG2E, GROUP=Hq // Hkv, **cfg,
-        )  # fmt: skip
+            q,
+            k,
+            v,
+            o,
+            lse,
+            cu_seqlens,
+            q.stride(0),
+            q.stride(1),
+            k.stride(0),
+            k.stride(1),
+            v.stride(0),
+            v.stride(1),
+            o.stride(0),
+            o.stride(1),
+            lse.stride(0),
+            scale * _LOG2E,
+            GROUP=Hq // Hkv,
+            **cfg,
+        )
         ctx.save_for_backward(q, k, v, o, lse, cu_seqlens)
         ctx.max_seqlen, ctx.scale, ctx.block_size = max_seqlen, scale, block_size
         return o.to(q.dtype)
@@ -318,17 +394,56 @@ class VarlenAttentionFunction(torch.autograd.Function):
         n_blocks = triton.cdiv(ctx.max_seqlen, cfg["BLOCK_M"])
         common = (ctx.scale, ctx.scale * _LOG2E)
         _bwd_dkdv_kernel[(n_blocks, Hkv, S)](
-            q, k, v, do, lse, delta, dk, dv, cu_seqlens,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), lse.stride(0),
-            *common, GROUP=Hq // Hkv, **cfg,
-        )  # fmt: skip
+            q,
+            k,
+            v,
+            do,
+            lse,
+            delta,
+            dk,
+            dv,
+            cu_seqlens,
+            q.stride(0),
+            q.stride(1),
+            k.stride(0),
+            k.stride(1),
+            v.stride(0),
+            v.stride(1),
+            do.stride(0),
+            do.stride(1),
+            dk.stride(0),
+            dk.stride(1),
+            dv.stride(0),
+            dv.stride(1),
+            lse.stride(0),
+            *common,
+            GROUP=Hq // Hkv,
+            **cfg,
+        )
         _bwd_dq_kernel[(n_blocks, Hq, S)](
-            q, k, v, do, lse, delta, dq, cu_seqlens,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            do.stride(0), do.stride(1), dq.stride(0), dq.stride(1), lse.stride(0),
-            *common, GROUP=Hq // Hkv, **cfg,
-        )  # fmt: skip
+            q,
+            k,
+            v,
+            do,
+            lse,
+            delta,
+            dq,
+            cu_seqlens,
+            q.stride(0),
+            q.stride(1),
+            k.stride(0),
+            k.stride(1),
+            v.stride(0),
+            v.stride(1),
+            do.stride(0),
+            do.stride(1),
+            dq.stride(0),
+            dq.stride(1),
+            lse.stride(0),
+            *common,
+            GROUP=Hq // Hkv,
+            **cfg,
+        )
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None
 
 

@@ -71,7 +71,9 @@ def print_plan(recipe, gpus: str, gpu_memory: str | None) -> int:
 
 def main(argv: list[str] | None = None, prog: str = "apps/train") -> int:
     argv = sys.argv[1:] if argv is None else argv
-    _, argv = _take(argv, ("--local_rank", "--local-rank"))  # the deepspeed launcher's; LOCAL_RANK says the same
+    _, argv = _take(
+        argv, ("--local_rank", "--local-rank")
+    )  # the deepspeed launcher's; LOCAL_RANK says the same
     log_level, argv = _take(argv, ("--log-level",))  # not a recipe field: kept out of --print_config
     if (log_level or "INFO").upper() not in LOG_LEVELS:
         raise UsageError(f"--log-level: expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
@@ -117,12 +119,24 @@ def main(argv: list[str] | None = None, prog: str = "apps/train") -> int:
     except LoraSetupError as err:
         raise UsageError(str(err)) from None
     losses = [x for x in summary.losses if x == x]
-    print(json.dumps({
-        "recipe": recipe.name, "rank": int(os.environ.get("RANK", "0")), "steps": summary.steps, "first_loss": losses[0] if losses else None,
-        "last_loss": losses[-1] if losses else None, "skipped_samples": summary.skipped_samples,
-        "non_finite_steps": summary.bad_steps, "skipped_steps": summary.skipped_steps, "final": str(summary.final_dir),
-        "trainable_params": summary.trainable_params, "total_params": summary.total_params,
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "recipe": recipe.name,
+                "rank": int(os.environ.get("RANK", "0")),
+                "steps": summary.steps,
+                "first_loss": losses[0] if losses else None,
+                "last_loss": losses[-1] if losses else None,
+                "skipped_samples": summary.skipped_samples,
+                "non_finite_steps": summary.bad_steps,
+                "skipped_steps": summary.skipped_steps,
+                "final": str(summary.final_dir),
+                "trainable_params": summary.trainable_params,
+                "total_params": summary.total_params,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
