@@ -91,20 +91,20 @@ def main(argv: list[str] | None = None, prog: str = "apps/prepare") -> int:
             "--num-shards/--shard-index split the work by hand for the local engine; Ray splits it itself"
         )
     setup_logging(args.log_level)
-    if args.engine == "ray":
-        return _run_ray(args)
-
     cfg = PrepareConfig(
         source=args.source,
         input=args.input,
         out=args.out,
         samples_per_shard=args.samples_per_shard,
         workers=args.workers,
-        num_shards=args.num_shards,
+        num_shards=args.num_shards,  # 1 and 0 under --engine ray (checked above)
         shard_index=args.shard_index,
         max_frames=args.max_frames,
         asr=_asr(args),
     )
+    if args.engine == "ray":
+        return _run_ray(args, cfg)
+
     captioner = None
     if args.captioner:
         from bl_data.captioner import VlmCaptioner
@@ -127,21 +127,12 @@ def _asr(args: argparse.Namespace) -> AsrSpec | None:
     return AsrSpec(model=args.asr_model, command=tuple(shlex.split(args.asr_cmd)))
 
 
-def _run_ray(args: argparse.Namespace) -> int:
+def _run_ray(args: argparse.Namespace, cfg: PrepareConfig) -> int:
     """`apps/prepare --engine ray`: the same samples and report as the local engine, on a Ray cluster."""
     try:
         from bl_data.engines.ray import RayConfig, prepare_ray
     except ImportError as err:
         raise ImportError(f"--engine ray needs Ray: install bl-data[ray] ({err})") from err
-    cfg = PrepareConfig(
-        source=args.source,
-        input=args.input,
-        out=args.out,
-        samples_per_shard=args.samples_per_shard,
-        workers=args.workers,
-        max_frames=args.max_frames,
-        asr=_asr(args),
-    )
     rcfg = RayConfig(
         address=args.ray_address,
         caption_actors=args.caption_actors,
