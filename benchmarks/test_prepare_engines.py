@@ -325,7 +325,7 @@ def test_ray_driver_memory_while_spooling(request, benchmark, tmp_path: Path) ->
 
 # The captioner-bound run: a stand-in that costs KEYFRAME_S per keyframe (a VLM captions scene by scene), so
 # the caption actor, not decoding, is the slowest stage. CI's default is small; e.g.
-# BL_CAPTION_BOUND_CLIPS=32 BL_CAPTION_KEYFRAME_S=0.25 for a longer run.
+# BL_CAPTION_BOUND_CLIPS=32 BL_CAPTION_KEYFRAME_S=0.3 BL_CAPTION_CALLS=1,2 for RESULTS.md's runs.
 BOUND_CLIPS = int(os.environ.get("BL_CAPTION_BOUND_CLIPS", "16"))
 KEYFRAME_S = float(os.environ.get("BL_CAPTION_KEYFRAME_S", "0.1"))
 # `RayConfig.caption_calls` of each run, side by side (e.g. "1,2": one call at a time, as before, then two)
