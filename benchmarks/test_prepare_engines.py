@@ -10,6 +10,14 @@ caption actor, local or `$RAY_ADDRESS`, warmed on a few clips first), so the wal
 machine load. Printed: both walls, their ratio, the model loads
 and the caption actor's busy fraction from `report.json`.
 
+`test_ray_caption_actor_busy_when_captioner_bound`: on the same warm Ray, a captioner-bound run: the
+straggler (renamed to sort first: every other post is behind it in the input) and BOUND_CLIPS clips, with a
+stand-in that costs KEYFRAME_S per keyframe (3 per clip, 90 for the straggler), so the caption actor is the
+slowest stage. Printed per `RayConfig.caption_calls` in BL_CAPTION_CALLS: wall, the actor's busy fraction
+(its meter, and from the first call to the last), the gaps between calls, and when the straggler's captions
+were done against the other posts'. CI runs 16 clips at 0.1 s; RESULTS.md's numbers:
+`BL_CAPTION_BOUND_CLIPS=32 BL_CAPTION_KEYFRAME_S=0.3 BL_CAPTION_CALLS=1,2`.
+
 `test_ray_driver_memory_while_spooling`: the driver's peak RSS through what the Ray driver does itself (the
 media hashing and ledger, the import, the filters that need every post (media dedup) and the spool pages its
 import thread writes for Ray) of two numbers of synthetic BLIFT posts, each in a fresh process:
@@ -19,12 +27,15 @@ import thread writes for Ray) of two numbers of synthetic BLIFT posts, each in a
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -132,45 +143,62 @@ def download(
     return folder
 
 
-def test_local_and_ray_engines_side_by_side(benchmark, download: Path, tmp_path: Path) -> None:
+def _subset(download: Path, folder: Path, names: list[str]) -> Path:
+    folder.mkdir()
+    for name in names:
+        for ext in (".mp4", ".info.json"):
+            shutil.copy(download / f"{name}{ext}", folder / f"{name}{ext}")
+    return folder
+
+
+def _run(engine: str, folder: Path, out: Path, rcfg: RayConfig, captioner=SlowCaptioner) -> dict:
+    """One `prepare` of `folder` into a fresh `out`; its report (every media file written)."""
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = PrepareConfig(source="youtube", input=folder, out=out, workers=CORES, samples_per_shard=8)
+    # the local engine builds its captioner in the round too
+    local = engine == "local"
+    report = prepare(cfg, captioner()) if local else prepare_ray(cfg, rcfg, captioner=captioner)
+    assert report["media"]["written"] == report["media"]["files"], report
+    return report
+
+
+@pytest.fixture(scope="module")
+def warm_ray(download: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, float]]:
+    """One Ray for the module (local, or `$RAY_ADDRESS`: a cluster of CORES CPUs and one declared GPU), its
+    workers started and warmed by a run over 4 clips; the seconds both took."""
     started = time.perf_counter()
-    if os.environ.get("RAY_ADDRESS"):  # a running cluster of CORES CPUs and one (declared) GPU
+    if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=False)
     else:
         ray.init(num_cpus=CORES, num_gpus=1, include_dashboard=False, log_to_driver=False)
     init_s = time.perf_counter() - started
+    try:
+        tmp = tmp_path_factory.mktemp("warm")
+        warm = _subset(download, tmp / "in", [f"bikes{i:03d}" for i in range(1, 5)])
+        started = time.perf_counter()
+        _run("ray", warm, tmp / "out", RayConfig(caption_batch=4))
+        yield {"ray_init_s": round(init_s, 1), "ray_warm_up_run_s": round(time.perf_counter() - started, 1)}
+    finally:
+        ray.shutdown()
+
+
+def test_local_and_ray_engines_side_by_side(
+    benchmark, download: Path, warm_ray: dict[str, float], tmp_path: Path
+) -> None:
     walls: dict[str, list[float]] = {"local": [], "ray": []}
     reports: dict[str, dict] = {}
     rcfg = RayConfig(caption_batch=4)  # the caption actor holds the (declared) GPU
 
-    def run(engine: str, folder: Path = download) -> float:
-        out = tmp_path / engine
-        shutil.rmtree(out, ignore_errors=True)
-        cfg = PrepareConfig(source="youtube", input=folder, out=out, workers=CORES, samples_per_shard=8)
+    def run(engine: str) -> float:
         wall = time.perf_counter()
-        if engine == "local":
-            report = prepare(cfg, SlowCaptioner())  # the local engine builds its captioner in the round too
-        else:
-            report = prepare_ray(cfg, rcfg, captioner=SlowCaptioner)
-        assert report["media"]["written"] == report["media"]["files"], report
-        reports[engine] = report
+        reports[engine] = _run(engine, download, tmp_path / engine, rcfg)
         return time.perf_counter() - wall
 
-    try:
-        warm = tmp_path / "warm"  # starts and warms Ray's workers on 4 clips
-        warm.mkdir()
-        for name in ("bikes001", "bikes002", "bikes003", "bikes004"):
-            for ext in (".mp4", ".info.json"):
-                shutil.copy(download / f"{name}{ext}", warm / f"{name}{ext}")
-        first_ray_s = run("ray", warm)
+    def both() -> None:
+        walls["local"].append(run("local"))
+        walls["ray"].append(run("ray"))
 
-        def both() -> None:
-            walls["local"].append(run("local"))
-            walls["ray"].append(run("ray"))
-
-        benchmark.pedantic(both, rounds=1, iterations=1)  # one round: CI's benchmark run stays short
-    finally:
-        ray.shutdown()
+    benchmark.pedantic(both, rounds=1, iterations=1)  # one round: CI's benchmark run stays short
     local, on_ray = min(walls["local"]), min(walls["ray"])
     caption = reports["ray"]["actors"]["caption"]
     info = {
@@ -183,8 +211,7 @@ def test_local_and_ray_engines_side_by_side(benchmark, download: Path, tmp_path:
         "ray_caption_busy_fraction": [a["busy_fraction"] for a in caption["each"]],
         "ray_caption_calls": [a["batches"] for a in caption["each"]],
         "local_caption_busy_fraction": reports["local"]["actors"]["caption"]["each"][0]["busy_fraction"],
-        "ray_init_s": round(init_s, 1),
-        "ray_warm_up_run_s": round(first_ray_s, 1),
+        **warm_ray,
     }
     benchmark.extra_info.update(info)
     print(f"\nprepare engines on {CORES} cores: {info}")
@@ -294,3 +321,101 @@ def test_ray_driver_memory_while_spooling(request, benchmark, tmp_path: Path) ->
     }
     benchmark.extra_info.update(info)
     print(f"\nRay driver while spooling: {info}")
+
+
+# The captioner-bound run: a stand-in that costs KEYFRAME_S per keyframe (a VLM captions scene by scene), so
+# the caption actor, not decoding, is the slowest stage. CI's default is small; e.g.
+# BL_CAPTION_BOUND_CLIPS=32 BL_CAPTION_KEYFRAME_S=0.3 BL_CAPTION_CALLS=1,2 for RESULTS.md's runs.
+BOUND_CLIPS = int(os.environ.get("BL_CAPTION_BOUND_CLIPS", "16"))
+KEYFRAME_S = float(os.environ.get("BL_CAPTION_KEYFRAME_S", "0.1"))
+# `RayConfig.caption_calls` of each run, side by side (e.g. "1,2": one call at a time, as before, then two)
+CAPTION_CALLS = [int(n) for n in os.environ.get("BL_CAPTION_CALLS", "2").split(",")]
+STRAGGLER = "a-straggler"  # sorts first: every other post is behind it in the input
+
+
+def _append(log: str, line: str) -> None:
+    with open(log, "a") as f:
+        f.write(line + "\n")
+
+
+class KeyframeCaptioner:
+    """Stands in for a VLM that is the slow stage: `LOAD_S` to build, `keyframe_s` per keyframe; appends each
+    call's start, end (epoch seconds) and keyframes to `log`."""
+
+    name = "keyframe-stand-in"
+
+    def __init__(self, log: str, keyframe_s: float) -> None:
+        time.sleep(LOAD_S)
+        self.log, self.keyframe_s = log, keyframe_s  # an argument: a worker reads no BL_* variable
+
+    def __call__(self, keyframes):
+        start = time.time()
+        time.sleep(self.keyframe_s * len(keyframes))
+        _append(self.log, f"call {start} {time.time()} {len(keyframes)}")
+        return [(f"scene of {kf.shape[1]}x{kf.shape[0]}", ["stand-in"]) for kf in keyframes]
+
+
+def _log_stage(log: str, stage: str, post_id: str) -> None:
+    """`RayConfig.on_stage`: when each post's decode starts and its verbalize (its caption done) starts."""
+    if stage in ("decode", "verbalize"):
+        _append(log, f"{stage} {time.time()} {post_id}")
+
+
+def _timeline(log: Path) -> dict:
+    """The caption calls and each post's caption-done time from the log, relative to the first decode."""
+    events = [line.split() for line in log.read_text().splitlines()]
+    t0 = min(float(e[1]) for e in events if e[0] == "decode")
+    calls = sorted((float(e[1]) - t0, float(e[2]) - t0, int(e[3])) for e in events if e[0] == "call")
+    done = {e[2]: float(e[1]) - t0 for e in events if e[0] == "verbalize"}
+    gaps = [nxt[0] - prev[1] for prev, nxt in itertools.pairwise(calls)]
+    busy = sum(end - start for start, end, _ in calls)
+    straggler = done.pop(STRAGGLER)
+    return {
+        "caption_calls": len(calls),
+        "keyframes": sum(n for *_, n in calls),
+        "first_call_s": round(calls[0][0], 2),
+        "last_call_end_s": round(calls[-1][1], 2),
+        # busy over the span from the first call's start to the last call's end (the meter's span starts
+        # at the end of the model load, before the first posts are decoded)
+        "busy_first_to_last_call": round(busy / (calls[-1][1] - calls[0][0]), 3),
+        "longest_gap_s": round(max(gaps, default=0.0), 2),
+        "mean_gap_s": round(sum(gaps) / len(gaps), 3) if gaps else 0.0,
+        "straggler_captioned_s": round(straggler, 2),
+        "others_captioned_before_straggler": sum(t < straggler for t in done.values()),
+        "others": len(done),
+        "last_other_captioned_s": round(max(done.values()), 2),
+    }
+
+
+def test_ray_caption_actor_busy_when_captioner_bound(
+    benchmark, download: Path, warm_ray: dict[str, float], tmp_path: Path
+) -> None:
+    names = [f"bikes{i:03d}" for i in range(BOUND_CLIPS)]
+    folder = _subset(download, tmp_path / "in", names)
+    shutil.copy(download / "straggler.mp4", folder / f"{STRAGGLER}.mp4")
+    _info(folder, STRAGGLER, CLIPS)
+    log = tmp_path / "timeline.log"
+    captioner = functools.partial(KeyframeCaptioner, str(log), KEYFRAME_S)
+    runs: dict[str, dict] = {}
+
+    def once() -> None:
+        for calls in CAPTION_CALLS:
+            rcfg = RayConfig(
+                caption_batch=4, caption_calls=calls, on_stage=functools.partial(_log_stage, str(log))
+            )
+            log.unlink(missing_ok=True)
+            wall = time.perf_counter()
+            report = _run("ray", folder, tmp_path / "out", rcfg, captioner)
+            wall = time.perf_counter() - wall
+            (actor,) = report["actors"]["caption"]["each"]
+            runs[f"caption_calls_{calls}"] = {
+                "ray_wall_s": round(wall, 1),
+                "caption_busy_fraction": actor["busy_fraction"],
+                "caption_model_loads": actor["loads"],
+                **_timeline(log),
+            }
+
+    benchmark.pedantic(once, rounds=1, iterations=1)
+    info = {"clips": BOUND_CLIPS + 1, "keyframe_s": KEYFRAME_S, **runs}
+    benchmark.extra_info.update(info)
+    print(f"\ncaptioner-bound Ray runs on {CORES} cores: {info}")

@@ -14,7 +14,8 @@ its own, from the first page on:
                ...; their counts ride back with the post), `decode_post`, frames JPEG-encoded as
                `ShardWriter` stores them
     caption    an actor pool (`num_gpus` per actor): each actor builds the captioner once, in its constructor,
-               and captions the keyframes of `caption_batch` posts per call for the whole run
+               and captions the keyframes of `caption_batch` posts per call for the whole run,
+               `caption_calls` calls at a time (one in the model, the next unpacking its posts meanwhile)
     asr        an actor pool: each actor keeps one `bl-asr serve` process (the model loaded once), started
                again if it dies (the file it died on fails alone), behind `bl_data.asr`'s per-file cache
     verbalize  CPU tasks of one post: `finish_post`
@@ -88,6 +89,9 @@ class RayConfig:
     caption_actors: tuple[int, int] = (1, 1)
     caption_gpus: float = 1.0  # GPUs per caption actor (0: caption on CPU)
     caption_batch: int = 8  # posts per caption call (their keyframes go through the model together)
+    # calls each caption actor runs at once: one in the model, the others unpacking their posts or packing
+    # the results meanwhile, so the model does not wait for that (1: one call at a time)
+    caption_calls: int = 2
     asr_actors: tuple[int, int] = (1, 1)
     asr_gpus: float = 0.0  # GPUs per ASR actor (give whisperx one: 1)
     asr_batch: int = 4  # posts per ASR actor call
@@ -224,19 +228,23 @@ def _decode_row(
 
 
 class _CaptionActor:
-    """Captions the keyframes of a batch of posts in one call; the captioner is built once, here."""
+    """Captions the keyframes of a batch of posts in one call; the captioner is built once, here. Calls may
+    run in several threads (`RayConfig.caption_calls`): one at a time in the model, the others unpacking
+    their posts or packing their results meanwhile."""
 
     def __init__(self, factory: Callable[[], Captioner]) -> None:
         self.meter = StageMeter("caption")
+        self.model_lock = threading.Lock()  # the captioner and the meter: one call at a time
         with self.meter.loading():
             self.captioner = factory()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows: list[_Row] = _batch_rows(batch)
         todo = [row for row in rows if row.work is not None]
-        with self.meter.busy(posts=len(todo)):
-            self._caption(todo)
-        rows[0].meters.append(self.meter.snapshot())
+        with self.model_lock:
+            with self.meter.busy(posts=len(todo)):
+                self._caption(todo)
+            rows[0].meters.append(self.meter.snapshot())
         return _rows_batch(rows)
 
     def _caption(self, todo: list[_Row]) -> None:
@@ -576,7 +584,12 @@ def _dataset(
             _CaptionActor,
             fn_constructor_kwargs={"factory": captioner},
             batch_size=rcfg.caption_batch,
-            compute=ActorPoolStrategy(min_size=rcfg.caption_actors[0], max_size=rcfg.caption_actors[1]),
+            compute=ActorPoolStrategy(
+                min_size=rcfg.caption_actors[0],
+                max_size=rcfg.caption_actors[1],
+                max_concurrent_calls_per_actor=rcfg.caption_calls,
+                enable_true_multi_threading=True,  # `_CaptionActor` holds its model lock itself
+            ),
             num_gpus=rcfg.caption_gpus,
             num_cpus=0 if rcfg.caption_gpus else 1,
         )
