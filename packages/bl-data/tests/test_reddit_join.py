@@ -272,6 +272,6 @@ def test_store_is_removed_when_closed_early_or_on_error(
     assert _stores(tmp_path) == []
     zstd = tmp_path / "RC_2020-01.zst"
     zstd.write_bytes(b"")
-    with pytest.raises(ValueError, match="zstd"):
+    with pytest.raises(ValueError, match="zstd") as raised:
         list(read_reddit(subs, zstd, media))  # raised after the submissions were stored
-    assert _stores(tmp_path) == []
+    assert raised.traceback and _stores(tmp_path) == []  # removed, not left to the frames' finalizers

@@ -43,23 +43,21 @@ CREATE TABLE posts (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, post BLOB 
 CREATE TABLE other_ids (id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE comment_ids (post INTEGER, id TEXT, PRIMARY KEY (post, id)) WITHOUT ROWID;
 CREATE TABLE comments (
-    post INTEGER, rank_key BLOB, line INTEGER, comment BLOB NOT NULL, PRIMARY KEY (post, rank_key, line)
-) WITHOUT ROWID;
+    post INTEGER NOT NULL, rank_key BLOB NOT NULL, line INTEGER NOT NULL,
+    text TEXT NOT NULL, likes NOT NULL, author TEXT, id TEXT, parent TEXT
+);
 """
-# drops every comment after a post's `?` best (rank_key, then line: the file order breaks ties)
-_PRUNE = """
-DELETE FROM comments WHERE (post, rank_key, line) IN (
-    SELECT post, rank_key, line FROM (
-        SELECT post, rank_key, line, row_number() OVER (PARTITION BY post ORDER BY rank_key, line) AS place
-        FROM comments
-    ) WHERE place > ?
-)
+# `comments` is a heap (appends are cheap; an index would take random writes); these queries sort it.
+# each comment's place in its post: by rank_key, then line (the file order breaks ties)
+_PLACES = """
+SELECT rowid AS row, post, rank_key, row_number() OVER (PARTITION BY post ORDER BY rank_key, line) AS place
+FROM comments
 """
+_PRUNE = f"DELETE FROM comments WHERE rowid IN (SELECT row FROM ({_PLACES}) WHERE place > ?)"
 # a full post's worst kept key: a later comment with a key >= it can never get in
-_CUTOFFS = """
-UPDATE posts SET cutoff = (SELECT max(rank_key) FROM comments WHERE post = posts.seq)
-WHERE seq IN (SELECT post FROM comments GROUP BY post HAVING count(*) >= ?)
-"""
+_CUTOFFS = f"SELECT rank_key, post FROM ({_PLACES}) WHERE place = ?"
+_BEST = "SELECT post, text, likes, author, id, parent FROM comments ORDER BY post, rank_key, line"
+_INT64 = range(-(2**63), 2**63)
 
 
 def read_reddit(
@@ -227,9 +225,7 @@ class _JoinStore:
             raise
         self.other_ids = _DiskIds(self.db)
         self._posts: list[tuple[str, bytes]] = []  # (id, pickled post), not yet written
-        self._comments: list[
-            tuple[int, bytes, int, bytes]
-        ] = []  # (post seq, rank_key, line, pickled comment)
+        self._comments: list[tuple] = []  # rows of `comments`, not yet written
         self._writes = 0  # since the last commit
         self._added = 0  # comments written since the last prune
         self._kept = 0  # comments left by the last prune
@@ -255,7 +251,10 @@ class _JoinStore:
         key = rank_key(comment.likes)
         if self.max_comments == 0 or (cutoff is not None and key >= cutoff):  # ties: the earlier line wins
             return
-        self._comments.append((seq, key, line, pickle.dumps(comment, pickle.HIGHEST_PROTOCOL)))
+        likes = comment.likes if comment.likes in _INT64 else str(comment.likes)  # SQLite's INTEGER is 64-bit
+        self._comments.append(
+            (seq, key, line, comment.text, likes, comment.author, comment.id, comment.parent)
+        )
         self._wrote()
 
     def _wrote(self) -> None:
@@ -266,13 +265,15 @@ class _JoinStore:
     def flush(self) -> None:
         """Write the buffered rows, prune when due, commit."""
         self.db.executemany("INSERT INTO posts (id, post) VALUES (?, ?)", self._posts)
-        self.db.executemany("INSERT INTO comments VALUES (?, ?, ?, ?)", self._comments)
+        self.db.executemany("INSERT INTO comments VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._comments)
         self._added += len(self._comments)
         self._posts.clear()
         self._comments.clear()
         if self.max_comments is not None and self._added >= max(_PRUNE_MIN, self._kept):
             self.db.execute(_PRUNE, (self.max_comments,))
-            self.db.execute(_CUTOFFS, (self.max_comments,))
+            cutoffs = self.db.execute(_CUTOFFS, (self.max_comments,))
+            while rows := cutoffs.fetchmany(_BATCH):
+                self.db.executemany("UPDATE posts SET cutoff = ? WHERE seq = ?", rows)
             self._kept = self.db.execute("SELECT count(*) FROM comments").fetchone()[0]
             self._added = 0
         self.db.execute("COMMIT")
@@ -280,15 +281,16 @@ class _JoinStore:
         self._writes = 0
 
     def posts(self) -> Iterator[Post]:
-        """The stored posts in file order, each with its best comments."""
-        limit = -1 if self.max_comments is None else self.max_comments
-        rows = self.db.execute("SELECT seq, post FROM posts ORDER BY seq")
-        for seq, blob in rows:
+        """The stored posts in file order, each with its best comments (one sorted scan of `comments`)."""
+        best = self.db.execute(_BEST)  # in post order, each post's best first
+        row = best.fetchone()
+        for seq, blob in self.db.execute("SELECT seq, post FROM posts ORDER BY seq"):
             post = pickle.loads(blob)
-            best = self.db.execute(
-                "SELECT comment FROM comments WHERE post = ? ORDER BY rank_key, line LIMIT ?", (seq, limit)
-            )
-            post.comments = [pickle.loads(comment) for (comment,) in best]
+            while row is not None and row[0] == seq:
+                if self.max_comments is None or len(post.comments) < self.max_comments:
+                    text, likes, author, comment_id, parent = row[1:]
+                    post.comments.append(Comment(text, int(likes), author, comment_id, parent))
+                row = best.fetchone()
             yield post
 
     def close(self) -> None:
