@@ -201,14 +201,15 @@ def rank_key(likes: int) -> bytes:
 class _DiskIds:
     """The set of submission ids without a media file (`MediaIndex.claim`'s `others`), in the store."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    def __init__(self, store: _JoinStore) -> None:
+        self.store = store
 
     def __contains__(self, key: str) -> bool:
-        return self.db.execute("SELECT 1 FROM other_ids WHERE id = ?", (key,)).fetchone() is not None
+        return self.store.db.execute("SELECT 1 FROM other_ids WHERE id = ?", (key,)).fetchone() is not None
 
     def add(self, key: str) -> None:
-        self.db.execute("INSERT OR IGNORE INTO other_ids VALUES (?)", (key,))
+        self.store.db.execute("INSERT OR IGNORE INTO other_ids VALUES (?)", (key,))
+        self.store.wrote()
 
 
 class _JoinStore:
@@ -223,7 +224,7 @@ class _JoinStore:
         except BaseException:
             self._dir.cleanup()
             raise
-        self.other_ids = _DiskIds(self.db)
+        self.other_ids = _DiskIds(self)
         self._posts: list[tuple[str, bytes]] = []  # (id, pickled post), not yet written
         self._comments: list[tuple] = []  # rows of `comments`, not yet written
         self._writes = 0  # since the last commit
@@ -233,7 +234,7 @@ class _JoinStore:
 
     def add_post(self, post: Post) -> None:
         self._posts.append((post.id, pickle.dumps(post, pickle.HIGHEST_PROTOCOL)))
-        self._wrote()
+        self.wrote()
 
     def find(self, post_id: str) -> tuple[int, bytes | None] | None:
         """(seq, cutoff) of a written post, or None."""
@@ -242,7 +243,7 @@ class _JoinStore:
     def claim_comment_id(self, seq: int, comment_id: str) -> bool:
         """True the first time post `seq` sees `comment_id`."""
         claimed = self.db.execute("INSERT OR IGNORE INTO comment_ids VALUES (?, ?)", (seq, comment_id))
-        self._wrote()
+        self.wrote()
         return claimed.rowcount == 1
 
     def add_comment(self, held: tuple[int, bytes | None], line: int, comment: Comment) -> None:
@@ -255,9 +256,10 @@ class _JoinStore:
         self._comments.append(
             (seq, key, line, comment.text, likes, comment.author, comment.id, comment.parent)
         )
-        self._wrote()
+        self.wrote()
 
-    def _wrote(self) -> None:
+    def wrote(self) -> None:
+        """Count one write; a full batch is flushed."""
         self._writes += 1
         if self._writes >= _BATCH:
             self.flush()
