@@ -246,10 +246,14 @@ def test_pruning_keeps_about_max_comments_on_disk(
     with sqlite3.connect(store / "join.sqlite") as db:
         [(held,)] = db.execute("SELECT count(*) FROM comments")
         [(ids,)] = db.execute("SELECT count(*) FROM comment_ids")
+        [(cutoff,)] = db.execute("SELECT cutoff FROM posts")
     assert ids == 600  # every id is remembered for the duplicate check
     assert held <= 3 + 20 + 7  # kept + the prune's threshold + a batch (600 without pruning)
     expected = next(legacy_read_reddit(subs, comments, tmp_path / "in", max_comments=3))
     assert post == expected and len(post.comments) == 3
+    assert cutoff is not None and cutoff >= rank_key(
+        post.comments[-1].likes
+    )  # the 3rd best at the last prune
     assert list(items) == [] and _stores(tmp_path) == []
 
 
