@@ -11,6 +11,7 @@ import json
 import random
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -279,3 +280,19 @@ def test_store_is_removed_when_closed_early_or_on_error(
     with pytest.raises(ValueError, match="zstd") as raised:
         list(read_reddit(subs, zstd, media))  # raised after the submissions were stored
     assert raised.traceback and _stores(tmp_path) == []  # removed, not left to the frames' finalizers
+
+
+def test_a_join_started_in_one_thread_goes_on_and_closes_in_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    subs, comments, media = _dumps(tmp_path / "in", 2, gz=False)
+    items = read_reddit(subs, comments, media)
+    first = []
+    worker = threading.Thread(target=lambda: first.extend(next(items) for _ in range(3)))
+    worker.start()
+    worker.join()
+    expected = list(legacy_read_reddit(subs, comments, media))
+    assert first + [next(items) for _ in range(3)] == expected[:6]
+    items.close()
+    assert _stores(tmp_path) == []

@@ -219,7 +219,9 @@ class _JoinStore:
         self.max_comments = max_comments
         self._dir = tempfile.TemporaryDirectory(prefix="bl-reddit-join-")
         try:
-            self.db = sqlite3.connect(Path(self._dir.name) / "join.sqlite", isolation_level=None)
+            # one consumer at a time (a generator), but not always one thread: Ray's driver imports in a thread
+            path = Path(self._dir.name) / "join.sqlite"
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.executescript(_SCHEMA)
         except BaseException:
             self._dir.cleanup()
