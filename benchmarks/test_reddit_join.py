@@ -6,9 +6,10 @@ shuffled over the comments dump as a time-ordered dump interleaves them; `max_co
 implementation consumes the whole dump in a fresh interpreter: `legacy_read_reddit` (the in-memory join before
 issue 20, kept in bl-data's tests/test_reddit_join.py) and today's `read_reddit` (an SQLite store in `$TMPDIR`,
 here the benchmark's tmp_path). Printed: `peak_mib` (VmHWM of the process), `growth_mib` (VmHWM less the RSS
-after imports), `wall_s`, the store's size when the join is done, and the ratios; both must yield the same
-items (a digest of their reprs). Sizes: `BL_REDDIT_JOIN_POSTS` (default 1000; the issue's 100k posts / 3M
-comments: `BL_REDDIT_JOIN_POSTS=100000`); a plain (benchmark-disabled) run smoke-tests 200.
+after imports), `wall_s`, `cpu_s` (user + system seconds: the steadier figure on a shared machine), the
+store's size when the join is done (`store_mib`), and the ratios; both must yield the same items (a digest of
+their reprs). Sizes: `BL_REDDIT_JOIN_POSTS` (default 1000; the issue's 100k posts / 3M comments:
+`BL_REDDIT_JOIN_POSTS=100000`); a plain (benchmark-disabled) run smoke-tests 200.
 """
 
 from __future__ import annotations
@@ -25,37 +26,40 @@ MAX_COMMENTS = 100
 LEGACY = Path(__file__).resolve().parents[1] / "packages/bl-data/tests/test_reddit_join.py"
 
 SCRIPT = """
-import hashlib, importlib.util, json, sys, tempfile, time
+import hashlib, importlib.util, json, resource, sys, tempfile, time
 from pathlib import Path
 
 def status_kib(field):
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
 
+def cpu_s():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+def store_kib():
+    return sum(p.stat().st_size for p in Path(tempfile.gettempdir()).glob("bl-reddit-join-*/*")) // 1024
+
 how, subs, comments, media, legacy = sys.argv[1], *map(Path, sys.argv[2:6])
-if how == "in-memory":
-    spec = importlib.util.spec_from_file_location("legacy_reddit", legacy)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    read = module.legacy_read_reddit
-else:
-    from bl_data.sources import read_reddit as read
+spec = importlib.util.spec_from_file_location("legacy_reddit", legacy)  # both: the same imports
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+read = module.legacy_read_reddit if how == "in-memory" else module.read_reddit
 base = status_kib("VmRSS")
-start = time.perf_counter()
-digest, counts, store_kib = hashlib.sha256(), {"posts": 0, "comments": 0, "failures": 0}, 0
+start, cpu = time.perf_counter(), cpu_s()
+digest, counts, store = hashlib.sha256(), {"posts": 0, "comments": 0, "failures": 0}, 0
 for item in read(subs, comments, media, int(sys.argv[6])):
     digest.update(repr(item).encode())
     if type(item).__name__ == "Post":
-        if counts["posts"] == 0:  # the join is done: the store is at its largest
-            store_kib = sum(p.stat().st_size for p in Path(tempfile.gettempdir()).glob("bl-reddit-join-*/*")) // 1024
+        store = store or store_kib()  # at the first post: the join is done
         counts["posts"] += 1
         counts["comments"] += len(item.comments)
     else:
         counts["failures"] += 1
-seconds = time.perf_counter() - start
-print(json.dumps({**counts, "peak_mib": round(status_kib("VmHWM") / 1024, 1),
-                  "growth_mib": round((status_kib("VmHWM") - base) / 1024, 1), "wall_s": round(seconds, 2),
-                  "store_mib": round(store_kib / 1024, 1), "digest": digest.hexdigest()}))
+seconds, cpu, peak = time.perf_counter() - start, cpu_s() - cpu, status_kib("VmHWM")
+print(json.dumps({**counts, "peak_mib": round(peak / 1024, 1), "growth_mib": round((peak - base) / 1024, 1),
+                  "wall_s": round(seconds, 2), "cpu_s": round(cpu, 2), "store_mib": round(store / 1024, 1),
+                  "digest": digest.hexdigest()}))
 """
 
 
@@ -118,6 +122,7 @@ def test_reddit_comment_join_memory_and_time(benchmark, request, tmp_path: Path)
         **{how: r for how, r in results.items()},
         "peak_out_of_core_over_in_memory": round(after["peak_mib"] / before["peak_mib"], 2),
         "wall_out_of_core_over_in_memory": round(after["wall_s"] / before["wall_s"], 2),
+        "cpu_out_of_core_over_in_memory": round(after["cpu_s"] / before["cpu_s"], 2),
     }
     benchmark.extra_info.update(info)
     print(f"\nreddit comment join: {info}")
