@@ -1,11 +1,21 @@
 """Reddit importer: Pushshift / Arctic-Shift NDJSON dumps (submissions + comments) and a media folder.
 
 Dumps are streamed line by line; plain, `.gz`, `.bz2` and `.xz` files are read (decompress `.zst` dumps with
-`zstd -d --long=31` first). Only posts whose media is in the folder, and their comments, are held in memory.
+`zstd -d --long=31` first). The join runs out of core, in an SQLite file in a private temporary directory
+(`$TMPDIR`, local disk: not the output folder, which may be shared storage), removed when the generator
+finishes, fails or is closed: the submissions with a media file (in file order), the ids of those without one
+(the duplicate-id check), every comment id of each kept post (the duplicate-comment check) and the comments
+that may still be among a post's `max_comments` best (pruned with a window function whenever as many have
+been stored as the last prune kept; at most about twice the kept comments are on disk). In memory: the media
+index, one batch of rows (`_BATCH`), SQLite's page cache (`_CACHE_KIB`) and, while posts are yielded, one post
+with its comments.
 """
 
 from __future__ import annotations
 
+import pickle
+import sqlite3
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +23,7 @@ from pathlib import Path
 from bl_data.records import Comment, Failure, Post
 from bl_data.sources._common import (
     InvalidField,
+    MediaIndex,
     Record,
     attach_media,
     failure,
@@ -20,6 +31,35 @@ from bl_data.sources._common import (
     read_ndjson,
     unforeseen,
 )
+
+_BATCH = 10_000  # rows buffered, and writes per transaction
+_PRUNE_MIN = 200_000  # comments stored before the first prune; later ones wait for as many as were kept
+_CACHE_KIB = 32 * 1024  # SQLite's page cache
+
+_SCHEMA = f"""
+PRAGMA journal_mode = OFF;
+PRAGMA synchronous = OFF;
+PRAGMA temp_store = FILE;
+PRAGMA cache_size = -{_CACHE_KIB};
+CREATE TABLE posts (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, post BLOB NOT NULL, cutoff BLOB);
+CREATE TABLE other_ids (id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE comment_ids (post INTEGER, id TEXT, PRIMARY KEY (post, id)) WITHOUT ROWID;
+CREATE TABLE comments (
+    post INTEGER NOT NULL, rank_key BLOB NOT NULL, line INTEGER NOT NULL,
+    text TEXT NOT NULL, likes NOT NULL, author TEXT, id TEXT, parent TEXT
+);
+"""
+# `comments` is a heap (appends are cheap; an index would take random writes); these queries sort it.
+# each comment's place in its post: by rank_key, then line (the file order breaks ties)
+_PLACES = """
+SELECT rowid AS row, post, rank_key, row_number() OVER (PARTITION BY post ORDER BY rank_key, line) AS place
+FROM comments
+"""
+_PRUNE = f"DELETE FROM comments WHERE rowid IN (SELECT row FROM ({_PLACES}) WHERE place > ?)"
+# a full post's worst kept key: a later comment with a key >= it can never get in
+_CUTOFFS = f"SELECT rank_key, post FROM ({_PLACES}) WHERE place = ?"
+_BEST = "SELECT post, text, likes, author, id, parent FROM comments ORDER BY post, rank_key, line"
+_INT64 = range(-(2**63), 2**63)
 
 
 def read_reddit(
@@ -34,15 +74,26 @@ def read_reddit(
     `<media_folder>/<id>.<ext>`. A repeated submission id is a duplicate: the first line wins. Comments join on
     `link_id == "t3_<id>"`; each post keeps its `max_comments` highest-scored comments (None: all), sorted by
     score, ties in file order. Comments of other posts are skipped unread; a bad comment of a kept post is
-    reported and skipped.
+    reported and skipped. The posts come after every Failure of both dumps.
     """
     if max_comments is not None and max_comments < 0:
         raise ValueError(f"max_comments must be >= 0, got {max_comments}")
-    submissions = Path(submissions)
     media = index_media(Path(media_folder))
-    posts: dict[str, Post] = {}
-    seen: set[str] = set()  # the ids without a media file (`MediaIndex.claim` flags the others)
-    for _, line_input, data in read_ndjson(submissions):
+    store = _JoinStore(max_comments)
+    try:
+        yield from _read_submissions(Path(submissions), media, store)
+        store.flush()  # every post is written before the comments look them up
+        if comments is not None:
+            yield from _join_comments(Path(comments), store)
+        store.flush()
+        yield from store.posts()
+    finally:
+        store.close()
+
+
+def _read_submissions(path: Path, media: MediaIndex, store: _JoinStore) -> Iterator[Failure]:
+    """Store each valid submission with a media file; yield a Failure per bad line."""
+    for _, line_input, data in read_ndjson(path):
         if isinstance(data, Failure):
             yield data
             continue
@@ -57,17 +108,14 @@ def read_reddit(
         except Exception as err:  # whatever else one line does, the others go on
             yield unforeseen(line_input, err, sample_id)
             continue
-        if not media.claim(sample_id, seen):
+        if not media.claim(sample_id, store.other_ids):
             yield failure(line_input, "duplicate id", sample_id, "id")
             continue
         result = attach_media(post, media, line_input)
         if isinstance(result, Failure):
             yield result
         else:
-            posts[sample_id] = result
-    if comments is not None:
-        yield from _join_comments(Path(comments), posts, max_comments)
-    yield from posts.values()
+            store.add_post(result)
 
 
 def _post(record: Record, sample_id: str) -> Post:
@@ -103,10 +151,8 @@ def _date(record: Record) -> str | None:
         raise InvalidField("created_utc", f"expected a Unix timestamp, got {value!r}") from err
 
 
-def _join_comments(path: Path, posts: dict[str, Post], max_comments: int | None) -> Iterator[Failure]:
-    """Attach each comment of a held post to it; yield a Failure per bad line of a held post."""
-    kept: dict[str, list[tuple[int, int, Comment]]] = {}  # post id -> (-score, line, comment)
-    ids: dict[str, set[str]] = {}
+def _join_comments(path: Path, store: _JoinStore) -> Iterator[Failure]:
+    """Store each comment of a stored post; yield a Failure per bad line of a stored post."""
     for number, line_input, data in read_ndjson(path):
         if isinstance(data, Failure):
             yield data
@@ -120,7 +166,8 @@ def _join_comments(path: Path, posts: dict[str, Post], max_comments: int | None)
             yield failure(line_input, err.message, None, err.field)
             continue
         post_id = link_id[3:]
-        if post_id not in posts:
+        held = store.find(post_id)
+        if held is None:
             continue
         try:
             comment = Comment(
@@ -136,17 +183,124 @@ def _join_comments(path: Path, posts: dict[str, Post], max_comments: int | None)
         except Exception as err:  # whatever else one line does, the others go on
             yield unforeseen(line_input, err, post_id)
             continue
-        seen = ids.setdefault(post_id, set())
-        if comment.id is not None:
-            if comment.id in seen:
-                yield failure(line_input, f"duplicate comment id {comment.id!r}", post_id, "id")
-                continue
-            seen.add(comment.id)
-        bucket = kept.setdefault(post_id, [])
-        bucket.append((-comment.likes, number, comment))
-        if max_comments is not None and len(bucket) > 2 * max_comments + 16:
-            bucket.sort(key=lambda entry: entry[:2])
-            del bucket[max_comments:]
-    for post_id, bucket in kept.items():
-        bucket.sort(key=lambda entry: entry[:2])
-        posts[post_id].comments = [c for _, _, c in bucket[:max_comments]]
+        if comment.id is not None and not store.claim_comment_id(held[0], comment.id):
+            yield failure(line_input, f"duplicate comment id {comment.id!r}", post_id, "id")
+            continue
+        store.add_comment(held, number, comment)
+
+
+def rank_key(likes: int) -> bytes:
+    """Bytes that sort (bytewise, as SQLite compares BLOBs) as `-likes`: most liked first, for an int of any
+    size (a JSON score may not fit SQLite's 64-bit INTEGER)."""
+    n = -likes
+    size = (abs(n).bit_length() + 7) // 8  # <= 1,800 bytes: Python parses JSON ints of <= 4,300 digits
+    if n >= 0:
+        return b"\x01" + size.to_bytes(2, "big") + n.to_bytes(size, "big")
+    inverted = (1 << 8 * size) - 1 + n  # a longer or larger magnitude sorts first
+    return b"\x00" + (0xFFFF - size).to_bytes(2, "big") + inverted.to_bytes(size, "big")
+
+
+class _DiskIds:
+    """The set of submission ids without a media file (`MediaIndex.claim`'s `others`), in the store."""
+
+    def __init__(self, store: _JoinStore) -> None:
+        self.store = store
+
+    def __contains__(self, key: str) -> bool:
+        return self.store.db.execute("SELECT 1 FROM other_ids WHERE id = ?", (key,)).fetchone() is not None
+
+    def add(self, key: str) -> None:
+        self.store.db.execute("INSERT OR IGNORE INTO other_ids VALUES (?)", (key,))
+        self.store.wrote()
+
+
+class _JoinStore:
+    """The join's tables in an SQLite file in a private temporary directory; `close` removes it."""
+
+    def __init__(self, max_comments: int | None) -> None:
+        self.max_comments = max_comments
+        self._dir = tempfile.TemporaryDirectory(prefix="bl-reddit-join-")
+        try:
+            # one consumer at a time (a generator), but not always one thread: Ray's driver imports in a thread
+            path = Path(self._dir.name) / "join.sqlite"
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.executescript(_SCHEMA)
+        except BaseException:
+            self._dir.cleanup()
+            raise
+        self.other_ids = _DiskIds(self)
+        self._posts: list[tuple[str, bytes]] = []  # (id, pickled post), not yet written
+        self._comments: list[tuple] = []  # rows of `comments`, not yet written
+        self._writes = 0  # since the last commit
+        self._added = 0  # comments written since the last prune
+        self._kept = 0  # comments left by the last prune
+        self.db.execute("BEGIN")
+
+    def add_post(self, post: Post) -> None:
+        self._posts.append((post.id, pickle.dumps(post, pickle.HIGHEST_PROTOCOL)))
+        self.wrote()
+
+    def find(self, post_id: str) -> tuple[int, bytes | None] | None:
+        """(seq, cutoff) of a written post, or None."""
+        return self.db.execute("SELECT seq, cutoff FROM posts WHERE id = ?", (post_id,)).fetchone()
+
+    def claim_comment_id(self, seq: int, comment_id: str) -> bool:
+        """True the first time post `seq` sees `comment_id`."""
+        claimed = self.db.execute("INSERT OR IGNORE INTO comment_ids VALUES (?, ?)", (seq, comment_id))
+        self.wrote()
+        return claimed.rowcount == 1
+
+    def add_comment(self, held: tuple[int, bytes | None], line: int, comment: Comment) -> None:
+        """Keep `comment` (line `line`) for post `held` unless it can no longer be among the best."""
+        seq, cutoff = held
+        key = rank_key(comment.likes)
+        if self.max_comments == 0 or (cutoff is not None and key >= cutoff):  # ties: the earlier line wins
+            return
+        likes = comment.likes if comment.likes in _INT64 else str(comment.likes)  # SQLite's INTEGER is 64-bit
+        self._comments.append(
+            (seq, key, line, comment.text, likes, comment.author, comment.id, comment.parent)
+        )
+        self.wrote()
+
+    def wrote(self) -> None:
+        """Count one write; a full batch is flushed."""
+        self._writes += 1
+        if self._writes >= _BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered rows, prune when due, commit."""
+        self.db.executemany("INSERT INTO posts (id, post) VALUES (?, ?)", self._posts)
+        self.db.executemany("INSERT INTO comments VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._comments)
+        self._added += len(self._comments)
+        self._posts.clear()
+        self._comments.clear()
+        if self.max_comments is not None and self._added >= max(_PRUNE_MIN, self._kept):
+            self.db.execute(_PRUNE, (self.max_comments,))
+            cutoffs = self.db.execute(_CUTOFFS, (self.max_comments,))
+            while rows := cutoffs.fetchmany(_BATCH):
+                self.db.executemany("UPDATE posts SET cutoff = ? WHERE seq = ?", rows)
+            self._kept = self.db.execute("SELECT count(*) FROM comments").fetchone()[0]
+            self._added = 0
+        self.db.execute("COMMIT")
+        self.db.execute("BEGIN")
+        self._writes = 0
+
+    def posts(self) -> Iterator[Post]:
+        """The stored posts in file order, each with its best comments (one sorted scan of `comments`)."""
+        best = self.db.execute(_BEST)  # in post order, each post's best first
+        row = best.fetchone()
+        for seq, blob in self.db.execute("SELECT seq, post FROM posts ORDER BY seq"):
+            post = pickle.loads(blob)
+            while row is not None and row[0] == seq:
+                if self.max_comments is None or len(post.comments) < self.max_comments:
+                    text, likes, author, comment_id, parent = row[1:]
+                    post.comments.append(Comment(text, int(likes), author, comment_id, parent))
+                row = best.fetchone()
+            yield post
+
+    def close(self) -> None:
+        try:
+            self.db.close()
+        finally:
+            self._dir.cleanup()
