@@ -91,12 +91,12 @@ class DiskStore:
         with self.lock:
             return self.db.execute(sql, params).fetchall()
 
-    def pages(self, sql: str, params: Sequence[Any] = (), size: int = BATCH) -> Iterator[list[Any]]:
-        """The rows of `sql` in lists of up to `size`; `sql` selects a BLOB key first and ends in
+    def pages(self, sql: str, params: Sequence[Any] = (), size: int | None = None) -> Iterator[list[Any]]:
+        """The rows of `sql` in lists of up to `size` (default `BATCH`); `sql` selects a BLOB key first and ends in
         `... key > ? ORDER BY key LIMIT ?` (the last key seen and `size` follow `params`), so the caller may
         update the table between pages."""
         last: Any = b""
-        while page := self.rows(sql, (*params, last, size)):
+        while page := self.rows(sql, (*params, last, size or BATCH)):
             yield page
             last = page[-1][0]
 
