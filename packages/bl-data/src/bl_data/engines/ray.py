@@ -25,15 +25,18 @@ Ray Data's streaming executor runs the stages together with backpressure between
 so a slow post delays only itself. The driver consumes the write tasks' outcomes as they stream back (each
 post's result without its sample, its filter counts, and the actors' meters), accounts them as the local
 engine does and writes the same `failures.jsonl` and `report.json` (plus each actor's model loads and busy
-fraction). What the driver holds: per media file its name, a 1-byte outcome, a claim flag and its sha256
-(the ledger, ~35 bytes plus the name), one byte per spooled post (outcome back or not), the digests that
-several files share (dedup), one page of posts while spooling and Ray Data's bounded output queue; on a
-rerun also the keys of the samples already written, and one key per logged failure.
+fraction). What the driver holds in memory does not grow with the posts or media files: one page of posts
+while spooling, Ray Data's bounded output queue, the digests that several files share (dedup) and counters.
+Its per-file and per-post bookkeeping is on disk (`bl_data.diskstore`: SQLite with a bounded page cache in a
+local temporary directory, removed when the run ends): the media ledger (each file's outcome, claim flag and
+sha256), the importer's media index, the keys already written (a rerun), the failures logged and the posts
+whose outcome is back.
 
 Faults: a task whose worker dies is retried (`max_retries`); a retried write task skips the samples its dead
 attempt listed. A post whose task still fails (e.g. one that kills every worker it runs in) is dropped from
-the stream alone (`DataContext.max_errored_blocks`) and becomes a `ray` failure that a rerun retries, unless
-its write task listed it before dying. A killed driver leaves its completed shards; the next run discards
+the stream alone (`DataContext.max_errored_blocks`); the driver runs the per-post filters on it (a drop or
+filter failure counts as such, as in the local engine), and a kept one becomes a `ray` failure that a rerun
+retries, unless its write task listed it before dying. A killed driver leaves its completed shards; the next run discards
 what its tasks left unlisted. One driver per output folder at a time.
 """
 
