@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-CACHE_MIB = 4  # page cache per database
+CACHE_MIB = 1  # page cache per database (a driver has about five)
 BATCH = 4096  # rows per `executemany` and writes per transaction
 
 
@@ -38,7 +38,7 @@ class DiskStore:
     Writes run in transactions of up to `BATCH` writes; reads see them at once. The connection may be used
     from several threads (one at a time: every call holds `lock`)."""
 
-    def __init__(self, schema: str, cache_mib: int = CACHE_MIB) -> None:
+    def __init__(self, schema: str, cache_mib: float | None = None) -> None:
         self.folder = tempfile.mkdtemp(prefix="bl-data-store-")
         self.db = sqlite3.connect(
             str(Path(self.folder) / "store.db"), isolation_level=None, check_same_thread=False
@@ -46,7 +46,7 @@ class DiskStore:
         self._closer = weakref.finalize(self, _discard, self.db, self.folder)
         for pragma in ("journal_mode=OFF", "synchronous=OFF", "locking_mode=EXCLUSIVE", "temp_store=FILE"):
             self.db.execute(f"PRAGMA {pragma}")
-        self.db.execute(f"PRAGMA cache_size=-{cache_mib * 1024}")  # negative: KiB
+        self.db.execute(f"PRAGMA cache_size=-{int((cache_mib or CACHE_MIB) * 1024)}")  # negative: KiB
         self.db.executescript(schema)
         self.lock = threading.RLock()
         self._writes = 0
