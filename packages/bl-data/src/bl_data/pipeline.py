@@ -225,7 +225,7 @@ class MediaLedger:
 
     def __init__(self, folder: Path, names: Iterable[str]) -> None:
         """`names`: the media files' names in `folder` (`media_names`: streamed, any order)."""
-        self.folder = folder
+        self.folder, self._folder = folder, str(folder)
         self.store = DiskStore(self._SCHEMA)
         rows = ((os.fsencode(name), os.fsencode(os.path.splitext(name)[0])) for name in names)
         self.store.write_many("INSERT OR IGNORE INTO files (name, stem) VALUES (?, ?)", rows)
@@ -238,8 +238,11 @@ class MediaLedger:
 
     def name(self, media: Path | str) -> bytes | None:
         """The row key of `media` when it is in the folder (whether or not it is one of the files)."""
-        media = Path(media)
-        return os.fsencode(media.name) if media.parent == self.folder else None
+        head, tail = os.path.split(os.fspath(media))
+        if head != self._folder:  # not as written: as `Path` compares (e.g. `dir/./x.mp4`)
+            media = Path(media)
+            head, tail = (self._folder, media.name) if media.parent == self.folder else (None, "")
+        return os.fsencode(tail) if head is not None else None
 
     def path(self, name: bytes) -> Path:
         return self.folder / os.fsdecode(name)
@@ -328,8 +331,9 @@ class MediaHashes(Mapping[str, str]):
         ledger = self.ledger
         query = "SELECT name FROM files WHERE name > ? ORDER BY name LIMIT ?"
         for names in ledger.store.pages(query, size=chunk):
-            digests = hasher([ledger.path(name) for (name,) in names]).items()
-            rows = ((bytes.fromhex(digest), ledger.name(path)) for path, digest in digests)
+            paths = {str(ledger.path(name)): name for (name,) in names}
+            digests = hasher([Path(path) for path in paths]).items()
+            rows = ((bytes.fromhex(digest), paths[path]) for path, digest in digests)
             ledger.store.write_many("UPDATE files SET digest = ? WHERE name = ?", rows)
 
     def repeated(self) -> set[str]:
