@@ -36,8 +36,8 @@ Faults: a task whose worker dies is retried (`max_retries`); a retried write tas
 attempt listed. A post whose task still fails (e.g. one that kills every worker it runs in) is dropped from
 the stream alone (`DataContext.max_errored_blocks`); the driver runs the per-post filters on it (a drop or
 filter failure counts as such, as in the local engine), and a kept one becomes a `ray` failure that a rerun
-retries, unless its write task listed it before dying. A killed driver leaves its completed shards; the next run discards
-what its tasks left unlisted. One driver per output folder at a time.
+retries, unless its write task listed it before dying. A killed driver leaves its completed shards; the next
+run discards what its tasks left unlisted. One driver per output folder at a time.
 """
 
 from __future__ import annotations
