@@ -231,6 +231,25 @@ def test_a_post_that_kills_every_worker_fails_alone(tmp_path):
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_posts_lost_with_their_write_task_are_counted_by_the_rules_as_the_local_engine_does(tmp_path):
+    """A write task that dies past its retries loses every post of its batch, those the per-post rules
+    dropped too: each is accounted as its drop (as the local engine), only a kept one as a `ray` failure."""
+    folder = _folder(tmp_path, n=2)
+    _dropped_posts(folder)  # `fewviews`: dropped by min_views in its decode task, then lost with the batch
+
+    def poison(name: str, current: str) -> None:  # every write task holding demo050000 dies
+        if name == "write" and current == "demo050000":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    rcfg = RayConfig(max_retries=0, on_stage=poison)
+    report = prepare_ray(_cfg(folder, tmp_path / "ray", samples_per_shard=64), rcfg)  # one write task
+    local = prepare(_cfg(folder, tmp_path / "local", samples_per_shard=64))
+    assert not _members(tmp_path / "ray") and report["media"]["written"] == 0
+    assert report["filters"] == local["filters"]
+    assert report["media"]["dropped"] == local["media"]["dropped"] == {"duplicate_media": 1, "min_views": 1}
+    assert report["media"]["failed"] == {"ray": 3}  # demo050000, demo050001 and broken.mp4
+
+
 def test_a_killed_driver_resumes_without_redoing_completed_shards(tmp_path):
     folder = synthesize_youtube(tmp_path / "dl", 6, seed=6)
     out = tmp_path / "out"

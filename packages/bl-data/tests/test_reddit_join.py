@@ -56,9 +56,10 @@ def legacy_read_reddit(
         except Exception as err:
             yield unforeseen(line_input, err, sample_id)
             continue
-        if not media.claim(sample_id, seen):
+        if sample_id in seen:  # the first line with an id wins
             yield failure(line_input, "duplicate id", sample_id, "id")
             continue
+        seen.add(sample_id)
         result = attach_media(post, media, line_input)
         if isinstance(result, Failure):
             yield result

@@ -20,7 +20,7 @@ import itertools
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,12 +28,13 @@ from typing import Any, Literal
 import numpy as np
 
 from .asr import AsrSpec, AsrWorker
+from .diskstore import DiskSet, DiskStore
 from .filters import Dropped, DuplicateMediaRule, FilterReport, Filters, apply_rules, first_posts, hash_media
 from .meters import StageMeter, summarize
 from .pool import process_posts
 from .progress import progress as progress_bar
 from .records import Failure, Post
-from .shards import ShardWriter, done_keys, sample_key, shard_paths
+from .shards import ShardWriter, listed_keys, sample_key, shard_paths
 from .sources import read_blift, read_reddit, read_youtube
 from .sources._common import MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, media_files, media_names, not_regular
 from .stages import Captioner, PostResult, StageConfig, exception_reason, filter_post, run_stage
@@ -171,108 +172,131 @@ def _in_part(post_id: str, num_shards: int, index: int) -> bool:
 class FailureLog:
     """`failures.jsonl` with one line per (input, stage): a rerun appends only failures not yet recorded.
 
-    A last line torn by a kill is dropped when the log is opened.
+    A last line torn by a kill is dropped when the log is opened. The (input, stage) keys logged are kept on
+    disk (`bl_data.diskstore.DiskSet`), the log is read line by line.
     """
 
     def __init__(self, path: Path) -> None:
-        data = path.read_bytes() if path.exists() else b""
-        if data and not data.endswith(b"\n"):
-            data = data[: data.rfind(b"\n") + 1]
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        self.keys: set[tuple[str, str]] = set()
-        for line in data.splitlines():
-            try:
-                entry = json.loads(line)
-                self.keys.add((entry["input"], entry["stage"]))
-            except (ValueError, KeyError, TypeError):
-                continue
+        self.keys = DiskSet()
+        end = 0
+        if path.exists():
+            with path.open("rb") as f:
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        break  # torn: dropped below
+                    end += len(line)
+                    self.keys.update(_logged_key(line))
+            if end < path.stat().st_size:
+                os.truncate(path, end)
         self.file = path.open("a", encoding="utf-8")
 
     def add(self, failure: Failure) -> None:
-        key = (failure.input, failure.stage)
-        if key in self.keys:
+        if not self.keys.add(json.dumps([failure.input, failure.stage])):
             return
-        self.keys.add(key)
         self.file.write(json.dumps(dataclasses.asdict(failure), ensure_ascii=False) + "\n")
         self.file.flush()
 
     def close(self) -> None:
         self.file.close()
+        self.keys.close()
+
+
+def _logged_key(line: bytes) -> list[str]:
+    """The (input, stage) key of a logged line, as `FailureLog.keys` holds it; [] for a line without one."""
+    try:
+        entry = json.loads(line)
+        return [json.dumps([entry["input"], entry["stage"]])]
+    except (ValueError, KeyError, TypeError):
+        return []
 
 
 class MediaLedger:
     """One outcome per media file: `written`, `already_done`, `other_part`, `dropped:<rule>`, `failed:<stage>`.
 
-    Compact, for 730k files: the files (all in one folder) are one sorted array of their names, and each has
-    a 1-byte outcome code, a 1-byte `claim` flag (a post with its id was imported) and its sha256 (32 bytes,
-    `MediaHashes`); about 34 bytes plus its name per file, nothing per post."""
+    On disk, for 730k files (`bl_data.diskstore`): a row per file (all in one folder) with its name, stem,
+    outcome code, `claim` flag (a post with its id was imported) and sha256 (`MediaHashes`); nothing per post
+    in memory. A context manager: `close` removes the store."""
 
-    def __init__(self, folder: Path, names: list[str]) -> None:
-        """`names`: the media files' names in `folder`, sorted (`media_names`)."""
-        self.folder = folder
-        self.names = np.array([os.fsencode(name) for name in names], dtype=bytes)  # (n,) S<len>
-        self.codes = np.zeros(len(names), np.uint8)  # index into `kinds`; 0: no outcome yet
-        self.claimed = np.zeros(len(names), bool)
-        self.digests = np.zeros((len(names), 32), np.uint8)  # (n, 32) sha256, of the rows in `hashed`
-        self.hashed = np.zeros(len(names), bool)
-        self.kinds: list[str] = [""]
+    _SCHEMA = """
+        CREATE TABLE files (
+            name BLOB PRIMARY KEY, stem BLOB, code INTEGER DEFAULT 0, claimed INTEGER DEFAULT 0, digest BLOB
+        ) WITHOUT ROWID;
+    """
+
+    def __init__(self, folder: Path, names: Iterable[str]) -> None:
+        """`names`: the media files' names in `folder` (`media_names`: streamed, any order)."""
+        self.folder, self._folder = folder, str(folder)
+        self.store = DiskStore(self._SCHEMA)
+        rows = ((os.fsencode(name), os.fsencode(os.path.splitext(name)[0])) for name in names)
+        self.store.write_many("INSERT OR IGNORE INTO files (name, stem) VALUES (?, ?)", rows)
+        self._len = self.store.one("SELECT count(*) FROM files")[0]
+        self.kinds: list[str] = [""]  # outcome code -> outcome; 0: none yet
         self.others: dict[str, str] = {}  # outcomes of media outside the folder's files
 
     def __len__(self) -> int:
-        return len(self.names)
+        return self._len
 
-    def path(self, i: int) -> Path:
-        return self.folder / os.fsdecode(self.names[i])
+    def name(self, media: Path | str) -> bytes | None:
+        """The row key of `media` when it is in the folder (whether or not it is one of the files)."""
+        head, tail = os.path.split(os.fspath(media))
+        if head != self._folder:  # not as written: as `Path` compares (e.g. `dir/./x.mp4`)
+            media = Path(media)
+            head, tail = (self._folder, media.name) if media.parent == self.folder else (None, "")
+        return os.fsencode(tail) if head is not None else None
 
-    @property
-    def files(self) -> list[Path]:
-        return [self.path(i) for i in range(len(self))]
+    def path(self, name: bytes) -> Path:
+        return self.folder / os.fsdecode(name)
 
-    def index(self, media: Path | str) -> int | None:
-        """The row of `media` among the files, None when it is not one of them."""
-        media = Path(media)
-        if media.parent != self.folder:
-            return None
-        name = os.fsencode(media.name)
-        i = int(np.searchsorted(self.names, name))
-        return i if i < len(self) and self.names[i] == name else None
+    def _has(self, name: bytes) -> bool:
+        return self.store.one("SELECT 1 FROM files WHERE name = ?", (name,)) is not None
 
     def record(self, media: Path | str | None, outcome: str) -> None:
         """Set the outcome of `media` unless it already has one (a post without media has none to set)."""
         if media is None:
             return
-        i = self.index(media)
-        if i is None:
-            self.others.setdefault(str(media), outcome)
-        elif not self.codes[i]:
-            if outcome not in self.kinds:
-                self.kinds.append(outcome)
-            self.codes[i] = self.kinds.index(outcome)
+        if outcome not in self.kinds:
+            self.kinds.append(outcome)
+        name = self.name(media)
+        if name is not None:
+            code = self.kinds.index(outcome)
+            if self.store.write("UPDATE files SET code = ? WHERE name = ? AND code = 0", (code, name)):
+                return
+            if self._has(name):
+                return  # it has an outcome
+        self.others.setdefault(str(media), outcome)
 
     def claim(self, media: Path | str) -> bool:
         """Mark `media`'s post imported; False when a post already claimed it (ids name their media files, so
         a second claim is a repeated id). Media outside the files are never claimed."""
-        i = self.index(media)
-        if i is None:
+        name = self.name(media)
+        if name is None:
             return True
-        first = not self.claimed[i]
-        self.claimed[i] = True
-        return first
+        if self.store.write("UPDATE files SET claimed = 1 WHERE name = ? AND claimed = 0", (name,)):
+            return True
+        return not self._has(name)
 
-    def unaccounted(self) -> list[Path]:
-        return [self.path(int(i)) for i in np.flatnonzero(self.codes == 0)]
-
-    def used_stems(self, stems: set[str]) -> set[str]:
-        """Those of `stems` (file names without the extension) of which some file has an outcome."""
-        named = [Path(os.fsdecode(self.names[i])).stem for i in np.flatnonzero(self.codes)]
-        return {stem for stem in [*named, *(Path(m).stem for m in self.others)] if stem in stems}
+    def orphans(self) -> Iterator[tuple[Path, bool]]:
+        """The files without an outcome, in name order, each with whether a file of the same stem (or media
+        outside the files) has one, as it was before the first is yielded: the caller may record as it goes."""
+        other_stems = {Path(media).stem for media in self.others}
+        self.store.write("CREATE INDEX IF NOT EXISTS by_stem ON files (stem)")
+        self.store.write(
+            "CREATE TABLE orphans (name BLOB PRIMARY KEY, stem BLOB, used INTEGER) WITHOUT ROWID"
+        )
+        self.store.write(
+            "INSERT INTO orphans SELECT name, stem, EXISTS"
+            " (SELECT 1 FROM files AS g WHERE g.stem = f.stem AND g.code != 0) FROM files AS f WHERE code = 0"
+        )
+        query = "SELECT name, stem, used FROM orphans WHERE name > ? ORDER BY name LIMIT ?"
+        for chunk in self.store.pages(query):
+            for name, stem, used in chunk:
+                yield self.path(name), bool(used) or os.fsdecode(stem) in other_stems
+        self.store.write("DROP TABLE orphans")
 
     def summary(self) -> dict[str, Any]:
         """Counts per outcome: written + already_done + other_part + dropped + failed == files."""
-        bins = np.bincount(self.codes, minlength=len(self.kinds))
-        counts = Counter({kind: int(n) for kind, n in zip(self.kinds, bins, strict=True) if kind and n})
+        rows = self.store.rows("SELECT code, count(*) FROM files GROUP BY code")
+        counts = Counter({self.kinds[code]: n for code, n in rows if code})
         grouped: dict[str, dict[str, int]] = {"dropped": {}, "failed": {}}
         for outcome, n in sorted(counts.items()):
             kind, _, name = outcome.partition(":")
@@ -286,9 +310,18 @@ class MediaLedger:
             **grouped,
         }
 
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> MediaLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 class MediaHashes(Mapping[str, str]):
-    """`{str(path): sha256 hex}` of the ledger's hashed files, read from its digest rows (`DuplicateMediaRule`'s
+    """`{str(path): sha256 hex}` of the ledger's hashed files, read from its digest column (`DuplicateMediaRule`'s
     `media_hashes`), filled by `hash` in chunks so no dict of every file is ever built."""
 
     def __init__(self, ledger: MediaLedger) -> None:
@@ -296,39 +329,45 @@ class MediaHashes(Mapping[str, str]):
 
     def hash(self, hasher: Callable[[list[Path]], dict[str, str]], chunk: int = 4096) -> None:
         ledger = self.ledger
-        for start in range(0, len(ledger), chunk):
-            paths = [ledger.path(i) for i in range(start, min(start + chunk, len(ledger)))]
-            for path, digest in hasher(paths).items():
-                i = ledger.index(path)
-                ledger.digests[i] = np.frombuffer(bytes.fromhex(digest), np.uint8)
-                ledger.hashed[i] = True
+        query = "SELECT name FROM files WHERE name > ? ORDER BY name LIMIT ?"
+        for names in ledger.store.pages(query, size=chunk):
+            paths = {str(ledger.path(name)): name for (name,) in names}
+            digests = hasher([Path(path) for path in paths]).items()
+            rows = ((bytes.fromhex(digest), paths[path]) for path, digest in digests)
+            ledger.store.write_many("UPDATE files SET digest = ? WHERE name = ?", rows)
 
     def repeated(self) -> set[str]:
         """The digests that more than one file has (only these need remembering)."""
-        rows, counts = np.unique(self.ledger.digests[self.ledger.hashed], axis=0, return_counts=True)
-        return {bytes(row).hex() for row in rows[counts > 1]}
+        query = "SELECT digest FROM files WHERE digest IS NOT NULL GROUP BY digest HAVING count(*) > 1"
+        return {row[0].hex() for row in self.ledger.store.rows(query)}
 
     def __getitem__(self, path: str) -> str:
-        i = self.ledger.index(path)
-        if i is None or not self.ledger.hashed[i]:
+        name = self.ledger.name(path)
+        row = (
+            None
+            if name is None
+            else self.ledger.store.one("SELECT digest FROM files WHERE name = ?", (name,))
+        )
+        if row is None or row[0] is None:
             raise KeyError(path)
-        return bytes(self.ledger.digests[i]).hex()
+        return row[0].hex()
 
     def __iter__(self) -> Iterator[str]:
-        return (str(self.ledger.path(int(i))) for i in np.flatnonzero(self.ledger.hashed))
+        query = "SELECT name FROM files WHERE digest IS NOT NULL AND name > ? ORDER BY name LIMIT ?"
+        return (str(self.ledger.path(name)) for chunk in self.ledger.store.pages(query) for (name,) in chunk)
 
     def __len__(self) -> int:
-        return int(self.ledger.hashed.sum())
+        return self.ledger.store.one("SELECT count(*) FROM files WHERE digest IS NOT NULL")[0]
 
 
-def _orphan(path: Path, cfg: PrepareConfig, used: set[str]) -> tuple[str, Failure | None]:
-    """The outcome of a media file no imported post used, and its Failure when it is one. `used` holds the
-    `<id>` of the media files a post used."""
+def _orphan(path: Path, cfg: PrepareConfig, used: bool) -> tuple[str, Failure | None]:
+    """The outcome of a media file no imported post used, and its Failure when it is one. `used`: another
+    file of the same `<id>` has an outcome."""
     if not _in_part(path.stem, cfg.num_shards, cfg.shard_index):
         return "other_part", None
     reason = not_regular(path)
     if reason is None:
-        if path.stem in used:  # `<id>.webm` beside the `<id>.mp4` the post uses
+        if used:  # `<id>.webm` beside the `<id>.mp4` the post uses
             return "dropped:other_file_same_id", None
         reason = f"no post uses it (no {_POST_NOUN[cfg.source]} with id {path.stem!r} was imported)"
     return "failed:import", Failure(str(path), "import", reason, path.stem, "media")
@@ -342,11 +381,12 @@ class Run:
     def __init__(
         self,
         cfg: PrepareConfig,
-        done: set[str],
+        done: Container[str],
         hasher: Callable[[list[Path]], dict[str, str]] | None = None,
     ) -> None:
         """`done`: the keys already written; `hasher`: paths -> {str(path): sha256} of the readable ones
-        (default: `hash_media` in `cfg.workers` threads)."""
+        (default: `hash_media` in `cfg.workers` threads). The ledger and the failure log's keys live on disk
+        until `finish` or `close`."""
         self.cfg = cfg
         self.ledger = MediaLedger(cfg.media_dir, media_names(cfg.media_dir, _extensions(cfg)))
         cfg.out.mkdir(parents=True, exist_ok=True)
@@ -440,26 +480,30 @@ class Run:
             self.counts["written"] += 1
             self.ledger.record(result.media, "written")
 
+    def close(self) -> None:
+        """Close the failure log and remove the on-disk bookkeeping (idempotent; `finish` calls it)."""
+        self.log.close()
+        self.ledger.close()
+
     def finish(self, actors: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
         """Account the media no post used, close the log and write the report (see `prepare`); `actors`:
         the meter snapshots of the model-holding workers (`bl_data.meters`)."""
         cfg = self.cfg
-        unaccounted = self.ledger.unaccounted()
-        used = self.ledger.used_stems({path.stem for path in unaccounted})
-        for path in unaccounted:
+        for path, used in self.ledger.orphans():
             outcome, failure = _orphan(path, cfg, used)
             if failure is None:
                 self.ledger.record(path, outcome)
             else:
                 self.fail(failure, str(path))
-        self.log.close()
+        with DiskSet(listed_keys(cfg.out)) as samples:
+            written = len(samples)
         report = {
             "source": cfg.source,
             "input": str(cfg.input),
             "part": [cfg.shard_index, cfg.num_shards],
             "media": self.ledger.summary(),
             "folder": {
-                "samples": len(done_keys(cfg.out)),
+                "samples": written,
                 "shards": len(shard_paths(cfg.out)),
                 "failures_logged": len(self.log.keys),
             },
@@ -467,6 +511,7 @@ class Run:
             "filters": self.filters.report.to_dict(),
             "actors": summarize(list(actors)),
         }
+        self.close()
         name = "report.json" if cfg.num_shards == 1 else f"report-{cfg.prefix}.json"
         tmp = cfg.out / f"{name}.tmp"
         tmp.write_text(json.dumps(report, indent=2))
@@ -502,7 +547,7 @@ def prepare(
         writer.close()
     except BaseException:
         writer.abort()  # the open shard's samples are simply written again by the next run
-        run.log.close()
+        run.close()
         raise
     finally:
         bar.close()

@@ -21,7 +21,7 @@ import json
 import os
 import re
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,12 +67,14 @@ def _manifests(out_dir: Path) -> list[Path]:
 
 def done_keys(out_dir: str | Path) -> set[str]:
     """Keys of every sample in a completed (manifest-listed) shard of `out_dir`, for any prefix."""
-    return {
-        key
-        for path in _manifests(Path(out_dir))
-        for entry in _read_manifest(path)[0]
-        for key in entry["keys"]
-    }
+    return set(listed_keys(out_dir))
+
+
+def listed_keys(out_dir: str | Path) -> Iterator[str]:
+    """`done_keys` streamed, one manifest at a time (a key listed twice comes twice)."""
+    for path in _manifests(Path(out_dir)):
+        for entry in _read_manifest(path)[0]:
+            yield from entry["keys"]
 
 
 def shard_paths(out_dir: str | Path) -> list[Path]:

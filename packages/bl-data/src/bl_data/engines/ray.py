@@ -26,16 +26,19 @@ Ray Data's streaming executor runs the stages together with backpressure between
 so a slow post delays only itself. The driver consumes the write tasks' outcomes as they stream back (each
 post's result without its sample, its filter counts, and the actors' meters), accounts them as the local
 engine does and writes the same `failures.jsonl` and `report.json` (plus each actor's model loads and busy
-fraction). What the driver holds: per media file its name, a 1-byte outcome, a claim flag and its sha256
-(the ledger, ~35 bytes plus the name), one byte per spooled post (outcome back or not), the digests that
-several files share (dedup), one page of posts while spooling and Ray Data's bounded output queue; on a
-rerun also the keys of the samples already written, and one key per logged failure.
+fraction). What the driver holds in memory does not grow with the posts or media files: one page of posts
+while spooling, Ray Data's bounded output queue, the digests that several files share (dedup) and counters.
+Its per-file and per-post bookkeeping is on disk (`bl_data.diskstore`: SQLite with a bounded page cache in a
+local temporary directory, removed when the run ends): the media ledger (each file's outcome, claim flag and
+sha256), the importer's media index, the keys already written (a rerun), the failures logged and the posts
+whose outcome is back.
 
 Faults: a task whose worker dies is retried (`max_retries`); a retried write task skips the samples its dead
 attempt listed. A post whose task still fails (e.g. one that kills every worker it runs in) is dropped from
-the stream alone (`DataContext.max_errored_blocks`) and becomes a `ray` failure that a rerun retries, unless
-its write task listed it before dying. A killed driver leaves its completed shards; the next run discards
-what its tasks left unlisted. One driver per output folder at a time.
+the stream alone (`DataContext.max_errored_blocks`); the driver runs the per-post filters on it (a drop or
+filter failure counts as such, as in the local engine), and a kept one becomes a `ray` failure that a rerun
+retries, unless its write task listed it before dying. A killed driver leaves its completed shards; the next
+run discards what its tasks left unlisted. One driver per output folder at a time.
 """
 
 from __future__ import annotations
@@ -58,12 +61,13 @@ from typing import Any
 import numpy as np
 
 from bl_data.asr import AsrError, AsrServer, AsrSpec, asr_media, default_command
+from bl_data.diskstore import DiskSet
 from bl_data.filters import Dropped, FilterReport, Rule, apply_rules
 from bl_data.meters import StageMeter
 from bl_data.pipeline import PrepareConfig, Run
 from bl_data.progress import progress as progress_bar
 from bl_data.records import Failure, Post
-from bl_data.shards import ShardWriter, done_keys, encode_jpeg, sample_key
+from bl_data.shards import ShardWriter, encode_jpeg, listed_keys, sample_key
 from bl_data.stages import (
     Captioner,
     Decoded,
@@ -462,7 +466,19 @@ def prepare_ray(
     _clean(cfg.out)  # what a killed driver's tasks left
     for old in cfg.out.glob(".ray*-spool"):
         shutil.rmtree(old)
-    run = Run(cfg, done_keys(cfg.out), hasher=_ray_hashes)
+    with DiskSet(listed_keys(cfg.out)) as done:  # the keys already written, on disk
+        run = Run(cfg, done, hasher=_ray_hashes)
+        try:
+            return run.finish(_drive(run, cfg, rcfg, captioner))
+        finally:
+            run.close()
+
+
+def _drive(
+    run: Run, cfg: PrepareConfig, rcfg: RayConfig, captioner: Callable[[], Captioner] | None
+) -> list[dict[str, Any]]:
+    """Import into the spool in a thread while Ray streams it; account each outcome as it comes back, then
+    the posts whose outcome never did. The actors' latest meter snapshots."""
     token = f"ray{time.time_ns():x}"
     spool = cfg.out / f".{token}-spool"
     spool.mkdir()
@@ -471,28 +487,28 @@ def prepare_ray(
     # every post that reaches the spool has a media file of its own: the files bound the pages
     pages = -(-len(run.ledger) // rcfg.spool_page)
     rules = run.filters.rules[run.filters.central() :]
-    returned = bytearray()  # 1 at the slot of each post whose outcome is back
+    returned = DiskSet()  # the slots of the posts whose outcome is back
     meters: dict[str, dict[str, Any]] = {}
     bar = progress_bar(desc=f"prepare {cfg.source} on ray", unit="post")
     importer.start()
     try:
         for outcome in _stream(spool, pages, rules, cfg, rcfg, captioner, token) if pages else ():
             bar.update(1)
-            returned.extend(b"\0" * (outcome.slot + 1 - len(returned)))
-            returned[outcome.slot] = 1
+            returned.add(outcome.slot)
             with lock:
                 _account(run, outcome, meters)
         importer.join()
         if importer.error is not None:
             raise importer.error
-        _account_lost(run, spool, returned, rcfg)
+        _account_lost(run, spool, returned, rules, rcfg)
     finally:
         importer.stop.set()
         importer.join()
         bar.close()
+        returned.close()
         shutil.rmtree(spool, ignore_errors=True)
         _clean(cfg.out, re.escape(token) + r"-[0-9a-f]{12}")
-    return run.finish(list(meters.values()))
+    return list(meters.values())
 
 
 def _account(run: Run, outcome: _Outcome, meters: dict[str, dict[str, Any]]) -> None:
@@ -507,24 +523,31 @@ def _account(run: Run, outcome: _Outcome, meters: dict[str, dict[str, Any]]) -> 
     run.account(outcome.result, written=outcome.written)
 
 
-def _account_lost(run: Run, spool: Path, returned: bytearray, rcfg: RayConfig) -> None:
-    """Account the spooled posts whose outcome never came back: written when a manifest lists them (their
-    write task died after listing them), else a `ray` failure; counted by the filters as kept."""
-    lost = [item for item in _spooled(spool) if item[0] >= len(returned) or not returned[item[0]]]
-    if not lost:
-        return
-    written = done_keys(run.cfg.out)
+def _account_lost(run: Run, spool: Path, returned: DiskSet, rules: list[Rule], rcfg: RayConfig) -> None:
+    """Account the spooled posts whose outcome never came back as the local engine would, as far as the
+    driver can tell: the per-post filters run here (a post they drop or fail is that drop or failure), then a
+    kept post is written when a manifest lists it (its write task died after listing it), else a `ray`
+    failure."""
+    lost = ((post, removed) for slot, post, removed in _spooled(spool) if slot not in returned)
     reason = (
         f"its Ray tasks failed {rcfg.max_retries + 1} times (a worker died each time: crash, OOM, lost node)"
     )
-    for _, post, removed in lost:
-        report = FilterReport(posts_in=1, posts_kept=1)
-        report.comments_removed.update(+removed)
-        run.filtered(report)
+    written: DiskSet | None = None
+    for post, removed in lost:
+        kept, report = _filter(post, removed, rules)
+        if report is not None:
+            run.filtered(report)
+        if isinstance(kept, PostResult):
+            run.account(kept)
+            continue
+        if written is None:  # read once, and only when a kept post was lost
+            written = DiskSet(listed_keys(run.cfg.out))
         if sample_key(post.id) in written:
             run.account(PostResult(post.id, media_of(post)), written=True)
         else:
             run.account(PostResult(post.id, media_of(post), failure=_lost(post, reason)))
+    if written is not None:
+        written.close()
 
 
 def _stream(

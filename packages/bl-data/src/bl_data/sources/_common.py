@@ -12,11 +12,9 @@ import os
 import stat
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
-
-import numpy as np
 
 from bl_data.records import Failure, Post
 
@@ -252,39 +250,61 @@ class Record:
 
 
 class MediaIndex:
-    """`<key>` -> `<folder>/<key>.<ext>` (see `index_media`), compact for 730k files: the keys and the chosen
-    files' names as two sorted byte-string arrays, and a claim flag each (their lengths plus a byte per file)."""
+    """`<key>` -> `<folder>/<key>.<ext>` (see `index_media`), on disk for 730k files (`bl_data.diskstore`):
+    per key the chosen file's name, its extension's rank and a claim flag; and the keys without a file that a
+    post claimed. A context manager: leaving it removes the store."""
 
-    def __init__(self, folder: Path, best: dict[str, str]) -> None:
+    _SCHEMA = """
+        CREATE TABLE media (key BLOB PRIMARY KEY, name BLOB, rank INTEGER, claimed INTEGER DEFAULT 0)
+            WITHOUT ROWID;
+        CREATE TABLE others (key BLOB PRIMARY KEY) WITHOUT ROWID;
+    """
+    # a file replaces the key's file when its extension ranks earlier (or the same, and its name sorts first)
+    _ADD = """
+        INSERT INTO media (key, name, rank) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE
+        SET name = excluded.name, rank = excluded.rank
+        WHERE excluded.rank < media.rank OR (excluded.rank = media.rank AND excluded.name < media.name)
+    """
+
+    def __init__(self, folder: Path, names: Iterable[str], extensions: tuple[str, ...]) -> None:
+        """`names`: file names in `folder` (any order, streamed), each with one of `extensions`."""
+        from bl_data.diskstore import DiskStore
+
         self.folder = folder
-        keys = sorted(best)
-        self.keys = np.array([os.fsencode(key) for key in keys], dtype=bytes)  # (n,) S<len>
-        self.names = np.array([os.fsencode(best[key]) for key in keys], dtype=bytes)  # (n,) S<len>
-        self.claimed = np.zeros(len(keys), bool)
-
-    def _row(self, key: str) -> int | None:
-        encoded = os.fsencode(key)
-        i = int(np.searchsorted(self.keys, encoded))
-        return i if i < len(self.keys) and self.keys[i] == encoded else None
+        self.store = DiskStore(self._SCHEMA)
+        self.store.write_many(self._ADD, (_ranked(name, extensions) for name in names))
+        self._len = self.store.one("SELECT count(*) FROM media")[0]
 
     def get(self, key: str) -> Path | None:
-        i = self._row(key)
-        return None if i is None else self.folder / os.fsdecode(self.names[i])
+        row = self.store.one("SELECT name FROM media WHERE key = ?", (os.fsencode(key),))
+        return None if row is None else self.folder / os.fsdecode(row[0])
 
-    def claim(self, key: str, others: set[str]) -> bool:
-        """True the first time a post claims `key` (an importer's duplicate-id check): a flag per media file,
-        and `others` for keys without one."""
-        i = self._row(key)
-        if i is None:
-            first = key not in others
-            others.add(key)
-            return first
-        first = not self.claimed[i]
-        self.claimed[i] = True
-        return first
+    def claim(self, key: str) -> bool:
+        """True the first time a post claims `key` (an importer's duplicate-id check): a flag per media file;
+        the keys without one are kept in the store."""
+        encoded = os.fsencode(key)
+        if self.store.write("UPDATE media SET claimed = 1 WHERE key = ? AND claimed = 0", (encoded,)):
+            return True
+        if self.store.one("SELECT 1 FROM media WHERE key = ?", (encoded,)) is not None:
+            return False  # claimed before
+        return self.store.write("INSERT OR IGNORE INTO others VALUES (?)", (encoded,)) == 1
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return self._len
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> MediaIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _ranked(name: str, extensions: tuple[str, ...]) -> tuple[bytes, bytes, int]:
+    key, ext = os.path.splitext(name)
+    return os.fsencode(key), os.fsencode(name), extensions.index(ext[1:].lower())
 
 
 def index_media(folder: Path, extensions: tuple[str, ...] = MEDIA_EXTENSIONS) -> MediaIndex:
@@ -293,36 +313,30 @@ def index_media(folder: Path, extensions: tuple[str, ...] = MEDIA_EXTENSIONS) ->
     When a key has several media files, the extension earliest in `extensions` wins. yt-dlp's intermediate
     `<id>.f137.mp4` files have the key `<id>.f137` and so never shadow `<id>.mp4`.
     """
-    best: dict[str, str] = {}
-    for name in media_names(folder, extensions, regular=True):
-        key, ext = os.path.splitext(name)
-        current = best.get(key)
-        rank = extensions.index
-        if current is None or rank(ext[1:].lower()) < rank(os.path.splitext(current)[1][1:].lower()):
-            best[key] = name
-    return MediaIndex(folder, best)
+    return MediaIndex(folder, media_names(folder, extensions, regular=True), extensions)
 
 
 def media_names(
     folder: Path, extensions: tuple[str, ...] = MEDIA_EXTENSIONS, regular: bool = False
-) -> list[str]:
-    """The names of `media_files` (`regular`: of those that are files, after symbolic links), sorted, without
-    building a `Path` each."""
+) -> Iterator[str]:
+    """The names of `media_files` (`regular`: of those that are files, after symbolic links), streamed in
+    directory order, without building a `Path` each. A folder that is not a directory raises at once."""
     if not folder.is_dir():
         raise NotADirectoryError(f"media folder {folder} is not a directory")
+    return _scan(folder, extensions, regular)
+
+
+def _scan(folder: Path, extensions: tuple[str, ...], regular: bool) -> Iterator[str]:
     with os.scandir(folder) as entries:
-        names = [
-            entry.name
-            for entry in entries
-            if os.path.splitext(entry.name)[1][1:].lower() in extensions and (not regular or entry.is_file())
-        ]
-    return sorted(names)
+        for entry in entries:
+            if os.path.splitext(entry.name)[1][1:].lower() in extensions and (not regular or entry.is_file()):
+                yield entry.name
 
 
 def media_files(folder: Path, extensions: tuple[str, ...] = MEDIA_EXTENSIONS) -> list[Path]:
     """Every entry directly in `folder` named `*.<ext>` for one of `extensions` (any case), of any file type,
     sorted: the media files an importer sees (`index_media` uses the regular ones)."""
-    return [folder / name for name in media_names(folder, extensions)]
+    return [folder / name for name in sorted(media_names(folder, extensions))]
 
 
 def file_sha256(path: Path) -> str:

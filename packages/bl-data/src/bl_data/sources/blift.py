@@ -42,7 +42,6 @@ def read_blift(rows: Path, media_folder: Path, batch_size: int = 1024) -> Iterat
         raise FileNotFoundError(f"BLIFT rows {rows} do not exist")
     media = index_media(Path(media_folder))
     files = sorted(p for p in rows.iterdir() if p.suffix in _ROW_SUFFIXES) if rows.is_dir() else [rows]
-    seen: set[str] = set()  # the ids without a media file (`MediaIndex.claim` flags the others)
     for path in files:
         for row_input, data in _rows(path, batch_size):
             if isinstance(data, Failure):
@@ -63,7 +62,7 @@ def read_blift(rows: Path, media_folder: Path, batch_size: int = 1024) -> Iterat
             except Exception as err:  # whatever else one row does, the others go on
                 yield unforeseen(row_input, err, sample_id)
                 continue
-            if not media.claim(sample_id, seen):
+            if not media.claim(sample_id):
                 yield failure(row_input, "duplicate id", sample_id, "permalink")
                 continue
             yield attach_media(post, media, row_input)

@@ -42,7 +42,6 @@ PRAGMA synchronous = OFF;
 PRAGMA temp_store = FILE;
 PRAGMA cache_size = -{_CACHE_KIB};
 CREATE TABLE posts (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, post BLOB NOT NULL, cutoff BLOB);
-CREATE TABLE other_ids (id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE comment_ids (post INTEGER, id TEXT, PRIMARY KEY (post, id)) WITHOUT ROWID;
 CREATE TABLE comments (
     post INTEGER NOT NULL, rank_key BLOB NOT NULL, line INTEGER NOT NULL,
@@ -89,6 +88,7 @@ def read_reddit(
         yield from store.posts()
     finally:
         store.close()
+        media.close()
 
 
 def _read_submissions(path: Path, media: MediaIndex, store: _JoinStore) -> Iterator[Failure]:
@@ -108,7 +108,7 @@ def _read_submissions(path: Path, media: MediaIndex, store: _JoinStore) -> Itera
         except Exception as err:  # whatever else one line does, the others go on
             yield unforeseen(line_input, err, sample_id)
             continue
-        if not media.claim(sample_id, store.other_ids):
+        if not media.claim(sample_id):
             yield failure(line_input, "duplicate id", sample_id, "id")
             continue
         result = attach_media(post, media, line_input)
@@ -200,20 +200,6 @@ def rank_key(likes: int) -> bytes:
     return b"\x00" + (0xFFFF - size).to_bytes(2, "big") + inverted.to_bytes(size, "big")
 
 
-class _DiskIds:
-    """The set of submission ids without a media file (`MediaIndex.claim`'s `others`), in the store."""
-
-    def __init__(self, store: _JoinStore) -> None:
-        self.store = store
-
-    def __contains__(self, key: str) -> bool:
-        return self.store.db.execute("SELECT 1 FROM other_ids WHERE id = ?", (key,)).fetchone() is not None
-
-    def add(self, key: str) -> None:
-        self.store.db.execute("INSERT OR IGNORE INTO other_ids VALUES (?)", (key,))
-        self.store.wrote()
-
-
 class _JoinStore:
     """The join's tables in an SQLite file in a private temporary directory; `close` removes it."""
 
@@ -228,7 +214,6 @@ class _JoinStore:
         except BaseException:
             self._dir.cleanup()
             raise
-        self.other_ids = _DiskIds(self)
         self._posts: list[tuple[str, bytes]] = []  # (id, pickled post), not yet written
         self._comments: list[tuple] = []  # rows of `comments`, not yet written
         self._writes = 0  # since the last commit

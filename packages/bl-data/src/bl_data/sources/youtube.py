@@ -32,7 +32,6 @@ def read_youtube(folder: Path) -> Iterator[Post | Failure]:
     """
     folder = Path(folder)
     media = index_media(folder, VIDEO_EXTENSIONS)  # not the `<id>.webp` / `<id>.jpg` thumbnails
-    seen: set[str] = set()  # the ids without a media file (`MediaIndex.claim` flags the others)
     for path in sorted(folder.glob("*.info.json")):
         sample_id: str | None = None
         try:
@@ -45,7 +44,7 @@ def read_youtube(folder: Path) -> Iterator[Post | Failure]:
         except Exception as err:  # whatever else one file does, the others go on
             yield unforeseen(str(path), err, sample_id)
             continue
-        if not media.claim(sample_id, seen):
+        if not media.claim(sample_id):
             yield failure(str(path), "duplicate id", sample_id, "id")
             continue
         for field, message in bad_comments:
