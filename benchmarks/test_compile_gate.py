@@ -90,12 +90,15 @@ def test_the_cases_cover_every_launch_config_the_ops_can_return() -> None:
 
 
 def test_the_gate_catches_a_real_spill_and_an_unknown_arch(tmp_path: Path) -> None:
-    """The 32 x 1024 score backward (once allowed for 16-bit inputs) spills on sm_90: the gate must say so."""
+    """The 32 x 1024 score backward (once allowed for 16-bit inputs) spills on sm_90: the gate must say so.
+
+    Its row comes through the gate's cache (keyed by the source hash, arch, options and Triton version), as the
+    gate's own rows do: a changed kernel or Triton is compiled again, an unchanged one costs seconds."""
     code = (
-        "import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); from gpu_bench import compile_gate as g\n"
+        "import sys; sys.path.insert(0, 'benchmarks'); from gpu_bench import compile_gate as g\n"
         "cfg = dict(NEED_DQ=True, NEED_DX=True, BLOCK_M=32, BLOCK_N=1024, BLOCK_C=16, DOT_PRECISION='tf32', num_warps=16)\n"
         "case = g._case('compress_bwd_scores', 'bf16', cfg, dict(F=64, N=1024, M=32, C=1408, P=2) | cfg)\n"
-        f"row, _ = g.compile_case(case, 90, Path({str(tmp_path)!r}))\n"
+        "row, _ = g.compile_case(case, 90, g.default_cache_dir())\n"
         "print(g.problems(dict(row, dtype='bf16', arch=90)))\n"
     )
     proc = subprocess.run(

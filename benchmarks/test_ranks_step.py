@@ -2,16 +2,14 @@
 each a real `torchrun ... apps/train` launch of the demo recipe; reports two_ranks_over_one (printed)."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bl_train.demo import build_demo_data
+from bl_train.testing import demo_overrides, launch_env, torchrun_command
 
-ROOT = Path(__file__).resolve().parents[1]
 STEPS, WARMUP = 12, 2  # steps timed after the first WARMUP (worker start, first allocations)
 _STEP_S: dict[int, float] = {}
 
@@ -23,21 +21,9 @@ def demo_root(tmp_path_factory) -> Path:
 
 def _launch(nproc: int, root: Path, out: Path) -> float:
     """Run the demo for STEPS steps on `nproc` ranks; -> seconds per optimizer step (from metrics.jsonl)."""
-    args = [
-        "--data.blift_shards",
-        f"[{root / 'shards'}]",
-        "--data.instruction_json",
-        str(root / "instructions.json"),
-        "--data.media_root",
-        str(root),
-        "--data.processor",
-        str(root / "processor"),
-        "--data.heldout_shards",
-        "[]",
-        "--model.pretrained",
-        str(root / "model"),
-        "--train.output_dir",
-        str(out),
+    args = demo_overrides(
+        root,
+        out,
         "--train.max_steps",
         str(STEPS),
         "--train.micro_batch_size",
@@ -46,24 +32,11 @@ def _launch(nproc: int, root: Path, out: Path) -> float:
         "0",
         "--train.save_every",
         "1000",
-    ]
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        str(nproc),
-        str(ROOT / "apps" / "train"),
-        "--recipe",
-        str(ROOT / "configs" / "demo.yaml"),
-        *args,
-    ]
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-    }
+        "--data.heldout_shards",
+        "[]",
+    )
     done = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=900, env={**env, "OMP_NUM_THREADS": "1"}
+        torchrun_command(nproc, *args), capture_output=True, text=True, timeout=900, env=launch_env()
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     elapsed = {

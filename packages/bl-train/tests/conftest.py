@@ -6,6 +6,7 @@ import pytest
 
 from bl_train.config import load_recipe
 from bl_train.demo import build_demo_data
+from bl_train.testing import demo_overrides
 
 CONFIGS = Path(__file__).parents[3] / "configs"
 
@@ -15,30 +16,10 @@ def demo_root(tmp_path_factory) -> Path:
     return build_demo_data(tmp_path_factory.mktemp("demo-data"), n_train=16, n_heldout=4, n_images=16)
 
 
-def _overrides(root: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--data.blift_shards",
-        f"[{root / 'shards'}]",
-        "--data.instruction_json",
-        str(root / "instructions.json"),
-        "--data.media_root",
-        str(root),
-        "--data.processor",
-        str(root / "processor"),
-        "--data.heldout_shards",
-        f"[{root / 'heldout'}]",
-        "--model.pretrained",
-        str(root / "model"),
-        "--train.output_dir",
-        str(out),
-        *extra,
-    ]
-
-
 @pytest.fixture(scope="session")
 def demo_args(demo_root):
     """`demo_args(out_dir, *extra)` -> CLI overrides of the demo recipe pointing at the session's demo data."""
-    return lambda out, *extra: _overrides(demo_root, out, *extra)
+    return lambda out, *extra: demo_overrides(demo_root, out, *extra)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,11 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from bl_train import checkpoint
+from bl_train.testing import demo_overrides, launch_env, torchrun_command
 
-from .conftest import CONFIGS, _overrides
-
-ROOT = Path(__file__).parents[3]
-TRAIN = ROOT / "apps" / "train"
 STEPS = 6
 LORA = ("--train.finetune", "lora", "--lora.dropout", "0")  # dropout masks depend on the split
 TIMEOUT = 900
@@ -29,10 +25,7 @@ def torchrun(
     nproc: int, out: Path, demo_root: Path, *extra: str, env: dict | None = None
 ) -> subprocess.Popen:
     """`torchrun --nproc-per-node nproc apps/train --recipe configs/demo.yaml ...` on a free port."""
-    clean = {
-        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-    }
-    args = _overrides(
+    args = demo_overrides(
         demo_root,
         out,
         "--train.max_steps",
@@ -47,24 +40,12 @@ def torchrun(
     )
     out.mkdir(parents=True, exist_ok=True)
     log = (out.parent / f"{out.name}.log").open("w")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        str(nproc),
-        str(TRAIN),
-        "--recipe",
-        str(CONFIGS / "demo.yaml"),
-        *args,
-    ]
     return subprocess.Popen(
-        cmd,
+        torchrun_command(nproc, *args),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env={**clean, "OMP_NUM_THREADS": "1", **(env or {})},
+        env=launch_env(env),
     )
 
 

@@ -174,6 +174,8 @@ class Trainer:
         r, t = self.recipe, self.recipe.train
         self.rank, self.world = init_distributed()
         resume_from = checkpoint.choose_on_all_ranks(self.ckpt_dir, t.resume)  # fails fast on a missing tag
+        if resume_from:  # and on another world size, before the model and the engine are built
+            check_world_size(resume_from, self.world)
         self.out.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
             r.save(self.out / "recipe.yaml")
@@ -203,7 +205,6 @@ class Trainer:
         self.engine, self.scheduler = self._engine(model)
         self.start = 0
         if resume_from:
-            check_world_size(resume_from, self.world)
             self.start = checkpoint.load(self.engine, resume_from, frozen_saved=t.finetune == "full")
         self.summary = TrainSummary(steps=self.start, trainable_params=trainable, total_params=total_params)
         self.metrics = self._metric_sinks() if self.rank == 0 else MetricLoggers()
