@@ -23,6 +23,10 @@ from pathlib import Path
 # folder would rebuild it each time the other ran
 _ENV = hashlib.sha256(sys.prefix.encode()).hexdigest()[:12]
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "bl-torch-extensions" / _ENV))
+# one intra-op thread per process, as torchrun gives each rank: on the CPU the demo's small ops gain nothing
+# from more, and the threads fight the data-loader workers for the cores (2 cores: 0.36 s a step, 2.5 s with
+# one thread per core); set OMP_NUM_THREADS to choose
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from bl_data.cli import LOG_LEVELS, UsageError, run, setup_logging  # noqa: E402
 from bl_train.config import one_line, recipe_from_namespace, recipe_parser  # noqa: E402
