@@ -8,7 +8,7 @@ finishes, fails or is closed: the submissions with a media file (in file order),
 that may still be among a post's `max_comments` best (pruned with a window function whenever as many have
 been stored as the last prune kept; at most about twice the kept comments are on disk). In memory: the media
 index, one batch of rows (`_BATCH`), SQLite's page cache (`_CACHE_MIB`) and, while posts are yielded, one post
-with its comments and a page of each scan (`diskstore.BATCH` rows).
+with its comments and a page (`_PAGE` rows) of posts and of comments.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from bl_data.sources._common import (
 _BATCH = 10_000  # rows buffered, and writes per flush (a commit)
 _PRUNE_MIN = 200_000  # comments stored before the first prune; later ones wait for as many as were kept
 _CACHE_MIB = 32  # SQLite's page cache
+_PAGE = 256  # rows per read while the posts are yielded
 
 _SCHEMA = """
 CREATE TABLE posts (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, post BLOB NOT NULL, cutoff BLOB);
@@ -261,9 +262,11 @@ class _JoinStore:
 
     def posts(self) -> Iterator[Post]:
         """The stored posts in file order, each with its best comments (one sorted scan of `comments`)."""
-        best = chain.from_iterable(self.store.scan(_BEST))  # in post order, each post's best first
+        # in post order, each post's best first
+        best = chain.from_iterable(self.store.scan(_BEST, size=_PAGE))
         row = next(best, None)
-        for seq, blob in chain.from_iterable(self.store.scan("SELECT seq, post FROM posts ORDER BY seq")):
+        stored = self.store.scan("SELECT seq, post FROM posts ORDER BY seq", size=_PAGE)
+        for seq, blob in chain.from_iterable(stored):
             post = pickle.loads(blob)
             while row is not None and row[0] == seq:
                 if self.max_comments is None or len(post.comments) < self.max_comments:
