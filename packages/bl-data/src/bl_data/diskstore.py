@@ -5,8 +5,8 @@
         "p0001" in done
 
 Millions of media files and posts must not grow the driver's memory: the media ledger, the importers' media
-index and the sets of keys (samples written, failures logged, ids seen) live in SQLite databases, each with
-a bounded page cache (`CACHE_MIB`), in a directory of their own under `tempfile.gettempdir()` ($TMPDIR: the
+index, the sets of keys (samples written, failures logged, ids seen) and the Reddit importer's comment join
+live in SQLite databases, each with a bounded page cache (`CACHE_MIB` unless given), in a directory of their own under `tempfile.gettempdir()` ($TMPDIR: the
 driver's local disk, never the output folder, which may be NFS, where SQLite's locking is unsafe). Nothing
 needs to survive the process: no journal, no fsync. The directory is removed by `close` (also when the
 owner is garbage-collected or the interpreter exits after an error); only a SIGKILL leaves it behind.
