@@ -6,10 +6,11 @@
 
 Millions of media files and posts must not grow the driver's memory: the media ledger, the importers' media
 index, the sets of keys (samples written, failures logged, ids seen) and the Reddit importer's comment join
-live in SQLite databases, each with a bounded page cache (`CACHE_MIB` unless given), in a directory of their own under `tempfile.gettempdir()` ($TMPDIR: the
-driver's local disk, never the output folder, which may be NFS, where SQLite's locking is unsafe). Nothing
-needs to survive the process: no journal, no fsync. The directory is removed by `close` (also when the
-owner is garbage-collected or the interpreter exits after an error); only a SIGKILL leaves it behind.
+live in SQLite databases, each with a bounded page cache (`CACHE_MIB` unless given), in a directory of their
+own under `tempfile.gettempdir()` ($TMPDIR: the driver's local disk, never the output folder, which may be
+NFS, where SQLite's locking is unsafe). Nothing needs to survive the process: no journal, no fsync. The
+directory is removed by `close` (also when the owner is garbage-collected or the interpreter exits after an
+error); only a SIGKILL leaves it behind.
 """
 
 from __future__ import annotations
