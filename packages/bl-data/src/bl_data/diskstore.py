@@ -37,9 +37,10 @@ class DiskStore:
     """One SQLite database in a fresh local temporary directory; `schema` creates its tables.
 
     Writes run in transactions of up to `BATCH` writes; reads see them at once. The connection may be used
-    from several threads (one at a time: every call holds `lock`). `prefix` and `filename` name the directory
-    and the database file (so that a store can be told apart in `$TMPDIR`). An `exclusive` store keeps its file
-    locked until it is closed; otherwise other connections may read what was committed (e.g. to inspect it)."""
+    from several threads (one at a time: every call holds `lock`). `prefix` and `filename` name the
+    directory and the database file (so that a store can be told apart in `$TMPDIR`). An `exclusive` store
+    keeps its file locked until it is closed; otherwise other connections may read what was committed (e.g.
+    to inspect it)."""
 
     def __init__(
         self,
@@ -108,8 +109,8 @@ class DiskStore:
             return self.db.execute(sql, params).fetchall()
 
     def scan(self, sql: str, params: Sequence[Any] = (), size: int | None = None) -> Iterator[list[Any]]:
-        """The rows of one run of `sql`, fetched lazily in lists of up to `size` (default `BATCH`); the caller may
-        write between lists (SQLite decides whether a scan sees those writes: avoid writing to its tables)."""
+        """The rows of one run of `sql`, fetched lazily in lists of up to `size` (default `BATCH`); the caller
+        may write between lists (SQLite decides whether a scan sees those writes: avoid writing to its tables)."""
         with self.lock:
             cursor = self.db.execute(sql, params)
         while True:

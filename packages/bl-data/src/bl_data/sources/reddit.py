@@ -198,7 +198,7 @@ def rank_key(likes: int) -> bytes:
 
 
 class _JoinStore:
-    """The join's tables in a `DiskStore` (an SQLite file in a private temporary directory); `close` removes it."""
+    """The join's tables in a `DiskStore` (SQLite in a private temporary directory); `close` removes it."""
 
     def __init__(self, max_comments: int | None) -> None:
         self.max_comments = max_comments
