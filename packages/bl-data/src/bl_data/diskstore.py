@@ -109,8 +109,8 @@ class DiskStore:
             return self.db.execute(sql, params).fetchall()
 
     def scan(self, sql: str, params: Sequence[Any] = (), size: int | None = None) -> Iterator[list[Any]]:
-        """The rows of one run of `sql`, fetched lazily in lists of up to `size` (default `BATCH`); the caller
-        may write between lists (SQLite decides whether a scan sees those writes: avoid writing to its tables)."""
+        """The rows of one run of `sql`, fetched lazily in lists of up to `size` (default `BATCH`). The caller
+        may write between lists; whether the scan sees those writes is SQLite's choice: write other tables."""
         with self.lock:
             cursor = self.db.execute(sql, params)
         while True:
