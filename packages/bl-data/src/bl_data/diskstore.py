@@ -5,11 +5,12 @@
         "p0001" in done
 
 Millions of media files and posts must not grow the driver's memory: the media ledger, the importers' media
-index and the sets of keys (samples written, failures logged, ids seen) live in SQLite databases, each with
-a bounded page cache (`CACHE_MIB`), in a directory of their own under `tempfile.gettempdir()` ($TMPDIR: the
-driver's local disk, never the output folder, which may be NFS, where SQLite's locking is unsafe). Nothing
-needs to survive the process: no journal, no fsync. The directory is removed by `close` (also when the
-owner is garbage-collected or the interpreter exits after an error); only a SIGKILL leaves it behind.
+index, the sets of keys (samples written, failures logged, ids seen) and the Reddit importer's comment join
+live in SQLite databases, each with a bounded page cache (`CACHE_MIB` unless given), in a directory of their
+own under `tempfile.gettempdir()` ($TMPDIR: the driver's local disk, never the output folder, which may be
+NFS, where SQLite's locking is unsafe). Nothing needs to survive the process: no journal, no fsync. The
+directory is removed by `close` (also when the owner is garbage-collected or the interpreter exits after an
+error); only a SIGKILL leaves it behind.
 """
 
 from __future__ import annotations
@@ -36,15 +37,26 @@ class DiskStore:
     """One SQLite database in a fresh local temporary directory; `schema` creates its tables.
 
     Writes run in transactions of up to `BATCH` writes; reads see them at once. The connection may be used
-    from several threads (one at a time: every call holds `lock`)."""
+    from several threads (one at a time: every call holds `lock`). `prefix` and `filename` name the
+    directory and the database file (so that a store can be told apart in `$TMPDIR`). An `exclusive` store
+    keeps its file locked until it is closed; otherwise other connections may read what was committed (e.g.
+    to inspect it)."""
 
-    def __init__(self, schema: str, cache_mib: float | None = None) -> None:
-        self.folder = tempfile.mkdtemp(prefix="bl-data-store-")
+    def __init__(
+        self,
+        schema: str,
+        cache_mib: float | None = None,
+        prefix: str = "bl-data-store-",
+        filename: str = "store.db",
+        exclusive: bool = True,
+    ) -> None:
+        self.folder = tempfile.mkdtemp(prefix=prefix)
         self.db = sqlite3.connect(
-            str(Path(self.folder) / "store.db"), isolation_level=None, check_same_thread=False
+            str(Path(self.folder) / filename), isolation_level=None, check_same_thread=False
         )
         self._closer = weakref.finalize(self, _discard, self.db, self.folder)
-        for pragma in ("journal_mode=OFF", "synchronous=OFF", "locking_mode=EXCLUSIVE", "temp_store=FILE"):
+        locking = "EXCLUSIVE" if exclusive else "NORMAL"
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", f"locking_mode={locking}", "temp_store=FILE"):
             self.db.execute(f"PRAGMA {pragma}")
         self.db.execute(f"PRAGMA cache_size=-{int((cache_mib or CACHE_MIB) * 1024)}")  # negative: KiB
         self.db.executescript(schema)
@@ -78,6 +90,11 @@ class DiskStore:
     def _count(self, writes: int) -> None:
         self._writes += writes
         if self._writes >= BATCH:
+            self.commit()
+
+    def commit(self) -> None:
+        """End the transaction now (another starts at once); `write` and `write_many` commit every `BATCH`."""
+        with self.lock:
             self.db.execute("COMMIT")
             self.db.execute("BEGIN")
             self._writes = 0
@@ -90,6 +107,18 @@ class DiskStore:
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self.lock:
             return self.db.execute(sql, params).fetchall()
+
+    def scan(self, sql: str, params: Sequence[Any] = (), size: int | None = None) -> Iterator[list[Any]]:
+        """The rows of one run of `sql`, fetched lazily in lists of up to `size` (default `BATCH`). The caller
+        may write between lists; whether the scan sees those writes is SQLite's choice: write other tables."""
+        with self.lock:
+            cursor = self.db.execute(sql, params)
+        while True:
+            with self.lock:
+                page = cursor.fetchmany(size or BATCH)
+            if not page:
+                return
+            yield page
 
     def pages(self, sql: str, params: Sequence[Any] = (), size: int | None = None) -> Iterator[list[Any]]:
         """The rows of `sql` in lists of up to `size` (default `BATCH`); `sql` selects a BLOB key first and ends in

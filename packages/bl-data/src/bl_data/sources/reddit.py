@@ -7,19 +7,19 @@ finishes, fails or is closed: the submissions with a media file (in file order),
 (the duplicate-id check), every comment id of each kept post (the duplicate-comment check) and the comments
 that may still be among a post's `max_comments` best (pruned with a window function whenever as many have
 been stored as the last prune kept; at most about twice the kept comments are on disk). In memory: the media
-index, one batch of rows (`_BATCH`), SQLite's page cache (`_CACHE_KIB`) and, while posts are yielded, one post
-with its comments.
+index, one batch of rows (`_BATCH`), SQLite's page cache (`_CACHE_MIB`) and, while posts are yielded, one post
+with its comments and a page (`_PAGE` rows) of posts and of comments.
 """
 
 from __future__ import annotations
 
 import pickle
-import sqlite3
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 
+from bl_data.diskstore import DiskStore
 from bl_data.records import Comment, Failure, Post
 from bl_data.sources._common import (
     InvalidField,
@@ -32,15 +32,12 @@ from bl_data.sources._common import (
     unforeseen,
 )
 
-_BATCH = 10_000  # rows buffered, and writes per transaction
+_BATCH = 10_000  # rows buffered, and writes per flush (a commit)
 _PRUNE_MIN = 200_000  # comments stored before the first prune; later ones wait for as many as were kept
-_CACHE_KIB = 32 * 1024  # SQLite's page cache
+_CACHE_MIB = 32  # SQLite's page cache
+_PAGE = 256  # rows per read while the posts are yielded
 
-_SCHEMA = f"""
-PRAGMA journal_mode = OFF;
-PRAGMA synchronous = OFF;
-PRAGMA temp_store = FILE;
-PRAGMA cache_size = -{_CACHE_KIB};
+_SCHEMA = """
 CREATE TABLE posts (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, post BLOB NOT NULL, cutoff BLOB);
 CREATE TABLE comment_ids (post INTEGER, id TEXT, PRIMARY KEY (post, id)) WITHOUT ROWID;
 CREATE TABLE comments (
@@ -201,25 +198,19 @@ def rank_key(likes: int) -> bytes:
 
 
 class _JoinStore:
-    """The join's tables in an SQLite file in a private temporary directory; `close` removes it."""
+    """The join's tables in a `DiskStore` (SQLite in a private temporary directory); `close` removes it."""
 
     def __init__(self, max_comments: int | None) -> None:
         self.max_comments = max_comments
-        self._dir = tempfile.TemporaryDirectory(prefix="bl-reddit-join-")
-        try:
-            # one consumer at a time (a generator), but not always one thread: Ray's driver imports in a thread
-            path = Path(self._dir.name) / "join.sqlite"
-            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self.db.executescript(_SCHEMA)
-        except BaseException:
-            self._dir.cleanup()
-            raise
+        # one consumer at a time (a generator), but not always one thread: Ray's driver imports in a thread
+        self.store = DiskStore(
+            _SCHEMA, _CACHE_MIB, prefix="bl-reddit-join-", filename="join.sqlite", exclusive=False
+        )
         self._posts: list[tuple[str, bytes]] = []  # (id, pickled post), not yet written
         self._comments: list[tuple] = []  # rows of `comments`, not yet written
-        self._writes = 0  # since the last commit
+        self._buffered = 0  # writes since the last flush
         self._added = 0  # comments written since the last prune
         self._kept = 0  # comments left by the last prune
-        self.db.execute("BEGIN")
 
     def add_post(self, post: Post) -> None:
         self._posts.append((post.id, pickle.dumps(post, pickle.HIGHEST_PROTOCOL)))
@@ -227,13 +218,13 @@ class _JoinStore:
 
     def find(self, post_id: str) -> tuple[int, bytes | None] | None:
         """(seq, cutoff) of a written post, or None."""
-        return self.db.execute("SELECT seq, cutoff FROM posts WHERE id = ?", (post_id,)).fetchone()
+        return self.store.one("SELECT seq, cutoff FROM posts WHERE id = ?", (post_id,))
 
     def claim_comment_id(self, seq: int, comment_id: str) -> bool:
         """True the first time post `seq` sees `comment_id`."""
-        claimed = self.db.execute("INSERT OR IGNORE INTO comment_ids VALUES (?, ?)", (seq, comment_id))
+        claimed = self.store.write("INSERT OR IGNORE INTO comment_ids VALUES (?, ?)", (seq, comment_id))
         self.wrote()
-        return claimed.rowcount == 1
+        return claimed == 1
 
     def add_comment(self, held: tuple[int, bytes | None], line: int, comment: Comment) -> None:
         """Keep `comment` (line `line`) for post `held` unless it can no longer be among the best."""
@@ -249,43 +240,40 @@ class _JoinStore:
 
     def wrote(self) -> None:
         """Count one write; a full batch is flushed."""
-        self._writes += 1
-        if self._writes >= _BATCH:
+        self._buffered += 1
+        if self._buffered >= _BATCH:
             self.flush()
 
     def flush(self) -> None:
         """Write the buffered rows, prune when due, commit."""
-        self.db.executemany("INSERT INTO posts (id, post) VALUES (?, ?)", self._posts)
-        self.db.executemany("INSERT INTO comments VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._comments)
+        self.store.write_many("INSERT INTO posts (id, post) VALUES (?, ?)", self._posts)
+        self.store.write_many("INSERT INTO comments VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._comments)
         self._added += len(self._comments)
         self._posts.clear()
         self._comments.clear()
+        self._buffered = 0
         if self.max_comments is not None and self._added >= max(_PRUNE_MIN, self._kept):
-            self.db.execute(_PRUNE, (self.max_comments,))
-            cutoffs = self.db.execute(_CUTOFFS, (self.max_comments,))
-            while rows := cutoffs.fetchmany(_BATCH):
-                self.db.executemany("UPDATE posts SET cutoff = ? WHERE seq = ?", rows)
-            self._kept = self.db.execute("SELECT count(*) FROM comments").fetchone()[0]
+            self.store.write(_PRUNE, (self.max_comments,))
+            for cutoffs in self.store.scan(_CUTOFFS, (self.max_comments,)):
+                self.store.write_many("UPDATE posts SET cutoff = ? WHERE seq = ?", cutoffs)
+            self._kept = self.store.one("SELECT count(*) FROM comments")[0]
             self._added = 0
-        self.db.execute("COMMIT")
-        self.db.execute("BEGIN")
-        self._writes = 0
+        self.store.commit()
 
     def posts(self) -> Iterator[Post]:
         """The stored posts in file order, each with its best comments (one sorted scan of `comments`)."""
-        best = self.db.execute(_BEST)  # in post order, each post's best first
-        row = best.fetchone()
-        for seq, blob in self.db.execute("SELECT seq, post FROM posts ORDER BY seq"):
+        # in post order, each post's best first
+        best = chain.from_iterable(self.store.scan(_BEST, size=_PAGE))
+        row = next(best, None)
+        stored = self.store.scan("SELECT seq, post FROM posts ORDER BY seq", size=_PAGE)
+        for seq, blob in chain.from_iterable(stored):
             post = pickle.loads(blob)
             while row is not None and row[0] == seq:
                 if self.max_comments is None or len(post.comments) < self.max_comments:
                     text, likes, author, comment_id, parent = row[1:]
                     post.comments.append(Comment(text, int(likes), author, comment_id, parent))
-                row = best.fetchone()
+                row = next(best, None)
             yield post
 
     def close(self) -> None:
-        try:
-            self.db.close()
-        finally:
-            self._dir.cleanup()
+        self.store.close()
