@@ -3,12 +3,13 @@
 Dumps are streamed line by line; plain, `.gz`, `.bz2` and `.xz` files are read (decompress `.zst` dumps with
 `zstd -d --long=31` first). The join runs out of core, in an SQLite file in a private temporary directory
 (`$TMPDIR`, local disk: not the output folder, which may be shared storage), removed when the generator
-finishes, fails or is closed: the submissions with a media file (in file order), the ids of those without one
-(the duplicate-id check), every comment id of each kept post (the duplicate-comment check) and the comments
-that may still be among a post's `max_comments` best (pruned with a window function whenever as many have
-been stored as the last prune kept; at most about twice the kept comments are on disk). In memory: the media
-index, one batch of rows (`_BATCH`), SQLite's page cache (`_CACHE_MIB`) and, while posts are yielded, one post
-with its comments and a page (`_PAGE` rows) of posts and of comments.
+finishes, fails or is closed: the submissions with a media file (in file order), every comment id of each
+kept post (the duplicate-comment check) and the comments that may still be among a post's `max_comments`
+best (pruned with a window function whenever as many have been stored as the last prune kept; at most about
+twice the kept comments are on disk). The media index (`index_media`, with the ids seen without a media file:
+the duplicate-id check) is on disk too. In memory: one batch of rows (`_BATCH`), SQLite's page caches
+(`_CACHE_MIB` here) and, while posts are yielded, one post with its comments and a page (`_PAGE` rows) of
+posts and of comments.
 """
 
 from __future__ import annotations
